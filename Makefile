@@ -1,0 +1,14 @@
+# The two commands of the README. Both do all set-up first (scripts/setup.sh).
+.PHONY: run test setup lint
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	.venv/bin/joulestream up
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy .

@@ -1,0 +1,44 @@
+"""``joulestream`` command line: each part registers its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from importlib import import_module
+
+# (command, module providing ``add_arguments(parser)`` and ``run(args) -> int``, help)
+_COMMANDS: list[tuple[str, str, str]] = [
+    ("kafka", "joulestream.kafka.cli", "run a local single-node Apache Kafka (KRaft)"),
+    ("topics", "joulestream.kafka.topics_cli", "create and inspect the pipeline's topics"),
+    ("agent", "agents.cli", "node agent: publish samples and power readings"),
+    ("process", "stream_processors.cli", "stream processor: join, attribute, write energy"),
+    ("sink", "sinks.cli", "sinks: Prometheus exporter"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="joulestream", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module_name, help_text in _COMMANDS:
+        module = import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

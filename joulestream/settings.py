@@ -1,0 +1,70 @@
+"""Settings every part shares: where Kafka is and what the topics are called."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+_LIBRDKAFKA_ENV_PREFIX = "JOULESTREAM_KAFKA_"
+
+
+def bootstrap_servers(cli_value: str | None = None) -> str:
+    return cli_value or os.environ.get("JOULESTREAM_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP)
+
+
+def librdkafka_passthrough() -> dict[str, str]:
+    """TLS/SASL and other client settings: ``JOULESTREAM_KAFKA_SASL_MECHANISM=PLAIN``
+    becomes ``sasl.mechanism=PLAIN`` for every producer, consumer and admin client."""
+    return {
+        key[len(_LIBRDKAFKA_ENV_PREFIX) :].lower().replace("_", "."): value
+        for key, value in os.environ.items()
+        if key.startswith(_LIBRDKAFKA_ENV_PREFIX)
+    }
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names of DESIGN.md §5; ``prefix`` lets several pipelines share one broker."""
+
+    prefix: str = field(default_factory=lambda: os.environ.get("JOULESTREAM_TOPIC_PREFIX", ""))
+
+    def _name(self, base: str) -> str:
+        return f"{self.prefix}joulestream.{base}.v1"
+
+    @property
+    def samples(self) -> str:
+        return self._name("samples")
+
+    @property
+    def power(self) -> str:
+        return self._name("power")
+
+    @property
+    def energy(self) -> str:
+        return self._name("energy")
+
+    @property
+    def models(self) -> str:
+        return self._name("models")
+
+    @property
+    def grid(self) -> str:
+        return self._name("grid")
+
+    @property
+    def deadletter(self) -> str:
+        return self._name("deadletter")
+
+    def co_partitioned(self) -> tuple[str, str, str]:
+        return (self.samples, self.power, self.energy)
+
+    def compacted(self) -> tuple[str, str]:
+        return (self.models, self.grid)
+
+    def all(self) -> tuple[str, ...]:
+        return (*self.co_partitioned(), *self.compacted(), self.deadletter)
+
+
+def node_key(cluster: str, node: str) -> bytes:
+    return f"{cluster}/{node}".encode()

@@ -1,0 +1,78 @@
+"""Avro single object encoding: ``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint + body.
+
+fastavro writes and reads the body only; the prefix and the fingerprint lookup are ours.
+Every message names its writer schema, and readers resolve it to their own (latest) version.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
+
+from schemas.errors import NotSingleObjectEncoded, SchemaViolation, TruncatedMessage, UnknownFingerprint
+from schemas.registry import SchemaRegistry, SchemaVersion
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = len(MAGIC) + 8
+
+Record = dict[str, Any]
+
+
+class Codec:
+    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+        self.registry = registry or SchemaRegistry.shipped()
+
+    def encode(self, name: str, record: Record, version: int | None = None) -> bytes:
+        schema = self.registry.latest(name) if version is None else self.registry.version(name, version)
+        try:
+            validate(record, schema.parsed, raise_errors=True)
+        except ValidationError as exc:
+            raise SchemaViolation(f"{name} v{schema.version} rejects the record: {exc}") from None
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(schema.fingerprint)
+        schemaless_writer(buf, schema.parsed, record)
+        return buf.getvalue()
+
+    def writer_of(self, data: bytes) -> SchemaVersion:
+        if len(data) < HEADER_LEN:
+            if data[: len(MAGIC)] != MAGIC[: len(data)]:
+                raise NotSingleObjectEncoded("message does not start with C3 01")
+            raise TruncatedMessage(f"{len(data)} bytes is shorter than the {HEADER_LEN}-byte header")
+        if data[:2] != MAGIC:
+            raise NotSingleObjectEncoded(
+                f"message starts with {data[:2].hex()} where Avro single object encoding has c301"
+            )
+        writer = self.registry.by_fingerprint(bytes(data[2:HEADER_LEN]))
+        if writer is None:
+            raise UnknownFingerprint(
+                f"writer schema fingerprint {bytes(data[2:HEADER_LEN]).hex()} is not a shipped "
+                f"schema version (known records: {self.registry.names()})"
+            )
+        return writer
+
+    def decode(self, data: bytes, expect: str | None = None) -> Record:
+        """Decode to the reader (latest) version of the writer's record, or of ``expect``."""
+        writer = self.writer_of(data)
+        if expect is not None and writer.name != expect:
+            raise SchemaViolation(f"expected a {expect} message, got {writer.name}")
+        reader = self.registry.latest(writer.name)
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_LEN)
+        try:
+            record = schemaless_reader(
+                buf, writer.parsed, None if reader is writer else reader.parsed
+            )
+        except (EOFError, StopIteration) as exc:
+            raise TruncatedMessage(f"{writer.name} body ends early ({len(data)} bytes)") from exc
+        except Exception as exc:  # fastavro raises assorted errors on corrupt bodies
+            raise SchemaViolation(f"{writer.name} v{writer.version} body is corrupt: {exc!r}") from exc
+        if buf.tell() != len(data):
+            raise SchemaViolation(
+                f"{writer.name} body has {len(data) - buf.tell()} trailing bytes"
+            )
+        assert isinstance(record, dict)
+        return record

@@ -1,0 +1,33 @@
+"""Feature names come from one place: the ``Counters`` record of NodeSample.
+
+Every producer, model and consumer validates the names it uses against this list at
+start-up, so an exporter/model-server naming mismatch fails loudly instead of exporting zeros.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from schemas.errors import FeatureNameError
+from schemas.registry import SchemaRegistry
+
+
+def _counter_fields() -> tuple[str, ...]:
+    sample = SchemaRegistry.shipped().latest("NodeSample").raw
+    totals = next(f for f in sample["fields"] if f["name"] == "node_totals")
+    return tuple(f["name"] for f in totals["type"]["fields"])
+
+
+FEATURE_NAMES: tuple[str, ...] = _counter_fields()
+
+
+def validate_feature_names(names: Iterable[str]) -> list[str]:
+    """Return the names as a list, or raise naming every unknown and duplicated name."""
+    names = list(names)
+    known = set(FEATURE_NAMES)
+    unknown = sorted({n for n in names if n not in known})
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
+    if unknown or duplicates:
+        raise FeatureNameError(unknown, duplicates)
+    return names

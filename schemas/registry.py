@@ -1,0 +1,76 @@
+"""Every shipped schema version, by record name and by CRC-64-AVRO fingerprint.
+
+Files are ``avro/<Record>.v<N>.avsc``; the highest N of a record is its reader schema.
+Fingerprints are computed once here: fastavro rebuilds its CRC table on every call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+_FILE_NAME = re.compile(r"^(?P<name>[A-Za-z]+)\.v(?P<version>\d+)\.avsc$")
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    name: str
+    version: int
+    fingerprint: bytes  # 8 bytes, little-endian, as written after C3 01
+    parsed: Any  # fastavro parsed schema
+    raw: dict[str, Any]
+
+
+def fingerprint_of(schema: dict[str, Any]) -> bytes:
+    canonical = to_parsing_canonical_form(schema)
+    return int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+
+
+class SchemaRegistry:
+    def __init__(self) -> None:
+        self._by_fingerprint: dict[bytes, SchemaVersion] = {}
+        self._by_name: dict[str, dict[int, SchemaVersion]] = {}
+
+    @classmethod
+    def shipped(cls) -> SchemaRegistry:
+        registry = cls()
+        for entry in sorted(resources.files("schemas").joinpath("avro").iterdir(), key=str):
+            match = _FILE_NAME.match(entry.name)
+            if match:
+                registry.add(json.loads(entry.read_text()), int(match["version"]))
+        return registry
+
+    def add_file(self, path: Path) -> SchemaVersion:
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"{path}: schema files are named <Record>.v<N>.avsc")
+        return self.add(json.loads(path.read_text()), int(match["version"]))
+
+    def add(self, raw: dict[str, Any], version: int) -> SchemaVersion:
+        parsed = parse_schema(raw)
+        entry = SchemaVersion(raw["name"], version, fingerprint_of(raw), parsed, raw)
+        self._by_fingerprint[entry.fingerprint] = entry
+        self._by_name.setdefault(entry.name, {})[version] = entry
+        return entry
+
+    def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
+        return self._by_fingerprint.get(fp)
+
+    def latest(self, name: str) -> SchemaVersion:
+        versions = self._by_name.get(name)
+        if not versions:
+            raise KeyError(f"no schema named {name!r}; known: {sorted(self._by_name)}")
+        return versions[max(versions)]
+
+    def version(self, name: str, version: int) -> SchemaVersion:
+        return self._by_name[name][version]
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
