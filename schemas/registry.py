@@ -28,9 +28,9 @@ class SchemaVersion:
     raw: dict[str, Any]
 
 
-def fingerprint_of(schema: dict[str, Any]) -> bytes:
-    canonical = to_parsing_canonical_form(schema)
-    return int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+def fingerprint_of(schema: dict[str, Any] | str) -> bytes:
+    """fastavro's hex digest already lists the 64-bit value's bytes little-endian first."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
 
 class SchemaRegistry:
