@@ -1,0 +1,457 @@
+"""procfs/cgroup collector: per-cgroup CPU time, memory working set and block I/O.
+
+Layouts: cgroup v2 (``cpu.stat`` usage_usec), v1 (``cpuacct.usage`` in the cpuacct hierarchy)
+and hybrid (v1 controllers plus v2 at ``unified/``; the v1 cpuacct hierarchy is used, since
+cgroupfs-driver runtimes create their cgroups only there).
+
+Usage counters are hierarchical (a cgroup's usage includes its children's), so each workload
+gets its EXCLUSIVE share: own delta minus its direct children's deltas. The exclusive shares
+of all cgroups add up to the root's delta, so nothing is counted twice. The root's own share is
+split into kernel threads (``kernel``) and everything else (system ``/``).
+
+Deltas: a cgroup absent from the previous read, or whose counter went backwards (removed and
+recreated under the same path, or reset), was created inside the window, so its whole counter
+is in-window: the delta is taken from 0. A cgroup that disappears takes its last partial window
+with it at its own level; its usage still shows in its parent's delta, so it lands in the
+parent's exclusive share rather than being lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agents.capabilities import Capability, counter_capabilities
+from agents.collectors.base import CollectedWindow, Counters, Workload
+from agents.collectors.procfs import (
+    CLOCK_TICKS,
+    NS_PER_S,
+    memory_working_set_bytes,
+    node_busy_ticks,
+    process_stat,
+)
+from agents.workloads import resolve
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_WORKLOADS = 500
+OVERFLOW_ID = "overflow"
+KERNEL_ID = "kernel"
+ROOT = "/"
+_V1_CPUACCT_DIRS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
+_V1_IO_FILE = "blkio.throttle.io_service_bytes_recursive"  # hierarchical, like the rest
+
+
+class CgroupLayoutError(RuntimeError):
+    """No cgroup hierarchy with CPU accounting under the given root."""
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    version: Literal["v1", "v2", "hybrid"]
+    cpu_root: Path  # the hierarchy walked for workloads
+    cpu_v2: bool  # cpu.stat usage_usec (v2) rather than cpuacct.usage (v1)
+    memory_root: Path | None
+    io_root: Path | None
+
+    def describe(self) -> str:
+        parts = [f"cgroup {self.version}: cpu from {self.cpu_root}"]
+        parts.append(f"memory from {self.memory_root}" if self.memory_root else "no memory")
+        parts.append(f"block I/O from {self.io_root}" if self.io_root else "no block I/O")
+        return ", ".join(parts)
+
+
+def _v2_controllers(root: Path) -> set[str]:
+    try:
+        return set((root / "cgroup.subtree_control").read_text().split())
+    except OSError:
+        return set()
+
+
+def _v2_layout(root: Path, version: Literal["v2", "hybrid"]) -> CgroupLayout:
+    enabled = _v2_controllers(root)
+    return CgroupLayout(
+        version,
+        root,
+        cpu_v2=True,
+        memory_root=root if "memory" in enabled else None,
+        io_root=root if "io" in enabled else None,
+    )
+
+
+def detect_layout(root: Path) -> CgroupLayout:
+    if (root / "cgroup.controllers").exists():
+        return _v2_layout(root, "v2")
+    hybrid = (root / "unified" / "cgroup.controllers").exists()
+    for name in _V1_CPUACCT_DIRS:
+        if (root / name / "cpuacct.usage").exists():
+            memory = root / "memory"
+            blkio = root / "blkio"
+            return CgroupLayout(
+                "hybrid" if hybrid else "v1",
+                root / name,
+                cpu_v2=False,
+                memory_root=memory if (memory / "memory.usage_in_bytes").exists() else None,
+                io_root=blkio if (blkio / _V1_IO_FILE).exists() else None,
+            )
+    if hybrid:
+        return _v2_layout(root / "unified", "hybrid")
+    raise CgroupLayoutError(
+        f"no cgroup CPU accounting under {root}: expected cgroup v2 (cgroup.controllers) or a "
+        f"v1 cpuacct hierarchy ({', '.join(_V1_CPUACCT_DIRS)}); in a container, mount the "
+        "host's /sys/fs/cgroup and pass --cgroup-root"
+    )
+
+
+# --- raw file readers: None when the file (or the cgroup) is gone or not provided ---------
+
+
+# Plain os calls on str paths: these run for every cgroup every interval (overhead budget).
+
+
+def _read_bytes(path: str, limit: int | None = None) -> bytes | None:
+    """The whole file, or its first ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # ENOENT, or ENODEV when the cgroup is removed mid-read
+        return None
+    try:
+        if limit is not None:
+            return os.read(fd, limit)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_text(path: str) -> str | None:
+    data = _read_bytes(path)
+    return None if data is None else data.decode()
+
+
+def _read_int(path: str) -> int | None:
+    data = _read_bytes(path)
+    return int(data) if data and data.strip() else None
+
+
+def _has_procs(directory: str) -> bool:
+    """Only the first bytes: a busy cgroup's pid list can be long."""
+    return bool((_read_bytes(directory + "/cgroup.procs", 64) or b"").strip())
+
+
+def _stat_value(text: str | None, key: str) -> int | None:
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return None
+
+
+def _cpu_ns(directory: str, v2: bool) -> int | None:
+    if not v2:
+        return _read_int(directory + "/cpuacct.usage")
+    usec = _stat_value(_read_text(directory + "/cpu.stat"), "usage_usec")
+    return None if usec is None else usec * 1000
+
+
+def _memory_working_set(directory: str, v2: bool) -> int | None:
+    usage = _read_int(directory + ("/memory.current" if v2 else "/memory.usage_in_bytes"))
+    if usage is None:
+        return None
+    stat = _read_text(directory + "/memory.stat")
+    inactive = _stat_value(stat, "inactive_file" if v2 else "total_inactive_file")
+    if usage is None or inactive is None:
+        return None
+    return max(usage - inactive, 0)
+
+
+def _io_bytes(directory: str, v2: bool) -> tuple[int, int] | None:
+    text = _read_text(directory + ("/io.stat" if v2 else "/" + _V1_IO_FILE))
+    if text is None:
+        return None
+    read = write = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if v2:  # "8:0 rbytes=1 wbytes=2 rios=.. wios=.. ..."
+            for item in fields[1:]:
+                key, _, value = item.partition("=")
+                if key == "rbytes":
+                    read += int(value)
+                elif key == "wbytes":
+                    write += int(value)
+        elif len(fields) == 3 and fields[1] in ("Read", "Write"):  # "8:0 Read 4096"
+            if fields[1] == "Read":
+                read += int(fields[2])
+            else:
+                write += int(fields[2])
+    return read, write
+
+
+# --- snapshots and deltas ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CgroupReading:
+    cpu_ns: int | None
+    memory_bytes: int | None  # gauge, hierarchical
+    read_bytes: int | None
+    write_bytes: int | None
+    has_procs: bool
+
+
+@dataclass
+class Snapshot:
+    cgroups: dict[str, CgroupReading] = field(default_factory=dict)
+    kthread_ticks: dict[tuple[int, int], int] = field(default_factory=dict)
+    node_busy_ticks: int = 0
+
+
+def _counter_delta(current: int | None, previous: int | None) -> int | None:
+    """Delta of a cumulative counter; from 0 when the cgroup is new (see module doc)."""
+    if current is None:
+        return None
+    if previous is None or current < previous:
+        return current
+    return current - previous
+
+
+def _exclusive(own: int | None, children: list[int | None]) -> int | None:
+    if own is None:
+        return None
+    return max(own - sum(c for c in children if c is not None), 0)
+
+
+def _parent(path: str) -> str | None:
+    if path == ROOT:
+        return None
+    head = path.rsplit("/", 1)[0]
+    return head or ROOT
+
+
+class CgroupCollector:
+    kind: Literal["procfs"] = "procfs"
+
+    def __init__(
+        self,
+        cgroup_root: Path = Path("/sys/fs/cgroup"),
+        proc_root: Path = Path("/proc"),
+        max_workloads: int = DEFAULT_MAX_WORKLOADS,
+        clock_ticks: int = CLOCK_TICKS,
+    ) -> None:
+        if max_workloads < 2:
+            raise ValueError("max_workloads must be at least 2 (one is the overflow workload)")
+        self.layout = detect_layout(cgroup_root)
+        self.proc_root = proc_root
+        self.max_workloads = max_workloads
+        self._ns_per_tick = NS_PER_S // clock_ticks
+        self._previous: Snapshot | None = None
+        self._overflow_logged = False
+
+    def capabilities(self) -> list[Capability]:
+        layout = self.layout
+        cpu_file = "cpu.stat usage_usec" if layout.cpu_v2 else "cpuacct.usage"
+        available = {
+            "cpu_time_ns": f"{cpu_file} exclusive of child cgroups; kernel threads from "
+            "/proc/<pid>/stat utime+stime; node total from /proc/stat busy time",
+        }
+        unavailable = {
+            name: "the procfs collector has no hardware counters (needs perf events and a PMU)"
+            for name in ("cpu_cycles", "cpu_instructions", "cache_misses")
+        }
+        unavailable |= {
+            name: "needs the ebpf collector"
+            for name in ("irq_net_tx", "irq_net_rx", "irq_block", "page_cache_hits")
+        }
+        if layout.memory_root is not None:
+            available["memory_working_set_bytes"] = (
+                "memory.current - inactive_file"
+                if layout.cpu_v2
+                else "memory.usage_in_bytes - total_inactive_file"
+            ) + ", exclusive of child cgroups"
+        else:
+            unavailable["memory_working_set_bytes"] = "memory controller not found"
+        for name in ("block_read_bytes", "block_write_bytes"):
+            if layout.io_root is not None:
+                available[name] = "io.stat" if layout.cpu_v2 else _V1_IO_FILE
+            else:
+                unavailable[name] = "io/blkio controller not found"
+        return [
+            Capability("cgroup", True, layout.describe()),
+            *counter_capabilities(available, unavailable),
+        ]
+
+    def start(self) -> None:
+        self._previous = self._read()
+
+    def collect(self) -> CollectedWindow:
+        if self._previous is None:
+            raise RuntimeError("collect() before start(): there is no baseline")
+        current = self._read()
+        window = self._window(self._previous, current)
+        self._previous = current
+        return window
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self) -> Snapshot:
+        layout = self.layout
+        snapshot = Snapshot(node_busy_ticks=node_busy_ticks(self.proc_root))
+        # Bottom-up, so children are read before their parents: a parent read later has
+        # counted at least what its children did, which keeps exclusive shares non-negative.
+        base = str(layout.cpu_root)
+        for directory, _, _ in os.walk(base, topdown=False):
+            rel = directory[len(base) :] or ROOT
+            reading = self._read_cgroup(directory, rel)
+            if reading is not None:
+                snapshot.cgroups[rel] = reading
+        self._read_kernel_threads(snapshot)
+        return snapshot
+
+    def _read_cgroup(self, directory: str, rel: str) -> CgroupReading | None:
+        layout = self.layout
+        cpu = _cpu_ns(directory, layout.cpu_v2)
+        if cpu is None and rel == ROOT:  # v2 root lacks cpu.stat before Linux 5.8
+            cpu = node_busy_ticks(self.proc_root) * self._ns_per_tick
+        if cpu is None:
+            return None  # not a cgroup, or removed while walking
+        sub = "" if rel == ROOT else rel
+        memory = (
+            _memory_working_set(f"{layout.memory_root}{sub}", layout.cpu_v2)
+            if layout.memory_root is not None
+            else None
+        )
+        io = (
+            _io_bytes(f"{layout.io_root}{sub}", layout.cpu_v2)
+            if layout.io_root is not None
+            else None
+        )
+        has_procs = _has_procs(directory)
+        return CgroupReading(cpu, memory, io[0] if io else None, io[1] if io else None, has_procs)
+
+    def _read_kernel_threads(self, snapshot: Snapshot) -> None:
+        """Kernel threads live in the root cgroup; only its processes need /proc reads."""
+        text = _read_text(f"{self.layout.cpu_root}/cgroup.procs") or ""
+        for token in text.split():
+            stat = process_stat(self.proc_root, int(token))
+            if stat is not None and stat.kernel_thread:
+                snapshot.kthread_ticks[(stat.pid, stat.start_ticks)] = stat.cpu_ticks
+
+    # -- deltas ----------------------------------------------------------------------------
+
+    def _window(self, previous: Snapshot, current: Snapshot) -> CollectedWindow:
+        deltas: dict[str, Counters] = {}
+        for path, now in current.cgroups.items():
+            before = previous.cgroups.get(path)
+            deltas[path] = Counters(
+                cpu_time_ns=_counter_delta(now.cpu_ns, before.cpu_ns if before else None),
+                block_read_bytes=_counter_delta(
+                    now.read_bytes, before.read_bytes if before else None
+                ),
+                block_write_bytes=_counter_delta(
+                    now.write_bytes, before.write_bytes if before else None
+                ),
+                memory_working_set_bytes=now.memory_bytes,
+            )
+        children: dict[str, list[str]] = defaultdict(list)
+        for path in deltas:
+            parent = _parent(path)
+            if parent is not None and parent in deltas:
+                children[parent].append(path)
+
+        by_id: dict[str, Workload] = {}
+        for path, own in deltas.items():
+            kids = [deltas[c] for c in children[path]]
+            exclusive = Counters(
+                **{
+                    name: _exclusive(getattr(own, name), [getattr(k, name) for k in kids])
+                    for name in (
+                        "cpu_time_ns",
+                        "block_read_bytes",
+                        "block_write_bytes",
+                        "memory_working_set_bytes",
+                    )
+                }
+            )
+            if path == ROOT:
+                for workload in self._root_workloads(exclusive, previous, current):
+                    by_id[workload.workload_id] = workload
+                continue
+            if not current.cgroups[path].has_procs and not exclusive.cpu_time_ns:
+                continue  # an intermediate slice with nothing of its own this window
+            identity = resolve(path)
+            key = identity.container_id or identity.cgroup_path
+            known = by_id.get(key)
+            if known is None:
+                by_id[key] = Workload(
+                    kind="container" if identity.container_id else "system",
+                    workload_id=key,
+                    cgroup_path=identity.cgroup_path,
+                    container_id=identity.container_id,
+                    pod_uid=identity.pod_uid,
+                    counters=exclusive,
+                )
+            else:  # a cgroup nested inside a container belongs to that container
+                known.counters.add(exclusive)
+
+        root = deltas.get(ROOT)
+        node_totals = Counters(
+            cpu_time_ns=(current.node_busy_ticks - previous.node_busy_ticks) * self._ns_per_tick,
+            memory_working_set_bytes=memory_working_set_bytes(self.proc_root),
+            block_read_bytes=root.block_read_bytes if root else None,
+            block_write_bytes=root.block_write_bytes if root else None,
+        )
+        workloads, overflowed = self._bound(list(by_id.values()))
+        return CollectedWindow(node_totals, workloads, overflowed)
+
+    def _root_workloads(
+        self, exclusive: Counters, previous: Snapshot, current: Snapshot
+    ) -> list[Workload]:
+        """Split the root's own share: kernel threads by /proc, the rest is system ``/``.
+
+        Kernel time is capped at the root's exclusive time (tick vs ns accounting differ
+        slightly), so kernel + system ``/`` still equals the root's exclusive share.
+        """
+        kthread_ticks = sum(
+            _counter_delta(ticks, previous.kthread_ticks.get(key)) or 0
+            for key, ticks in current.kthread_ticks.items()
+        )
+        root_cpu = exclusive.cpu_time_ns
+        kernel_cpu = None
+        if root_cpu is not None:
+            kernel_cpu = min(kthread_ticks * self._ns_per_tick, root_cpu)
+            exclusive.cpu_time_ns = root_cpu - kernel_cpu
+        return [
+            Workload("kernel", KERNEL_ID, ROOT, counters=Counters(cpu_time_ns=kernel_cpu)),
+            Workload("system", ROOT, ROOT, counters=exclusive),
+        ]
+
+    def _bound(self, workloads: list[Workload]) -> tuple[list[Workload], int]:
+        """Keep the busiest workloads; fold the rest into one system "overflow" workload,
+        so their time still counts towards the node and nothing is silently dropped."""
+        if len(workloads) <= self.max_workloads:
+            return workloads, 0
+        workloads.sort(key=lambda w: w.counters.cpu_time_ns or 0, reverse=True)
+        kept, rest = workloads[: self.max_workloads - 1], workloads[self.max_workloads - 1 :]
+        overflow = Workload("system", OVERFLOW_ID, OVERFLOW_ID, counters=Counters())
+        for workload in rest:
+            overflow.counters.add(workload.counters)
+        level = logging.DEBUG if self._overflow_logged else logging.WARNING
+        log.log(
+            level,
+            "%d workloads exceed the bound of %d: %d folded into the %r workload "
+            "(raise --max-workloads to keep them apart)",
+            len(workloads),
+            self.max_workloads,
+            len(rest),
+            OVERFLOW_ID,
+        )
+        self._overflow_logged = True
+        return [*kept, overflow], len(rest)

@@ -1,0 +1,40 @@
+"""NodeSample capabilities: every counter named once, power status included."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.capabilities import Capability, counter_capabilities, node_capabilities
+from agents.power.rapl import PowerStatus
+from schemas.errors import FeatureNameError
+from schemas.features import FEATURE_NAMES
+
+
+def test_every_counter_is_covered_once() -> None:
+    caps = counter_capabilities(
+        {"cpu_time_ns": "cgroup"}, {n: "no" for n in FEATURE_NAMES if n != "cpu_time_ns"}
+    )
+    assert [c.name for c in caps] == list(FEATURE_NAMES)
+    assert [c.name for c in caps if c.available] == ["cpu_time_ns"]
+
+
+def test_forgotten_counter_is_an_error() -> None:
+    with pytest.raises(ValueError, match="cache_misses"):
+        counter_capabilities({n: "" for n in FEATURE_NAMES if n != "cache_misses"}, {})
+
+
+def test_unknown_counter_name_is_an_error() -> None:
+    with pytest.raises(FeatureNameError, match="irq_net_tx_bpf"):
+        counter_capabilities({n: "" for n in FEATURE_NAMES}, {"irq_net_tx_bpf": ""})
+
+
+def test_power_status_becomes_the_rapl_capability() -> None:
+    records = node_capabilities(
+        [Capability("cgroup", True, "v2")], PowerStatus(False, "no powercap at /x")
+    )
+    assert records == [
+        {"name": "cgroup", "available": True, "detail": "v2"},
+        {"name": "rapl", "available": False, "detail": "no powercap at /x"},
+    ]
+    with pytest.raises(ValueError, match="repeat"):
+        node_capabilities([Capability("rapl", True)], PowerStatus(True, "x"))

@@ -1,0 +1,51 @@
+"""``joulestream agent`` options."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+
+from agents import cli
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults() -> None:
+    args = parse()
+    assert args.cluster == "default"
+    assert args.node == socket.gethostname()
+    assert args.interval == 2.0
+    assert args.powercap_root == Path("/sys/class/powercap")
+    assert args.cgroup_root == Path("/sys/fs/cgroup")
+    assert args.proc_root == Path("/proc")
+    assert args.max_workloads == 500
+    assert not args.once
+
+
+def test_options_parse() -> None:
+    args = parse(
+        "--bootstrap-servers", "k:9093", "--cluster", "eu", "--node", "n7", "--interval", "0.5",
+        "--powercap-root", "/x", "--once", "--topic-prefix", "t.", "--max-workloads", "9",
+    )  # fmt: skip
+    assert (args.bootstrap_servers, args.cluster, args.node, args.interval) == (
+        "k:9093",
+        "eu",
+        "n7",
+        0.5,
+    )
+    assert (args.powercap_root, args.once, args.topic_prefix, args.max_workloads) == (
+        Path("/x"),
+        True,
+        "t.",
+        9,
+    )
+
+
+def test_run_reports_a_missing_cgroup_fs(tmp_path: Path) -> None:
+    args = parse("--cgroup-root", str(tmp_path / "none"), "--once")
+    assert cli.run(args) == 2
