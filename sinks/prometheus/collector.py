@@ -1,0 +1,137 @@
+"""Prometheus families built fresh from an EnergyState snapshot on every scrape.
+
+A custom collector rather than client-side Counter objects: the values are already
+cumulative in the state, and building the families per scrape means a series that leaves
+the state (series TTL, later) leaves /metrics too. Samples carry no timestamps, so
+Prometheus keeps its staleness handling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sinks.prometheus.state import (
+    NODE_LABELS,
+    NODE_ONLY_LABELS,
+    WINDOW_LABELS,
+    WORKLOAD_CO2E_LABELS,
+    WORKLOAD_ZONE_LABELS,
+    ZONE_LABELS,
+    ZONE_SOURCE_LABELS,
+    EnergyState,
+    Labels,
+    Series,
+    Snapshot,
+)
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    name: str  # counters without the _total suffix; the exposition adds it
+    kind: type[CounterMetricFamily] | type[GaugeMetricFamily]
+    documentation: str
+    labels: Labels
+    series: Callable[[Snapshot], Series]
+
+
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "joulestream_node_joules",
+        CounterMetricFamily,
+        "Node energy per zone, split into dynamic and idle, since the sink started.",
+        NODE_LABELS,
+        lambda s: s.node_joules,
+    ),
+    FamilySpec(
+        "joulestream_workload_joules",
+        CounterMetricFamily,
+        "Energy charged to a workload per zone and mode (dynamic, or idle under an idle policy).",
+        WORKLOAD_ZONE_LABELS,
+        lambda s: s.workload_joules,
+    ),
+    FamilySpec(
+        "joulestream_unattributed_joules",
+        CounterMetricFamily,
+        "Energy no workload could be charged with (its driver feature totalled 0).",
+        ZONE_SOURCE_LABELS,
+        lambda s: s.unattributed_joules,
+    ),
+    FamilySpec(
+        "joulestream_idle_unassigned_joules",
+        CounterMetricFamily,
+        "Idle energy not handed to workloads. Workload + idle_unassigned + unattributed "
+        "= node joules (dynamic + idle).",
+        ZONE_SOURCE_LABELS,
+        lambda s: s.idle_unassigned_joules,
+    ),
+    FamilySpec(
+        "joulestream_conservation_residual_joules",
+        GaugeMetricFamily,
+        "Node total minus (workloads + idle_unassigned + unattributed) in the node's latest "
+        "window; ~0 when conservation holds.",
+        ZONE_LABELS,
+        lambda s: s.residual_joules,
+    ),
+    FamilySpec(
+        "joulestream_windows",
+        CounterMetricFamily,
+        "Node windows applied, by source; unmeasured windows count too, never a silent zero.",
+        WINDOW_LABELS,
+        lambda s: s.windows,
+    ),
+    FamilySpec(
+        "joulestream_workload_co2e_grams",
+        CounterMetricFamily,
+        "Carbon (gCO2e = kWh x PUE x grid intensity) charged to a workload.",
+        WORKLOAD_CO2E_LABELS,
+        lambda s: s.workload_co2e_grams,
+    ),
+    FamilySpec(
+        "joulestream_sink_decode_errors",
+        CounterMetricFamily,
+        "Energy-topic messages refused (not decodable or not fit to fold), by reason.",
+        ("reason",),
+        lambda s: s.decode_errors,
+    ),
+    FamilySpec(
+        "joulestream_sink_skipped_windows",
+        CounterMetricFamily,
+        "Windows not folded because they were already applied (duplicate) or are older than "
+        "the remembered windows of their agent instance (stale).",
+        ("reason",),
+        lambda s: s.skipped_windows,
+    ),
+    FamilySpec(
+        "joulestream_sink_last_window_end_seconds",
+        GaugeMetricFamily,
+        "Unix time at which the node's latest applied window ended.",
+        NODE_ONLY_LABELS,
+        lambda s: s.last_window_end_seconds,
+    ),
+)
+
+
+def _family(spec: FamilySpec, series: Series) -> Metric:
+    family = spec.kind(spec.name, spec.documentation, labels=spec.labels)
+    for labels, value in series.items():
+        family.add_metric(labels, value)
+    return family
+
+
+class EnergyCollector(Collector):
+    def __init__(self, state: EnergyState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._state.snapshot()
+        for spec in FAMILIES:
+            yield _family(spec, spec.series(snapshot))
+
+    def describe(self) -> Iterator[Metric]:
+        """Names only, so the registry detects clashes without taking a snapshot."""
+        for spec in FAMILIES:
+            yield _family(spec, {})
