@@ -20,9 +20,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-from agents.capabilities import node_capabilities
+from agents.capabilities import Capability, kubernetes_capability, node_capabilities
 from agents.collectors.base import CollectedWindow, Collector
-from agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS, CgroupCollector, CgroupLayoutError
+from agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS, CgroupLayoutError
+from agents.collectors.ebpf import (
+    DEFAULT_MAP_ENTRIES,
+    CollectorChoice,
+    EbpfCollector,
+    EbpfUnavailable,
+    environment_capabilities,
+    open_collector,
+)
 from agents.power.rapl import DEFAULT_ROOT, PowerUnavailable, RaplReader, node_energy_zones
 from agents.publisher import Publisher
 from joulestream.settings import Topics
@@ -47,6 +55,9 @@ class AgentConfig:
     once: bool = False
     topics: Topics = field(default_factory=Topics)
     max_workloads: int = DEFAULT_MAX_WORKLOADS
+    # The command line defaults to "auto"; programmatic use to the collector that needs no root.
+    collector: CollectorChoice = "procfs"
+    map_entries: int = DEFAULT_MAP_ENTRIES
     flush_timeout_s: float = 10.0
     summary_every_s: float = 60.0
 
@@ -82,19 +93,29 @@ def run_agent(
     """
     stop = stop or threading.Event()
     try:
-        collector = CgroupCollector(
-            config.cgroup_root, config.proc_root, max_workloads=config.max_workloads
+        collector, ebpf = open_collector(
+            config.collector,
+            config.cgroup_root,
+            config.proc_root,
+            max_workloads=config.max_workloads,
+            map_entries=config.map_entries,
         )
+    except EbpfUnavailable as exc:
+        log.error("agent cannot start the eBPF collector: %s", exc.reason)
+        return EXIT_CONFIG
     except (CgroupLayoutError, ValueError) as exc:
         log.error("agent cannot start: %s", exc)
         return EXIT_CONFIG
+    log.info("collector: %s", collector.kind)
     rapl = RaplReader(config.powercap_root)
     sink = sink or Publisher(config.cluster, config.node, config.bootstrap_servers, config.topics)
     restore = _install_signal_handlers(stop)
     try:
-        _Loop(config, collector, rapl, sink, stop).run()
+        _Loop(config, collector, rapl, sink, stop, ebpf).run()
     finally:
         restore()
+        if isinstance(collector, EbpfCollector):
+            collector.close()
         undelivered = sink.close(config.flush_timeout_s)
     lost = sink.lost + undelivered
     if lost:
@@ -130,6 +151,7 @@ class _Loop:
         rapl: RaplReader,
         sink: RecordSink,
         stop: threading.Event,
+        ebpf: Capability,
     ) -> None:
         self.config = config
         self.collector = collector
@@ -143,7 +165,11 @@ class _Loop:
             log.info("power: %s", status.reason)
         else:
             log.warning("no power readings: %s", status.reason)
-        self.capabilities = node_capabilities(collector.capabilities(), status)
+        self.capabilities = node_capabilities(
+            [ebpf, *collector.capabilities()],
+            status,
+            [*environment_capabilities(), kubernetes_capability()],
+        )
         self._power_warned = False
         self._summary = _Summary()
 

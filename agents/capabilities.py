@@ -6,6 +6,7 @@ count cache misses" (null, with a reason) from "this workload had none" (0).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -43,11 +44,26 @@ def counter_capabilities(
     ]
 
 
+def kubernetes_capability(environ: Mapping[str, str] = os.environ) -> Capability:
+    """Whether pod names can come from the Kubernetes API: in-cluster service env present."""
+    host = environ.get("KUBERNETES_SERVICE_HOST")
+    if host:
+        port = environ.get("KUBERNETES_SERVICE_PORT", "443")
+        return Capability("kubernetes_api", True, f"in-cluster API at {host}:{port}")
+    return Capability(
+        "kubernetes_api",
+        False,
+        "KUBERNETES_SERVICE_HOST not set (not running in a pod): workloads carry container "
+        "and pod ids, no pod names or namespaces",
+    )
+
+
 def node_capabilities(
-    collector: Iterable[Capability], power: PowerStatus
+    collector: Iterable[Capability], power: PowerStatus, node: Iterable[Capability] = ()
 ) -> list[dict[str, object]]:
-    """The NodeSample list: the collector's own entries plus the power source ("rapl")."""
-    return to_records([*collector, Capability("rapl", power.available, power.reason)])
+    """The NodeSample list: the collector's own entries, the power source ("rapl"), then
+    facts about the node (eBPF prerequisites, PMU, Kubernetes API)."""
+    return to_records([*collector, Capability("rapl", power.available, power.reason), *node])
 
 
 def to_records(capabilities: Iterable[Capability]) -> list[dict[str, object]]:

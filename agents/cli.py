@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from agents.agent import AgentConfig, run_agent
 from agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS
+from agents.collectors.ebpf import DEFAULT_MAP_ENTRIES
 from agents.power.rapl import DEFAULT_ROOT
 from joulestream.settings import Topics, bootstrap_servers
 
@@ -17,6 +19,16 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +73,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="prefix of every topic name (default: %(default)r)",
     )
     parser.add_argument(
+        "--collector",
+        choices=("auto", "ebpf", "procfs"),
+        default="auto",
+        help="counter source: eBPF through bcc, the procfs/cgroup files, or auto = eBPF when "
+        "bcc imports, we are root and the program compiles and attaches, else procfs "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--map-entries",
+        type=_at_least(16),
+        default=DEFAULT_MAP_ENTRIES,
+        help="eBPF map bound: distinct (cgroup, root-cgroup task) entries per interval "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--max-workloads",
         type=int,
         default=DEFAULT_MAX_WORKLOADS,
@@ -80,5 +107,7 @@ def run(args: argparse.Namespace) -> int:
         once=args.once,
         topics=Topics(prefix=args.topic_prefix),
         max_workloads=args.max_workloads,
+        collector=args.collector,
+        map_entries=args.map_entries,
     )
     return run_agent(config)

@@ -10,11 +10,13 @@ from importlib import import_module
 
 # (command, module providing ``add_arguments(parser)`` and ``run(args) -> int``, help)
 _COMMANDS: list[tuple[str, str, str]] = [
+    ("up", "joulestream.up", "the whole pipeline on this machine; Ctrl-C stops it"),
     ("kafka", "joulestream.kafka.cli", "run a local single-node Apache Kafka (KRaft)"),
     ("topics", "joulestream.kafka.topics_cli", "create and inspect the pipeline's topics"),
     ("agent", "agents.cli", "node agent: publish samples and power readings"),
+    ("capabilities", "agents.capabilities_cli", "what this node can measure and why not"),
     ("process", "stream_processors.cli", "stream processor: join, attribute, write energy"),
-    ("sink", "sinks.cli", "sinks: Prometheus exporter"),
+    ("sink", "sinks.cli", "sinks: Prometheus exporter, long-term store"),
 ]
 
 

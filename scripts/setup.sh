@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-venv python3-bpfcc openjdk-17-jre-headless maven prometheus stress-ng)
+APT_PACKAGES=(python3-venv python3-bpfcc openjdk-17-jre-headless maven prometheus stress-ng postgresql-15)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -14,6 +14,11 @@ if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# eBPF through bcc compiles against kernel headers and needs tracefs (root only).
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/kernel-headers.sh
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -9,6 +9,7 @@ from importlib import import_module
 # (subcommand, module providing ``add_arguments(parser)`` and ``run(args) -> int``, help)
 _SINKS: list[tuple[str, str, str]] = [
     ("prometheus", "sinks.prometheus.cli", "expose energy and carbon counters on /metrics"),
+    ("store", "sinks.store.cli", "keep energy windows in PostgreSQL or SQLite"),
 ]
 
 

@@ -22,6 +22,8 @@ from joulestream.kafka.errors import PortInUseError
 from joulestream.kafka.topics import create_topics
 from joulestream.settings import Topics
 
+pytest_plugins = ["integration.postgres_fixtures"]
+
 
 def free_ports(count: int) -> list[int]:
     """Ports nobody listens on now (held open together, so they are distinct)."""

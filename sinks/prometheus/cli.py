@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from confluent_kafka import KafkaException
 
 from joulestream.settings import Topics
+from joulestream.signals import stop_on_signals
 from sinks.prometheus.service import DEFAULT_GROUP_ID, DEFAULT_HOST, DEFAULT_PORT, serve
 
 log = logging.getLogger(__name__)
@@ -38,25 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    def handler(signum: int, _frame: object) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run(args: argparse.Namespace) -> int:
     topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
     stop = threading.Event()
     try:
-        with _stop_on_signals(stop):
+        with stop_on_signals(stop):
             serve(
                 topics,
                 stop,

@@ -23,7 +23,8 @@ from joulestream.settings import Topics
 from schemas.codec import Codec
 from schemas.errors import CodecError
 from sinks.prometheus.collector import EnergyCollector
-from sinks.prometheus.state import EnergyState, InvalidWindow
+from sinks.prometheus.state import EnergyState
+from sinks.windows import InvalidWindow
 
 log = logging.getLogger(__name__)
 

@@ -87,7 +87,8 @@ def test_burner_cpu_time_matches_proc(burner_cgroup: tuple[Path, str, str, int])
         container_id,
         rel,
     )
-    assert used > 0.5 * NS_PER_S  # the burner really ran
+    # the burner really ran, for enough 10 ms clock ticks to make a ±10 % comparison exact
+    assert used > 0.25 * NS_PER_S
     assert burner.counters.cpu_time_ns == pytest.approx(used, rel=0.10)
     # the burner's time is not counted again in its parent slice or in the root
     assert f"/{rel.split('/')[1]}" not in workloads

@@ -11,10 +11,10 @@ from schemas.codec import Codec
 from sinks.prometheus.state import (
     DECODE_ERROR_REASONS,
     EnergyState,
-    InvalidWindow,
     Outcome,
     WindowLedger,
 )
+from sinks.windows import InvalidWindow
 
 S = 1_000_000_000
 

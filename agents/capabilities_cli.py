@@ -1,0 +1,92 @@
+"""``joulestream capabilities``: what this node can measure and, for what it cannot, why.
+
+The list is the one the agent puts in every NodeSample (same collector choice, same probes):
+the collector really is opened, so "eBPF available" means the program compiled and attached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+from agents.capabilities import Capability, kubernetes_capability, node_capabilities
+from agents.collectors.cgroup import CgroupLayoutError
+from agents.collectors.ebpf import (
+    EbpfCollector,
+    EbpfUnavailable,
+    environment_capabilities,
+    open_collector,
+)
+from agents.power.rapl import DEFAULT_ROOT, RaplReader
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON list, for machines")
+    parser.add_argument(
+        "--collector",
+        choices=("auto", "ebpf", "procfs"),
+        default="auto",
+        help="collector to probe, as the agent would choose it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cgroup-root",
+        type=Path,
+        default=Path("/sys/fs/cgroup"),
+        help="cgroup filesystem root (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--proc-root", type=Path, default=Path("/proc"), help="procfs root (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--powercap-root",
+        type=Path,
+        default=DEFAULT_ROOT,
+        help="powercap sysfs root (default: %(default)s)",
+    )
+
+
+def gather(args: argparse.Namespace) -> list[dict[str, object]]:
+    """The NodeSample capabilities list for this node, with the collector opened and closed."""
+    collector_caps: list[Capability]
+    try:
+        collector, ebpf = open_collector(args.collector, args.cgroup_root, args.proc_root)
+    except EbpfUnavailable as exc:  # --collector ebpf: report why instead of falling back
+        collector_caps = [Capability("ebpf", False, exc.reason)]
+    except CgroupLayoutError as exc:
+        collector_caps = [Capability("cgroup", False, str(exc))]
+    else:
+        try:
+            collector_caps = [ebpf, *collector.capabilities()]
+        finally:
+            if isinstance(collector, EbpfCollector):
+                collector.close()
+    power = RaplReader(args.powercap_root).detect()
+    return node_capabilities(
+        collector_caps, power, [*environment_capabilities(), kubernetes_capability()]
+    )
+
+
+def format_table(records: list[dict[str, object]], width: int) -> str:
+    name_width = max(len(str(r["name"])) for r in records)
+    detail_width = max(width - name_width - 8, 30)
+    lines = [f"{'capability':<{name_width}}  ok   detail"]
+    for record in records:
+        ok = "yes" if record["available"] else "NO"
+        detail = textwrap.wrap(str(record["detail"]), detail_width) or [""]
+        lines.append(f"{record['name']!s:<{name_width}}  {ok:<3}  {detail[0]}")
+        lines.extend(f"{'':<{name_width}}       {more}" for more in detail[1:])
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    records = gather(args)
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(format_table(records, shutil.get_terminal_size((120, 24)).columns))
+    return 0

@@ -1,0 +1,186 @@
+"""Store write rate: rows/s of batched upserts into PostgreSQL, COPY vs executemany.
+
+    .venv/bin/python bench/bench_store.py [--dsn postgresql://…] [--windows 2000]
+
+Without --dsn a throwaway PostgreSQL 15 is started with scripts/postgres.sh. Each method
+writes the same fresh windows (first delivery: inserts) and then the same windows again
+(a redelivery: conflicts that change nothing), into its own empty database, in batches of
+--batch windows, one transaction each. Prints the figures and appends them to
+bench/RESULTS.md with the date, git commit and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from sinks.store.backend import WRITE_METHODS
+from sinks.store.postgres import PostgresStore
+from sinks.store.rows import WindowRows, window_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+S = 1_000_000_000
+
+
+def energy(start_ns: int, node: str, workloads: int) -> dict[str, Any]:
+    zones = ("package-0", "dram-0")
+    return {
+        "cluster": "bench",
+        "node": node,
+        "agent_instance": "agent-a",
+        "seq": start_ns // S,
+        "window_start_ns": start_ns,
+        "window_end_ns": start_ns + 2 * S,
+        "source": "measured",
+        "source_detail": "rapl-powercap",
+        "model_id": None,
+        "idle_policy": "none",
+        "pue": 1.1,
+        "grid_intensity_g_per_kwh": 475.0,
+        "co2e_g": 0.5,
+        "zones": [
+            {"zone": z, "driver": "cpu_time_ns", "total_j": 10.0, "idle_j": 4.0,
+             "dynamic_j": 6.0, "idle_unassigned_j": 4.0, "unattributed_j": 0.0,
+             "residual_j": 0.0}
+            for z in zones
+        ],
+        "workloads": [
+            {"kind": "container", "workload_id": f"cid-{i:04d}", "container_id": f"cid-{i:04d}",
+             "pod_uid": f"uid-{i:04d}", "namespace": f"ns-{i % 10}", "pod": f"pod-{i}",
+             "container": "app", "co2e_g": 0.001,
+             "zones": [{"zone": z, "dynamic_j": 0.06, "idle_j": 0.0, "lower_j": 0.05,
+                        "upper_j": 0.07} for z in zones]}
+            for i in range(workloads)
+        ],
+    }  # fmt: skip
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    root = Path(tempfile.mkdtemp(prefix="joulestream-bench-pg-", dir="/tmp"))
+    root.chmod(0o755)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = [str(ROOT / "scripts" / "postgres.sh")]
+    dsn = subprocess.run(
+        [*script, "start", str(root / "data"), str(port)], check=True, capture_output=True,
+        text=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        yield dsn
+    finally:
+        subprocess.run([*script, "stop", str(root / "data")], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(admin_dsn: str, name: str) -> str:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return str(psycopg.conninfo.make_conninfo(admin_dsn, dbname=name))
+
+
+def timed_writes(store: PostgresStore, windows: list[WindowRows], batch: int) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(windows), batch):
+        store.write(windows[i : i + batch])
+    return time.perf_counter() - started
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return (
+        f"{os.cpu_count()} CPUs, {cpu}, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}"
+    )
+
+
+def git_commit() -> str:
+    result = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
+    ).stdout.strip()
+    return result.stdout.strip() + (" (uncommitted changes)" if dirty else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dsn", help="an existing PostgreSQL (a scratch database is made)")
+    parser.add_argument("--windows", type=int, default=2000, help="node windows per run")
+    parser.add_argument("--workloads", type=int, default=50, help="workloads per window")
+    parser.add_argument("--batch", type=int, default=100, help="windows per transaction")
+    args = parser.parse_args()
+
+    windows = [
+        window_rows(energy(1_700_000_000 * S + (i // 100) * 2 * S, f"node-{i % 100:03d}",
+                           args.workloads))
+        for i in range(args.windows)
+    ]  # fmt: skip
+    rows = sum(w.row_count() for w in windows)
+    results: list[tuple[str, float, float]] = []
+    with throwaway_postgres() if args.dsn is None else _given(args.dsn) as admin_dsn:
+        for method in WRITE_METHODS:
+            store = PostgresStore(fresh_database(admin_dsn, f"bench_{method}"), method=method)
+            store.migrate()
+            insert_s = timed_writes(store, windows, args.batch)
+            redeliver_s = timed_writes(store, windows, args.batch)
+            store.close()
+            results.append((method, rows / insert_s, rows / redeliver_s))
+
+    header = (
+        f"{args.windows} windows x ({args.workloads} workloads x 2 zones + 2 zones + 1) = "
+        f"{rows} rows, {args.batch} windows per transaction"
+    )
+    lines = [f"| {m} | {new:,.0f} | {again:,.0f} |" for m, new, again in results]
+    print(header)
+    print("method | rows/s first delivery (insert) | rows/s redelivery (no-op upsert)")
+    print("\n".join(lines))
+
+    entry = "\n".join(
+        [
+            f"\n## Store write rate (bench/bench_store.py), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            "",
+            f"- commit: {git_commit()}",
+            f"- machine: {machine()}",
+            f"- PostgreSQL 15, local, {header}",
+            "",
+            "| method | rows/s, first delivery | rows/s, redelivery (no-op) |",
+            "|---|---:|---:|",
+            *lines,
+            "",
+        ]
+    )
+    with (ROOT / "bench" / "RESULTS.md").open("a") as results_file:
+        results_file.write(entry)
+
+
+@contextmanager
+def _given(dsn: str) -> Iterator[str]:
+    yield dsn
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Long-term store of energy windows: PostgreSQL (day-partitioned) or SQLite (embedded)."""

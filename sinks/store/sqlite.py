@@ -1,0 +1,122 @@
+"""The embedded store: one SQLite file (WAL), the default of the local run."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from sinks.store.backend import RejectedWindows, StoreUnavailable
+from sinks.store.migrations import SCHEMA_VERSION_TABLE, SQLITE, pending
+from sinks.store.rows import (
+    NODE_COLUMNS,
+    NODE_KEY,
+    TIME_COLUMNS,
+    WORKLOAD_COLUMNS,
+    WORKLOAD_KEY,
+    ZONE_COLUMNS,
+    ZONE_KEY,
+    Row,
+    WindowRows,
+)
+from sinks.store.sql import upsert
+
+BUSY_TIMEOUT_S = 30.0
+
+_TABLES = (
+    ("node_windows", NODE_COLUMNS, NODE_KEY),
+    ("node_zone_windows", ZONE_COLUMNS, ZONE_KEY),
+    ("workload_windows", WORKLOAD_COLUMNS, WORKLOAD_KEY),
+)
+
+
+def _texts(columns: tuple[str, ...]) -> frozenset[int]:
+    return frozenset(i for i, c in enumerate(columns) if c in TIME_COLUMNS)
+
+
+def _as_sqlite(row: Row, time_indexes: frozenset[int]) -> Row:
+    """Times as ISO 8601 UTC text, which SQLite's date functions understand."""
+    return tuple(
+        v.isoformat(sep=" ") if i in time_indexes and isinstance(v, datetime) else v
+        for i, v in enumerate(row)
+    )
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.description = f"SQLite {self.path}"
+        self._conn: sqlite3.Connection | None = None
+        self._statements = tuple(
+            (upsert(table, columns, key, "sqlite"), _texts(columns))
+            for table, columns, key in _TABLES
+        )
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE .. COMMIT; errors become StoreUnavailable (locked, I/O, disk full:
+        worth retrying) or RejectedWindows (the data), with everything rolled back."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+            raise RejectedWindows(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"{self.description}: {exc}") from exc
+
+    def migrate(self) -> int:
+        with self._transaction() as conn:
+            conn.execute(SCHEMA_VERSION_TABLE.format(now_type="TEXT", now="CURRENT_TIMESTAMP"))
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            for step in pending(int(row[0]), SQLITE):
+                for statement in step.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, name) VALUES (?, ?)",
+                    (step.version, step.name),
+                )
+        return SQLITE[-1].version
+
+    def write(self, windows: Sequence[WindowRows]) -> int:
+        tables = (
+            [w.node for w in windows],
+            [z for w in windows for z in w.zones],
+            [r for w in windows for r in w.workloads],
+        )
+        with self._transaction() as conn:
+            for (statement, times), rows in zip(self._statements, tables, strict=True):
+                conn.executemany(statement, (_as_sqlite(r, times) for r in rows))
+        return sum(len(rows) for rows in tables)
+
+    def expire(self, before_ns: int) -> int:
+        with self._transaction() as conn:
+            for table in ("workload_windows", "node_zone_windows"):
+                conn.execute(f"DELETE FROM {table} WHERE window_start_ns < ?", (before_ns,))
+            cursor = conn.execute(
+                "DELETE FROM node_windows WHERE window_start_ns < ?", (before_ns,)
+            )
+            return cursor.rowcount
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

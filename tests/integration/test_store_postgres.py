@@ -1,0 +1,336 @@
+"""The store sink against a real PostgreSQL 15 and a real Kafka broker.
+
+Needs the fixtures of tests/integration/postgres_fixtures.py (``pytest_plugins``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import TopicPartition
+from postgres_fixtures import PostgresServer
+
+from joulestream.kafka import clients
+from joulestream.settings import Topics, node_key
+from schemas.codec import Codec
+from sinks.store.postgres import PostgresStore
+from sinks.store.rows import ns_to_datetime, window_rows
+from sinks.store.service import Backoff, StoreSink
+
+pytestmark = pytest.mark.integration
+
+S = 1_000_000_000
+TIMEOUT_S = 60.0
+OUTAGE_S = 30.0
+TABLES = ("node_windows", "node_zone_windows", "workload_windows")
+TODAY_NS = int(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()) * S
+
+
+def energy(start_ns: int, *, node: str = "n1", co2e_g: float = 0.25) -> dict[str, Any]:
+    """One zone, two workloads: 3 + 2 dynamic J, 4 J idle unassigned, 1 J unattributed."""
+
+    def workload(name: str, joules: float) -> dict[str, Any]:
+        return {
+            "kind": "container",
+            "workload_id": f"cid-{name}",
+            "container_id": f"cid-{name}",
+            "pod_uid": f"uid-{name}",
+            "namespace": "shop",
+            "pod": f"{name}-0",
+            "container": name,
+            "co2e_g": co2e_g * joules / 10,
+            "zones": [
+                {
+                    "zone": "package-0",
+                    "dynamic_j": joules,
+                    "idle_j": 0.0,
+                    "lower_j": joules * 0.9,
+                    "upper_j": joules * 1.1,
+                }
+            ],
+        }
+
+    return {
+        "cluster": "c1",
+        "node": node,
+        "agent_instance": "agent-a",
+        "seq": start_ns // S,
+        "window_start_ns": start_ns,
+        "window_end_ns": start_ns + 2 * S,
+        "source": "measured",
+        "source_detail": "rapl-powercap",
+        "model_id": None,
+        "idle_policy": "none",
+        "pue": 1.0,
+        "grid_intensity_g_per_kwh": 475.0,
+        "co2e_g": co2e_g,
+        "zones": [
+            {
+                "zone": "package-0",
+                "driver": "cpu_time_ns",
+                "total_j": 10.0,
+                "idle_j": 4.0,
+                "dynamic_j": 6.0,
+                "idle_unassigned_j": 4.0,
+                "unattributed_j": 1.0,
+                "residual_j": 0.0,
+            }
+        ],
+        "workloads": [workload("web", 3.0), workload("db", 2.0)],
+    }
+
+
+def counts(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}  # type: ignore[index]
+
+
+def stored_windows(dsn: str) -> list[tuple[str, int]]:
+    """(node, window start) of every stored window; none before the sink has migrated."""
+    with psycopg.connect(dsn) as conn:
+        try:
+            rows = conn.execute("SELECT node, window_start_ns FROM node_windows ORDER BY 1, 2")
+        except psycopg.errors.UndefinedTable:
+            return []
+        return [(str(n), int(s)) for n, s in rows.fetchall()]
+
+
+def produce(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:
+    codec = Codec()
+    producer = clients.producer(bootstrap)
+    for record in records:
+        producer.produce(
+            topic,
+            key=node_key(record["cluster"], record["node"]),
+            value=codec.encode("NodeEnergy", record),
+        )
+    assert producer.flush(30) == 0, "messages left unsent"
+
+
+def committed_total(bootstrap: str, topic: str, group: str, partitions: int = 2) -> int:
+    """Sum over partitions of the group's committed offsets (0 where none)."""
+    consumer = clients.consumer(group, bootstrap)
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def running_sink(bootstrap: str, topics: Topics, dsn: str, group: str) -> Iterator[StoreSink]:
+    """The sink's own loop on a thread, with a real consumer and a real database."""
+    consumer = clients.consumer(group, bootstrap, **{"enable.auto.commit": False})
+    sink = StoreSink(
+        consumer,
+        topics.energy,
+        PostgresStore(dsn),
+        batch_size=50,
+        batch_wait_s=0.2,
+        backoff=Backoff(initial_s=0.2, max_s=2.0),
+    )
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            sink.run(stop)
+        except BaseException as exc:  # surfaced in the test thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=consume, name="store-sink-under-test")
+    thread.start()
+    try:
+        yield sink
+    finally:
+        stop.set()
+        thread.join(TIMEOUT_S)
+    assert not thread.is_alive(), "sink did not stop"
+    assert not errors, errors
+
+
+def test_migrations_partitions_idempotent_upserts_and_retention(postgres_db: str) -> None:
+    store = PostgresStore(postgres_db)
+    assert store.migrate() == 1
+    assert PostgresStore(postgres_db).migrate() == 1
+    days = [TODAY_NS - d * 86_400 * S for d in (3, 1, 0)]
+    windows = [window_rows(energy(day + s * S)) for day in days for s in (10, 12)]
+    assert store.write(windows) == 6 * (1 + 1 + 2)
+    today = datetime.now(UTC).date()
+    expected_days = [today - timedelta(days=d) for d in (3, 1, 0)]
+    assert store.partitions() == dict.fromkeys(TABLES, expected_days)
+
+    with psycopg.connect(postgres_db) as conn:
+        before = conn.execute("SELECT xmin::text, * FROM workload_windows ORDER BY 2, 3, 4, 5, 6")
+        before_rows = before.fetchall()
+        zone = conn.execute("SELECT tableoid::regclass::text FROM node_windows LIMIT 1")
+        assert zone.fetchone()[0].startswith("node_windows_p")  # type: ignore[index]
+    # The same windows again, through both write paths: no row is even rewritten (xmin).
+    store.write(windows)
+    PostgresStore(postgres_db, method="executemany").write(windows)
+    with psycopg.connect(postgres_db) as conn:
+        after = conn.execute("SELECT xmin::text, * FROM workload_windows ORDER BY 2, 3, 4, 5, 6")
+        assert after.fetchall() == before_rows
+        start = conn.execute(
+            "SELECT window_start, window_start_ns FROM node_windows ORDER BY 2 LIMIT 1"
+        ).fetchone()
+    assert counts(postgres_db) == {
+        "node_windows": 6,
+        "node_zone_windows": 6,
+        "workload_windows": 12,
+    }
+    assert start is not None
+    assert start[0] == ns_to_datetime(start[1])
+
+    # Retention of 2 days: the partition of 3 days ago goes, whole; yesterday's stays.
+    assert store.expire(TODAY_NS - 2 * 86_400 * S) == 3
+    assert store.partitions() == dict.fromkeys(TABLES, expected_days[1:])
+    assert len(stored_windows(postgres_db)) == 4
+    # A window for a dropped day makes its partition again (the sink skips those first).
+    store.write(windows[:1])
+    assert store.partitions()["workload_windows"][0] == expected_days[0]
+
+
+def test_executemany_and_copy_store_the_same_rows(postgres_db: str) -> None:
+    windows = [window_rows(energy(TODAY_NS + s * S, node=f"n{s % 3}")) for s in range(0, 40, 2)]
+    copy = PostgresStore(postgres_db)
+    copy.migrate()
+    copy.write(windows)
+    with psycopg.connect(postgres_db) as conn:
+        by_copy = conn.execute("SELECT * FROM workload_windows ORDER BY 1, 2, 4, 5, 6").fetchall()
+        conn.execute("TRUNCATE node_windows, node_zone_windows, workload_windows")
+    PostgresStore(postgres_db, method="executemany").write(windows)
+    with psycopg.connect(postgres_db) as conn:
+        by_many = conn.execute("SELECT * FROM workload_windows ORDER BY 1, 2, 4, 5, 6").fetchall()
+    assert by_many == by_copy
+    assert len(by_copy) == 40
+
+
+def test_kafka_to_postgres_once_even_when_delivered_twice(
+    kafka_bootstrap: str, topics: Topics, postgres_db: str
+) -> None:
+    records = [energy(TODAY_NS + s * S, node=f"n{s % 4}") for s in range(0, 80, 2)]
+    produce(kafka_bootstrap, topics.energy, records)
+    group = f"store-it-{uuid.uuid4().hex}"
+    with running_sink(kafka_bootstrap, topics, postgres_db, group) as sink:
+        wait_for(lambda: len(stored_windows(postgres_db)) == 40, "40 windows")
+        first = counts(postgres_db)
+        # The same 40 windows delivered again, then a new one that proves they were read.
+        produce(kafka_bootstrap, topics.energy, [*records, energy(TODAY_NS + 1000 * S)])
+        wait_for(lambda: len(stored_windows(postgres_db)) == 41, "the 41st window")
+        wait_for(
+            lambda: committed_total(kafka_bootstrap, topics.energy, group) == 81,
+            "offsets of all 81 messages committed",
+        )
+    assert first == {"node_windows": 40, "node_zone_windows": 40, "workload_windows": 80}
+    assert counts(postgres_db) == {
+        "node_windows": 41,
+        "node_zone_windows": 41,
+        "workload_windows": 82,
+    }
+    assert sink.stats.windows == 81
+    with psycopg.connect(postgres_db) as conn:
+        total = conn.execute(
+            "SELECT sum(dynamic_j), sum(co2e_g) FROM workload_windows WHERE namespace = 'shop'"
+        ).fetchone()
+    assert total == (pytest.approx(41 * 5.0), pytest.approx(41 * 0.125))
+
+
+def test_postgres_stopped_for_30_s_mid_stream_loses_and_doubles_nothing(
+    kafka_bootstrap: str,
+    topics: Topics,
+    postgres_db: str,
+    postgres_server: PostgresServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = [energy(TODAY_NS + s * S, node=f"n{s % 3}") for s in range(0, 60, 2)]
+    during = [energy(TODAY_NS + s * S, node=f"n{s % 3}") for s in range(60, 200, 2)]
+    group = f"store-outage-{uuid.uuid4().hex}"
+    produce(kafka_bootstrap, topics.energy, before)
+    caplog.set_level(logging.INFO, logger="sinks.store.service")
+    with running_sink(kafka_bootstrap, topics, postgres_db, group) as sink:
+        wait_for(lambda: len(stored_windows(postgres_db)) == 30, "the first 30 windows")
+        wait_for(
+            lambda: committed_total(kafka_bootstrap, topics.energy, group) == 30,
+            "offsets of the first 30 committed",
+        )
+        postgres_server.stop()
+        try:
+            produce(kafka_bootstrap, topics.energy, during)
+            time.sleep(OUTAGE_S)
+            # Down all along: windows were read and held, and no offset moved.
+            assert committed_total(kafka_bootstrap, topics.energy, group) == 30
+            assert sink.stats.retries >= 3
+        finally:
+            postgres_server.start()
+        wait_for(lambda: len(stored_windows(postgres_db)) == 100, "all 100 windows")
+        wait_for(
+            lambda: committed_total(kafka_bootstrap, topics.energy, group) == 100,
+            "offsets of all 100 committed",
+        )
+    stored = stored_windows(postgres_db)
+    assert len(stored) == len(set(stored)) == 100
+    assert sorted(stored) == sorted((r["node"], r["window_start_ns"]) for r in before + during)
+    assert counts(postgres_db)["workload_windows"] == 200
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("offsets not committed, retrying in" in m for m in messages)
+    assert any("is back after" in m for m in messages)
+
+
+def test_cli_stores_windows_and_stops_cleanly_on_sigterm(
+    kafka_bootstrap: str, topics: Topics, postgres_db: str
+) -> None:
+    produce(kafka_bootstrap, topics.energy, [energy(TODAY_NS + 4 * S)])
+    command = [
+        sys.executable,
+        "-m",
+        "joulestream.cli",
+        "sink",
+        "store",
+        "--dsn",
+        postgres_db,
+        "--retention-days",
+        "30",
+        "--bootstrap-servers",
+        kafka_bootstrap,
+        "--topic-prefix",
+        topics.prefix,
+        "--group-id",
+        f"store-cli-{uuid.uuid4().hex}",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(
+            lambda: process.poll() is not None or len(stored_windows(postgres_db)) == 1,
+            "the window in the store",
+        )
+        assert process.poll() is None, process.communicate()[0]
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=TIMEOUT_S)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, output
+    assert "received SIGTERM, stopping" in output
+    assert "at schema version 1" in output

@@ -1,0 +1,238 @@
+"""The store's rows, migrations and idempotent upserts, on the embedded SQLite backend."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sinks.store.backend import open_store, parse_sqlite_dsn
+from sinks.store.migrations import SQLITE, SchemaTooNew
+from sinks.store.rows import latest_per_window, ns_to_datetime, window_rows
+from sinks.store.sqlite import SqliteStore
+from sinks.windows import InvalidWindow
+
+S = 1_000_000_000
+TABLES = ("node_windows", "node_zone_windows", "workload_windows")
+
+
+def energy(start_s: int, *, node: str = "n1", model_id: str | None = None) -> dict[str, Any]:
+    """Two zones; web has both, db only package-0 (so 3 workload rows)."""
+    return {
+        "cluster": "c1",
+        "node": node,
+        "agent_instance": "agent-a",
+        "seq": start_s,
+        "window_start_ns": start_s * S + 123_456_789,
+        "window_end_ns": (start_s + 2) * S + 123_456_789,
+        "source": "measured" if model_id is None else "estimated",
+        "source_detail": "rapl-powercap",
+        "model_id": model_id,
+        "idle_policy": "none",
+        "pue": 1.1,
+        "grid_intensity_g_per_kwh": 475.0,
+        "co2e_g": 0.5,
+        "zones": [
+            {
+                "zone": "package-0",
+                "driver": "cpu_time_ns",
+                "total_j": 10.0,
+                "idle_j": 4.0,
+                "dynamic_j": 6.0,
+                "idle_unassigned_j": 4.0,
+                "unattributed_j": 0.5,
+                "residual_j": 0.0,
+            },
+            {
+                "zone": "dram-0",
+                "driver": None,
+                "total_j": 2.0,
+                "idle_j": 1.0,
+                "dynamic_j": 1.0,
+                "idle_unassigned_j": 1.0,
+                "unattributed_j": 0.0,
+                "residual_j": 0.0,
+            },
+        ],
+        "workloads": [
+            {
+                "kind": "container",
+                "workload_id": "cid-web",
+                "container_id": "cid-web",
+                "pod_uid": "uid-1",
+                "namespace": "shop",
+                "pod": "web-0",
+                "container": "nginx",
+                "co2e_g": 0.3,
+                "zones": [
+                    {"zone": "package-0", "dynamic_j": 3.0, "idle_j": 0.0, "lower_j": 2.5,
+                     "upper_j": 3.5},
+                    {"zone": "dram-0", "dynamic_j": 1.0, "idle_j": 0.0, "lower_j": 0.8,
+                     "upper_j": 1.2},
+                ],
+            },
+            {
+                "kind": "system",
+                "workload_id": "system_processes",
+                "container_id": None,
+                "pod_uid": None,
+                "namespace": None,
+                "pod": None,
+                "container": None,
+                "co2e_g": 0.2,
+                "zones": [
+                    {"zone": "package-0", "dynamic_j": 2.5, "idle_j": 0.0, "lower_j": 2.0,
+                     "upper_j": 3.0},
+                ],
+            },
+        ],
+    }  # fmt: skip
+
+
+def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with sqlite3.connect(path) as conn:
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in TABLES}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    store = SqliteStore(tmp_path / "store.db")
+    store.migrate()
+    return store
+
+
+def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    assert SqliteStore(path).migrate() == SQLITE[-1].version
+    assert SqliteStore(path).migrate() == SQLITE[-1].version  # second start: nothing to do
+    with sqlite3.connect(path) as conn:
+        versions = conn.execute("SELECT version, name FROM schema_version").fetchall()
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert versions == [(m.version, m.name) for m in SQLITE]
+    assert set(TABLES) | {"workload_energy_by_mode", "schema_version"} <= names
+
+
+def test_a_database_migrated_by_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    SqliteStore(path).migrate()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_version (version, name) VALUES (99, 'from the future')")
+    with pytest.raises(SchemaTooNew, match="schema version 99"):
+        SqliteStore(path).migrate()
+
+
+def test_rows_of_a_window_land_in_all_three_tables(store: SqliteStore) -> None:
+    assert store.write([window_rows(energy(100))]) == 1 + 2 + 3
+    with sqlite3.connect(store.path) as conn:
+        node = conn.execute(
+            "SELECT window_start, window_start_ns, strftime('%s', window_start), source, pue "
+            "FROM node_windows"
+        ).fetchone()
+        web = conn.execute(
+            "SELECT zone, namespace, pod, container, dynamic_j, lower_j, upper_j, co2e_g "
+            "FROM workload_windows WHERE workload_id = 'cid-web' ORDER BY zone"
+        ).fetchall()
+        by_mode = conn.execute(
+            "SELECT mode, sum(joules) FROM workload_energy_by_mode GROUP BY mode ORDER BY mode"
+        ).fetchall()
+        carbon = conn.execute("SELECT sum(co2e_g) FROM workload_windows").fetchone()[0]
+    assert node == ("1970-01-01 00:01:40.123456+00:00", 100 * S + 123_456_789, "100", "measured",
+                    1.1)  # fmt: skip
+    # web's 0.3 g is split 3:1 by its zone energies, so any sum of rows gives its carbon.
+    assert web == [
+        ("dram-0", "shop", "web-0", "nginx", 1.0, 0.8, 1.2, pytest.approx(0.075)),
+        ("package-0", "shop", "web-0", "nginx", 3.0, 2.5, 3.5, pytest.approx(0.225)),
+    ]
+    assert by_mode == [("dynamic", 6.5), ("idle", 0.0)]
+    assert carbon == pytest.approx(0.5)
+
+
+def test_the_same_windows_twice_change_no_row(store: SqliteStore) -> None:
+    windows = [window_rows(energy(s)) for s in (100, 102, 104)]
+    store.write(windows)
+    before = dump(store.path)
+    # data_version, read by one open connection, moves when another one commits a change.
+    observer = sqlite3.connect(store.path)
+    version = observer.execute("PRAGMA data_version").fetchone()
+    store.write(windows)
+    store.write(windows[1:2])
+    assert observer.execute("PRAGMA data_version").fetchone() == version
+    assert dump(store.path) == before
+    assert [len(before[t]) for t in TABLES] == [3, 6, 9]
+    store.write([window_rows(energy(100, model_id="m"))])  # the observer does see a change
+    assert observer.execute("PRAGMA data_version").fetchone() != version
+    observer.close()
+
+
+def test_a_recomputed_window_replaces_its_values(store: SqliteStore) -> None:
+    store.write([window_rows(energy(100))])
+    store.write([window_rows(energy(100, model_id="ccf-aws-v1"))])
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT source, model_id FROM node_windows").fetchall() == [
+            ("estimated", "ccf-aws-v1")
+        ]
+        assert conn.execute("SELECT DISTINCT model_id FROM workload_windows").fetchall() == [
+            ("ccf-aws-v1",)
+        ]
+
+
+def test_a_batch_keeps_the_last_version_of_a_window_delivered_twice() -> None:
+    first, other, again = (window_rows(energy(100)), window_rows(energy(102)),
+                           window_rows(energy(100, model_id="m")))  # fmt: skip
+    assert latest_per_window([first, other, again]) == [other, again]
+
+
+def test_expire_deletes_windows_that_started_before_the_horizon(store: SqliteStore) -> None:
+    store.write([window_rows(energy(s)) for s in (100, 102, 104)])
+    assert store.expire(104 * S) == 2
+    rows = dump(store.path)
+    assert [len(rows[t]) for t in TABLES] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda r: r["workloads"][0]["zones"][0].update(upper_j=math.nan), "non-finite"),
+        (lambda r: r["zones"][0].update(total_j=math.inf), "non-finite"),
+        (lambda r: r["zones"][0].update(idle_j=-1.0), "negative-energy"),
+        (lambda r: r["zones"].append(dict(r["zones"][0])), "duplicate-key"),
+        (lambda r: r["workloads"][1]["zones"].append(r["workloads"][1]["zones"][0]),
+         "duplicate-key"),
+        (lambda r: r.update(window_end_ns=r["window_start_ns"]), "bad-window"),
+    ],
+)  # fmt: skip
+def test_unfit_windows_are_refused_with_a_reason(mutate: Any, reason: str) -> None:
+    record = energy(100)
+    mutate(record)
+    with pytest.raises(InvalidWindow) as caught:
+        window_rows(record)
+    assert caught.value.reason == reason
+
+
+def test_a_workload_without_zone_energy_keeps_its_carbon_in_one_row() -> None:
+    record = energy(100)
+    record["workloads"][1]["zones"] = []
+    rows = window_rows(record).workloads
+    system = [r for r in rows if r[4] == "system_processes"]
+    assert len(system) == 1
+    assert system[0][5] == ""  # zone
+    assert system[0][-1] == 0.2  # co2e_g
+
+
+def test_ns_to_datetime_is_exact_to_the_microsecond() -> None:
+    stamp = ns_to_datetime(1_700_000_000_123_456_789)
+    assert (stamp.second, stamp.microsecond) == (20, 123_456)
+
+
+def test_dsns_choose_the_backend(tmp_path: Path) -> None:
+    assert parse_sqlite_dsn("sqlite:///var/x.db") == "var/x.db"
+    assert parse_sqlite_dsn("sqlite:////var/x.db") == "/var/x.db"
+    assert isinstance(open_store(f"sqlite:///{tmp_path}/x.db"), SqliteStore)
+    assert open_store("postgresql://u@h:5433/db").description == "PostgreSQL h:5433/db"
+    with pytest.raises(ValueError, match="unsupported store DSN"):
+        open_store("mysql://h/db")
+    with pytest.raises(ValueError, match="names no file"):
+        parse_sqlite_dsn("sqlite:///")
