@@ -12,7 +12,12 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-from schemas.errors import NotSingleObjectEncoded, SchemaViolation, TruncatedMessage, UnknownFingerprint
+from schemas.errors import (
+    NotSingleObjectEncoded,
+    SchemaViolation,
+    TruncatedMessage,
+    UnknownFingerprint,
+)
 from schemas.registry import SchemaRegistry, SchemaVersion
 
 MAGIC = b"\xc3\x01"
@@ -26,7 +31,9 @@ class Codec:
         self.registry = registry or SchemaRegistry.shipped()
 
     def encode(self, name: str, record: Record, version: int | None = None) -> bytes:
-        schema = self.registry.latest(name) if version is None else self.registry.version(name, version)
+        schema = (
+            self.registry.latest(name) if version is None else self.registry.version(name, version)
+        )
         try:
             validate(record, schema.parsed, raise_errors=True)
         except ValidationError as exc:
@@ -41,7 +48,9 @@ class Codec:
         if len(data) < HEADER_LEN:
             if data[: len(MAGIC)] != MAGIC[: len(data)]:
                 raise NotSingleObjectEncoded("message does not start with C3 01")
-            raise TruncatedMessage(f"{len(data)} bytes is shorter than the {HEADER_LEN}-byte header")
+            raise TruncatedMessage(
+                f"{len(data)} bytes is shorter than the {HEADER_LEN}-byte header"
+            )
         if data[:2] != MAGIC:
             raise NotSingleObjectEncoded(
                 f"message starts with {data[:2].hex()} where Avro single object encoding has c301"
@@ -69,10 +78,10 @@ class Codec:
         except (EOFError, StopIteration) as exc:
             raise TruncatedMessage(f"{writer.name} body ends early ({len(data)} bytes)") from exc
         except Exception as exc:  # fastavro raises assorted errors on corrupt bodies
-            raise SchemaViolation(f"{writer.name} v{writer.version} body is corrupt: {exc!r}") from exc
-        if buf.tell() != len(data):
             raise SchemaViolation(
-                f"{writer.name} body has {len(data) - buf.tell()} trailing bytes"
-            )
+                f"{writer.name} v{writer.version} body is corrupt: {exc!r}"
+            ) from exc
+        if buf.tell() != len(data):
+            raise SchemaViolation(f"{writer.name} body has {len(data) - buf.tell()} trailing bytes")
         assert isinstance(record, dict)
         return record
