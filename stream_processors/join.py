@@ -1,0 +1,200 @@
+"""Per-node power series and the energy of a window from cumulative counters (DESIGN.md §7).
+
+A series holds the newest PowerReadings of one agent instance, sorted by timestamp. Energy of
+[t0, t1) is C(t1) - C(t0), with C linearly interpolated between the readings that bracket each
+instant. The agent reads power at every window boundary, so in steady state both instants hit a
+reading exactly and no interpolation happens. Readings of different agent instances are never
+mixed: their counters start from unrelated origins.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MAX_READINGS = 64
+_UJ_PER_J = 1_000_000
+
+
+class RejectedReading(ValueError):
+    """A reading that cannot join its node's series; ``reason`` becomes the dead-letter header."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Coverage(enum.Enum):
+    COVERED = "covered"
+    PENDING = "pending"  # a later reading may still cover the window
+    NEVER = "never"  # the series no longer reaches back to the window start
+
+
+@dataclass(frozen=True)
+class Reading:
+    timestamp_ns: int
+    energy_uj: Mapping[str, int]  # zone → cumulative, unwrapped µJ
+
+
+@dataclass
+class PowerSeries:
+    """The newest readings of one agent instance on one node (bounded, sorted by time)."""
+
+    agent_instance: str
+    source: str
+    max_readings: int = DEFAULT_MAX_READINGS
+    readings: list[Reading] = field(default_factory=list)
+
+    @property
+    def newest_ns(self) -> int | None:
+        return self.readings[-1].timestamp_ns if self.readings else None
+
+    @property
+    def oldest_ns(self) -> int | None:
+        return self.readings[0].timestamp_ns if self.readings else None
+
+    def insert(self, reading: Reading) -> bool:
+        """Insert in time order; False for an exact duplicate (redelivery is idempotent).
+
+        Raises RejectedReading for a counter that runs backwards within the instance or a second,
+        different reading at the same instant: either would produce negative or arbitrary energy.
+        """
+        times = [r.timestamp_ns for r in self.readings]
+        at = bisect.bisect_left(times, reading.timestamp_ns)
+        if at < len(self.readings) and times[at] == reading.timestamp_ns:
+            if dict(self.readings[at].energy_uj) == dict(reading.energy_uj):
+                return False
+            raise RejectedReading(
+                "conflicting-reading",
+                f"two different readings of instance {self.agent_instance} at "
+                f"{reading.timestamp_ns} ns",
+            )
+        if at > 0:
+            _check_monotonic(self.readings[at - 1], reading, self.agent_instance)
+        if at < len(self.readings):
+            _check_monotonic(reading, self.readings[at], self.agent_instance)
+        self.readings.insert(at, reading)
+        del self.readings[: max(0, len(self.readings) - self.max_readings)]
+        return self.readings[0].timestamp_ns <= reading.timestamp_ns  # False: older than kept
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe form for a table changelog."""
+        return {
+            "agent_instance": self.agent_instance,
+            "source": self.source,
+            "max_readings": self.max_readings,
+            "readings": [[r.timestamp_ns, dict(r.energy_uj)] for r in self.readings],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> PowerSeries:
+        return cls(
+            agent_instance=state["agent_instance"],
+            source=state["source"],
+            max_readings=int(state["max_readings"]),
+            readings=[Reading(int(ts), dict(zones)) for ts, zones in state["readings"]],
+        )
+
+
+def _check_monotonic(earlier: Reading, later: Reading, instance: str) -> None:
+    for zone, uj in later.energy_uj.items():
+        before = earlier.energy_uj.get(zone)
+        if before is not None and uj < before:
+            raise RejectedReading(
+                "counter-decrease",
+                f"zone {zone} of instance {instance} goes from {before} µJ at "
+                f"{earlier.timestamp_ns} ns to {uj} µJ at {later.timestamp_ns} ns",
+            )
+
+
+def reading_from_record(record: Mapping[str, Any]) -> Reading:
+    return Reading(
+        int(record["timestamp_ns"]), {z["zone"]: int(z["energy_uj"]) for z in record["zones"]}
+    )
+
+
+def add_reading(
+    series: PowerSeries | None,
+    record: Mapping[str, Any],
+    max_readings: int = DEFAULT_MAX_READINGS,
+) -> tuple[PowerSeries, bool]:
+    """Add a decoded PowerReading to its node's series; returns (series, whether it changed).
+
+    A reading of another agent instance that is newer than the series starts a new series (the
+    agent restarted, its counters too). One that is older belongs to a finished instance and is
+    rejected rather than mixed in or allowed to throw away the live series.
+    """
+    reading = reading_from_record(record)
+    instance = str(record["agent_instance"])
+    if series is None or (
+        series.agent_instance != instance
+        and (series.newest_ns is None or reading.timestamp_ns > series.newest_ns)
+    ):
+        fresh = PowerSeries(instance, str(record["source"]), max_readings)
+        fresh.insert(reading)
+        return fresh, True
+    if series.agent_instance != instance:
+        raise RejectedReading(
+            "stale-agent-instance",
+            f"reading of instance {instance} at {reading.timestamp_ns} ns is older than the "
+            f"newest reading {series.newest_ns} ns of the current instance "
+            f"{series.agent_instance}",
+        )
+    return series, series.insert(reading)
+
+
+def coverage(series: PowerSeries | None, agent_instance: str, t0_ns: int, t1_ns: int) -> Coverage:
+    """Whether ``series`` can give the energy of [t0, t1) for a sample of ``agent_instance``."""
+    if series is None or not series.readings or series.agent_instance != agent_instance:
+        return Coverage.PENDING
+    assert series.oldest_ns is not None and series.newest_ns is not None
+    if t0_ns < series.oldest_ns:
+        return Coverage.NEVER
+    if t1_ns > series.newest_ns:
+        return Coverage.PENDING
+    return Coverage.COVERED
+
+
+def window_energy(series: PowerSeries, t0_ns: int, t1_ns: int) -> dict[str, float] | None:
+    """Joules per zone over [t0, t1), or None while the series does not bracket both instants.
+
+    Only zones present in every reading used are reported: a zone that appears or disappears
+    inside the window has no defined energy there.
+    """
+    if t1_ns < t0_ns:
+        raise ValueError(f"window ends ({t1_ns}) before it starts ({t0_ns})")
+    start = _bracket(series.readings, t0_ns)
+    end = _bracket(series.readings, t1_ns)
+    if start is None or end is None:
+        return None
+    used = {id(r): r for r in (*start, *end)}.values()
+    zones = set.intersection(*(set(r.energy_uj) for r in used))
+    return {
+        zone: (_counter_at(end, t1_ns, zone) - _counter_at(start, t0_ns, zone)) / _UJ_PER_J
+        for zone in sorted(zones)
+    }
+
+
+def _bracket(readings: list[Reading], t_ns: int) -> tuple[Reading, ...] | None:
+    """The reading at ``t_ns``, or the two around it; None when ``t_ns`` is outside the series."""
+    times = [r.timestamp_ns for r in readings]
+    at = bisect.bisect_left(times, t_ns)
+    if at == len(readings):
+        return None
+    if times[at] == t_ns:
+        return (readings[at],)
+    if at == 0:
+        return None
+    return (readings[at - 1], readings[at])
+
+
+def _counter_at(bracket: tuple[Reading, ...], t_ns: int, zone: str) -> float:
+    if len(bracket) == 1:
+        return bracket[0].energy_uj[zone]
+    before, after = bracket
+    c0, c1 = before.energy_uj[zone], after.energy_uj[zone]
+    fraction = (t_ns - before.timestamp_ns) / (after.timestamp_ns - before.timestamp_ns)
+    return c0 + (c1 - c0) * fraction

@@ -1,0 +1,73 @@
+"""Checks beyond the Avro schema that decide whether a record may enter the join (DESIGN.md §10).
+
+A record that fails goes to the dead-letter topic with ``reason``; it must not reach state where
+it would turn into negative or fabricated energy.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from schemas.features import FEATURE_NAMES
+
+DEFAULT_MAX_FUTURE_NS = 300 * 1_000_000_000  # clock skew tolerated before "in the future"
+
+
+class InvalidRecord(ValueError):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_key(key: bytes | None, record: Mapping[str, Any]) -> None:
+    """The key must be ``<cluster>/<node>`` of the record: co-partitioning depends on it."""
+    expected = f"{record['cluster']}/{record['node']}".encode()
+    if key != expected:
+        raise InvalidRecord("key-mismatch", f"message key {key!r} is not {expected!r}")
+
+
+def check_sample(
+    sample: Mapping[str, Any], now_ns: int, max_future_ns: int = DEFAULT_MAX_FUTURE_NS
+) -> None:
+    start, end = sample["window_start_ns"], sample["window_end_ns"]
+    if end <= start:
+        raise InvalidRecord("empty-window", f"window [{start}, {end}) is empty or inverted")
+    if end > now_ns + max_future_ns:
+        raise InvalidRecord(
+            "future-window", f"window ends at {end} ns, {(end - now_ns) / 1e9:.0f} s from now"
+        )
+    _check_counters("node_totals", sample["node_totals"])
+    for workload in sample["workloads"]:
+        _check_counters(f"workload {workload['workload_id']}", workload["counters"])
+    ids = Counter((w["kind"], w["workload_id"]) for w in sample["workloads"])
+    duplicates = sorted(f"{kind}/{wid}" for (kind, wid), n in ids.items() if n > 1)
+    if duplicates:
+        raise InvalidRecord("duplicate-workload", f"workloads listed twice: {duplicates}")
+
+
+def check_reading(
+    reading: Mapping[str, Any], now_ns: int, max_future_ns: int = DEFAULT_MAX_FUTURE_NS
+) -> None:
+    ts = reading["timestamp_ns"]
+    if ts > now_ns + max_future_ns:
+        ahead_s = (ts - now_ns) / 1e9
+        raise InvalidRecord("future-reading", f"reading at {ts} ns, {ahead_s:.0f} s ahead")
+    zones = Counter(z["zone"] for z in reading["zones"])
+    duplicates = sorted(zone for zone, n in zones.items() if n > 1)
+    if duplicates:
+        raise InvalidRecord("duplicate-zone", f"zones listed twice: {duplicates}")
+    negative = {z["zone"]: z["energy_uj"] for z in reading["zones"] if z["energy_uj"] < 0}
+    if negative:
+        raise InvalidRecord("negative-counter", f"negative cumulative energy (µJ): {negative}")
+
+
+def _check_counters(where: str, counters: Mapping[str, Any]) -> None:
+    negative = {
+        name: counters[name]
+        for name in FEATURE_NAMES
+        if counters.get(name) is not None and counters[name] < 0
+    }
+    if negative:
+        raise InvalidRecord("negative-delta", f"{where} has negative deltas {negative}")

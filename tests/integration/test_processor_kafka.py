@@ -1,0 +1,313 @@
+"""``joulestream process`` on a real broker: samples + power in, NodeEnergy and dead letters out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import NewTopic
+
+from joulestream.kafka import clients
+from joulestream.settings import Topics, node_key
+from schemas.codec import Codec
+from schemas.features import FEATURE_NAMES
+
+pytestmark = pytest.mark.integration
+
+S = 1_000_000_000
+TIMEOUT_S = 90.0
+JOULESTREAM = Path(sys.executable).with_name("joulestream")
+codec = Codec()
+
+
+def counters(**values: int) -> dict[str, int | None]:
+    return {name: values.get(name) for name in FEATURE_NAMES}
+
+
+def sample(
+    node: str, seq: int, t0: int, t1: int, power: str | None = "rapl-powercap", **cpu: int
+) -> dict[str, Any]:
+    workloads = [
+        {
+            "kind": "container",
+            "workload_id": wid,
+            "cgroup_path": f"/kubepods/{wid}",
+            "container_id": wid,
+            "pod_uid": f"uid-{wid}",
+            "namespace": "shop",
+            "pod": f"pod-{wid}",
+            "container": wid,
+            "counters": counters(cpu_time_ns=ns),
+        }
+        for wid, ns in sorted(cpu.items())
+    ]
+    return {
+        "cluster": "c1",
+        "node": node,
+        "agent_instance": f"agent-{node}",
+        "seq": seq,
+        "window_start_ns": t0,
+        "window_end_ns": t1,
+        "collector": "procfs",
+        "power_source": power,
+        "capabilities": [],
+        "node_totals": counters(cpu_time_ns=sum(cpu.values())),
+        "workloads": workloads,
+    }
+
+
+def reading(node: str, seq: int, ts: int, package_uj: int, dram_uj: int) -> dict[str, Any]:
+    return {
+        "cluster": "c1",
+        "node": node,
+        "agent_instance": f"agent-{node}",
+        "seq": seq,
+        "timestamp_ns": ts,
+        "source": "rapl-powercap",
+        "zones": [
+            {"zone": "package-0", "energy_uj": package_uj},
+            {"zone": "dram-0", "energy_uj": dram_uj},
+        ],
+    }
+
+
+Message = tuple[str, bytes, bytes]
+
+
+def to_samples(topics: Topics, record: dict[str, Any]) -> Message:
+    key = node_key(record["cluster"], record["node"])
+    return (topics.samples, key, codec.encode("NodeSample", record))
+
+
+def to_power(topics: Topics, record: dict[str, Any]) -> Message:
+    key = node_key(record["cluster"], record["node"])
+    return (topics.power, key, codec.encode("PowerReading", record))
+
+
+def produce(bootstrap: str, messages: list[Message]) -> None:
+    producer = clients.producer(bootstrap)
+    for topic, key, value in messages:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+
+
+def consume(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    proc: subprocess.Popen[bytes] | None = None,
+    until: Callable[[list[Any]], bool] | None = None,
+) -> list[Any]:
+    """``count`` messages of ``topic`` (or until ``until(messages)``) and whatever else arrives
+    within 3 s after them."""
+    consumer = clients.consumer(f"check-{uuid.uuid4().hex}", bootstrap)
+    consumer.subscribe([topic])
+    got: list[Any] = []
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        done = until or (lambda messages: len(messages) >= count)
+        while not done(got) and time.monotonic() < deadline:
+            assert proc is None or proc.poll() is None, "the processor exited"
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append(msg)
+        # Anything more would be a duplicate or a stray window.
+        extra_until = time.monotonic() + 3
+        while time.monotonic() < extra_until:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append(msg)
+    finally:
+        consumer.close()
+    return got
+
+
+def start_processor(
+    bootstrap: str, topics: Topics, workdir: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            str(JOULESTREAM), "process",
+            "--bootstrap-servers", bootstrap,
+            "--topic-prefix", topics.prefix,
+            *extra,
+        ],
+        stdout=(workdir / "processor.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )  # fmt: skip
+
+
+def stop_processor(proc: subprocess.Popen[bytes], workdir: Path) -> None:
+    """SIGTERM, and the processor must exit cleanly (code 0)."""
+    proc.terminate()
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    output = (workdir / "processor.log").read_text(errors="replace")
+    assert code == 0, output[-5000:]
+
+
+@pytest.fixture
+def processor(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    extra = ("--lateness", "3", "--pue", "1.5", "--grid-intensity", "400")
+    proc = start_processor(kafka_bootstrap, topics, tmp_path, *extra)
+    try:
+        yield proc
+    finally:
+        stop_processor(proc, tmp_path)
+
+
+def test_windows_are_joined_attributed_and_bad_messages_dead_lettered(
+    kafka_bootstrap: str, topics: Topics, processor: subprocess.Popen[bytes]
+) -> None:
+    t = (time.time_ns() // S - 120) * S
+    messages = [
+        # n1: readings exactly at the window boundaries -> exact energies.
+        to_power(topics, reading("n1", 0, t, 1_000, 50)),
+        (topics.samples, node_key("c1", "n1"), b"\x00garbage, not Avro"),
+        to_samples(topics, sample("n1", 0, t, t + 2 * S, web=3 * S, db=S)),
+        to_power(topics, reading("n1", 1, t + 2 * S, 8_001_000, 2_000_050)),
+        # n2: the sample comes before its covering reading; its instants are between readings.
+        to_samples(topics, sample("n2", 0, t + S, t + 3 * S, api=S)),
+        to_power(topics, reading("n2", 0, t, 0, 0)),
+        to_power(topics, reading("n2", 1, t + 4 * S, 40_000_000, 4_000_000)),
+        # n3 has no power source; n4's power never comes.
+        to_samples(topics, sample("n3", 0, t, t + 2 * S, power=None, x=S)),
+        to_samples(topics, sample("n4", 0, t, t + 2 * S, y=S)),
+    ]
+    produce(kafka_bootstrap, messages)
+
+    energy = consume(kafka_bootstrap, topics.energy, 4, processor)
+    windows = {m.key(): codec.decode(m.value(), expect="NodeEnergy") for m in energy}
+    assert len(energy) == 4 and len(windows) == 4
+    assert set(windows) == {node_key("c1", n) for n in ("n1", "n2", "n3", "n4")}
+
+    n1 = windows[node_key("c1", "n1")]
+    assert (n1["source"], n1["source_detail"]) == ("measured", "rapl-powercap")
+    zones = {z["zone"]: z for z in n1["zones"]}
+    assert zones["package-0"]["total_j"] == 8.0 and zones["dram-0"]["total_j"] == 2.0
+    assert zones["package-0"]["driver"] == "cpu_time_ns"
+    by_workload = {
+        w["workload_id"]: {z["zone"]: z["dynamic_j"] for z in w["zones"]} for w in n1["workloads"]
+    }
+    assert by_workload == {
+        "db": {"dram-0": 0.5, "package-0": 2.0},
+        "web": {"dram-0": 1.5, "package-0": 6.0},
+    }
+    assert n1["co2e_g"] == pytest.approx(10.0 / 3.6e6 * 1.5 * 400)
+
+    n2 = windows[node_key("c1", "n2")]
+    assert n2["source"] == "measured"
+    assert {z["zone"]: z["total_j"] for z in n2["zones"]} == pytest.approx(
+        {"package-0": 20.0, "dram-0": 2.0}
+    )
+
+    n3 = windows[node_key("c1", "n3")]
+    assert n3["source"] == "unmeasured" and "power_source is null" in n3["source_detail"]
+    n4 = windows[node_key("c1", "n4")]
+    assert n4["source"] == "unmeasured"
+    assert n4["source_detail"] == "no covering power reading within lateness"
+
+    [dead] = consume(kafka_bootstrap, topics.deadletter, 1, processor)
+    headers = dict(dead.headers())
+    assert dead.value() == b"\x00garbage, not Avro" and dead.key() == node_key("c1", "n1")
+    assert headers["reason"] == b"bad-magic"
+    assert headers["source_topic"] == topics.samples.encode()
+    assert int(headers["source_offset"]) >= 0 and int(headers["source_partition"]) in (0, 1)
+    assert processor.poll() is None  # still running after the bad message
+
+
+def test_refuses_to_start_when_samples_and_power_are_not_co_partitioned(
+    kafka_bootstrap: str,
+) -> None:
+    names = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
+    admin = clients.admin(kafka_bootstrap)
+    new = [NewTopic(t, num_partitions=3 if t == names.power else 2) for t in names.all()]
+    for future in admin.create_topics(new, operation_timeout=30).values():
+        future.result()
+    try:
+        done = subprocess.run(
+            [
+                str(JOULESTREAM), "process",
+                "--bootstrap-servers", kafka_bootstrap,
+                "--topic-prefix", names.prefix,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        for future in admin.delete_topics(list(names.all()), operation_timeout=30).values():
+            future.result()
+    assert done.returncode == 2
+    assert "has 2 partitions but" in done.stderr and "co-partitioned" in done.stderr
+
+
+def test_refuses_to_start_with_a_changelog_of_another_partition_count(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    changelog = f"{topics.prefix}joulestream-processor-power-series-changelog"
+    admin = clients.admin(kafka_bootstrap)
+    admin.create_topics([NewTopic(changelog, num_partitions=3)])[changelog].result()
+    try:
+        done = subprocess.run(
+            [
+                str(JOULESTREAM), "process",
+                "--bootstrap-servers", kafka_bootstrap,
+                "--topic-prefix", topics.prefix,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        admin.delete_topics([changelog])[changelog].result()
+    assert done.returncode == 2
+    assert f"{changelog} has 3 partitions, the source topics 2" in done.stderr
+
+
+def has_n1(messages: list[Any]) -> bool:
+    return any(m.key() == node_key("c1", "n1") for m in messages)
+
+
+def test_a_sample_waiting_at_shutdown_is_not_committed_and_joins_after_restart(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    t = (time.time_ns() // S - 120) * S
+    produce(
+        kafka_bootstrap,
+        [
+            to_power(topics, reading("n1", 0, t, 0, 0)),
+            to_samples(topics, sample("n1", 0, t, t + 2 * S, a=S)),
+        ],
+    )
+    proc = start_processor(kafka_bootstrap, topics, tmp_path, "--lateness", "600")
+    try:
+        # n1's window waits for power; n9 (no power source) shows the processor is live.
+        produce(kafka_bootstrap, [to_samples(topics, sample("n9", 0, t, t + 2 * S, power=None))])
+        [live] = consume(kafka_bootstrap, topics.energy, 1, proc)
+        assert live.key() == node_key("c1", "n9")
+    finally:
+        stop_processor(proc, tmp_path)
+
+    produce(kafka_bootstrap, [to_power(topics, reading("n1", 1, t + 2 * S, 5_000_000, 1_000_000))])
+    proc = start_processor(kafka_bootstrap, topics, tmp_path, "--lateness", "600")
+    try:
+        got = consume(kafka_bootstrap, topics.energy, 0, proc, until=has_n1)
+    finally:
+        stop_processor(proc, tmp_path)
+    n1 = [codec.decode(m.value()) for m in got if m.key() == node_key("c1", "n1")]
+    assert len(n1) == 1
+    assert n1[0]["source"] == "measured"
+    assert {z["zone"]: z["total_j"] for z in n1[0]["zones"]} == {"package-0": 5.0, "dram-0": 1.0}

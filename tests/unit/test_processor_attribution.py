@@ -1,0 +1,289 @@
+"""Attribution: conservation per zone, driver choice, idle, carbon, determinism."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.codec import Codec
+from schemas.features import FEATURE_NAMES
+from stream_processors.attribution import (
+    AttributionConfig,
+    attribute,
+    choose_driver,
+    node_joules,
+    unmeasured,
+    zone_kind,
+)
+
+S = 1_000_000_000
+
+
+def counters(**values: int | None) -> dict[str, int | None]:
+    return {name: values.get(name) for name in FEATURE_NAMES}
+
+
+def workload(wid: str, kind: str = "container", **values: int | None) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "workload_id": wid,
+        "cgroup_path": f"/kubepods/{wid}",
+        "container_id": wid if kind == "container" else None,
+        "pod_uid": f"uid-{wid}" if kind == "container" else None,
+        "namespace": "ns" if kind == "container" else None,
+        "pod": f"pod-{wid}" if kind == "container" else None,
+        "container": f"c-{wid}" if kind == "container" else None,
+        "counters": counters(**values),
+    }
+
+
+def sample(
+    workloads: list[dict[str, Any]], seconds: float = 2.0, **totals: int | None
+) -> dict[str, Any]:
+    return {
+        "cluster": "c1",
+        "node": "n1",
+        "agent_instance": "agent-a",
+        "seq": 7,
+        "window_start_ns": 100 * S,
+        "window_end_ns": 100 * S + int(seconds * S),
+        "collector": "ebpf",
+        "power_source": "rapl-powercap",
+        "capabilities": [],
+        "node_totals": counters(**totals),
+        "workloads": workloads,
+    }
+
+
+def zone(record: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(z for z in record["zones"] if z["zone"] == name)
+
+
+def workload_zone(record: dict[str, Any], wid: str, name: str) -> dict[str, Any]:
+    w = next(w for w in record["workloads"] if w["workload_id"] == wid)
+    return next(z for z in w["zones"] if z["zone"] == name)
+
+
+def assert_conserved(record: dict[str, Any]) -> None:
+    for z in record["zones"]:
+        assigned = sum(
+            wz["dynamic_j"] + wz["idle_j"]
+            for w in record["workloads"]
+            for wz in w["zones"]
+            if wz["zone"] == z["zone"]
+        )
+        parts = assigned + z["idle_unassigned_j"] + z["unattributed_j"]
+        assert math.isclose(parts, z["total_j"], rel_tol=1e-9, abs_tol=1e-12), z
+        assert abs(z["residual_j"]) <= 1e-9 * max(z["total_j"], 1e-3)
+        assert math.isclose(z["idle_j"] + z["dynamic_j"], z["total_j"], rel_tol=1e-12)
+        for value in (z["total_j"], z["idle_j"], z["dynamic_j"], z["unattributed_j"]):
+            assert value >= 0
+    for w in record["workloads"]:
+        for wz in w["zones"]:
+            assert wz["dynamic_j"] >= 0 and wz["idle_j"] >= 0
+            assert wz["lower_j"] <= wz["dynamic_j"] + wz["idle_j"] <= wz["upper_j"]
+
+
+def test_package_is_split_by_instructions_when_the_node_counts_them() -> None:
+    s = sample(
+        [
+            workload("a", cpu_instructions=300, cpu_time_ns=1),
+            workload("b", cpu_instructions=100, cpu_time_ns=99),
+        ],
+        cpu_instructions=400,
+        cpu_time_ns=100,
+    )
+    record = attribute(s, {"package-0": 8.0}, AttributionConfig(), "rapl-powercap")
+    assert zone(record, "package-0")["driver"] == "cpu_instructions"
+    assert workload_zone(record, "a", "package-0")["dynamic_j"] == pytest.approx(6.0)
+    assert workload_zone(record, "b", "package-0")["dynamic_j"] == pytest.approx(2.0)
+    assert_conserved(record)
+
+
+@pytest.mark.parametrize(
+    ("zone_name", "totals", "driver"),
+    [
+        ("package-0", {"cpu_cycles": 10, "cpu_time_ns": 10}, "cpu_cycles"),
+        ("core-1", {"cpu_time_ns": 10}, "cpu_time_ns"),
+        ("dram-0", {"cache_misses": 5, "cpu_instructions": 5, "cpu_time_ns": 5}, "cache_misses"),
+        ("dram-0", {"cpu_instructions": 5, "cpu_time_ns": 5}, "cpu_time_ns"),
+        ("uncore-0", {"cpu_instructions": 5, "cpu_time_ns": 5}, "cpu_time_ns"),
+        ("psys", {"cpu_instructions": 5, "cpu_time_ns": 5}, "cpu_time_ns"),
+        ("platform", {"cpu_instructions": 5, "cpu_time_ns": 5}, "cpu_time_ns"),
+        ("package-0", {}, None),
+        ("gpu-0", {"cpu_time_ns": 5}, None),
+    ],
+)
+def test_driver_fallbacks_follow_the_design(
+    zone_name: str, totals: dict[str, int], driver: str | None
+) -> None:
+    assert choose_driver(zone_name, counters(**totals)) == driver
+
+
+def test_fallback_splits_by_cpu_time_and_null_workload_counter_counts_as_zero() -> None:
+    s = sample(
+        [
+            workload("a", cpu_time_ns=3 * S),
+            workload("b", cpu_time_ns=None),
+            workload("k", "kernel", cpu_time_ns=S),
+        ],
+        cpu_time_ns=4 * S,
+        cpu_instructions=None,
+    )
+    record = attribute(s, {"package-0": 4.0, "dram-0": 2.0}, AttributionConfig(), "rapl-powercap")
+    assert zone(record, "package-0")["driver"] == "cpu_time_ns"
+    assert zone(record, "dram-0")["driver"] == "cpu_time_ns"
+    assert workload_zone(record, "a", "package-0")["dynamic_j"] == pytest.approx(3.0)
+    assert workload_zone(record, "b", "package-0")["dynamic_j"] == 0.0
+    assert workload_zone(record, "k", "dram-0")["dynamic_j"] == pytest.approx(0.5)
+    assert_conserved(record)
+
+
+def test_zero_driver_total_leaves_the_energy_unattributed() -> None:
+    s = sample([workload("a", cpu_time_ns=0), workload("b", cpu_time_ns=0)], cpu_time_ns=0)
+    record = attribute(s, {"package-0": 5.0}, AttributionConfig(), "rapl-powercap")
+    z = zone(record, "package-0")
+    assert z["unattributed_j"] == 5.0 and z["residual_j"] == 0.0
+    assert all(wz["dynamic_j"] == 0.0 for w in record["workloads"] for wz in w["zones"])
+
+
+def test_unavailable_driver_and_gpu_leave_the_energy_unattributed() -> None:
+    s = sample([workload("a", cpu_time_ns=5)])  # the node measures nothing
+    record = attribute(s, {"package-0": 5.0, "gpu-0": 3.0}, AttributionConfig(), "x")
+    assert [(z["zone"], z["driver"], z["unattributed_j"]) for z in record["zones"]] == [
+        ("gpu-0", None, 3.0),
+        ("package-0", None, 5.0),
+    ]
+
+
+def test_idle_is_capped_by_the_energy_and_not_handed_to_workloads() -> None:
+    config = AttributionConfig(idle_watts={"package": 2.0, "dram-0": 10.0})
+    s = sample([workload("a", cpu_time_ns=1)], seconds=2.0, cpu_time_ns=1)
+    record = attribute(s, {"package-0": 10.0, "package-1": 3.0, "dram-0": 4.0}, config, "x")
+    assert zone(record, "package-0")["idle_j"] == pytest.approx(4.0)  # 2 W * 2 s
+    assert zone(record, "package-0")["dynamic_j"] == pytest.approx(6.0)
+    assert zone(record, "package-1")["idle_j"] == pytest.approx(3.0)  # capped at E
+    assert zone(record, "dram-0")["idle_j"] == pytest.approx(4.0)  # exact name beats kind
+    assert zone(record, "dram-0")["dynamic_j"] == 0.0
+    for z in record["zones"]:
+        assert z["idle_unassigned_j"] == z["idle_j"]
+    assert workload_zone(record, "a", "package-0") == {
+        "zone": "package-0",
+        "dynamic_j": pytest.approx(6.0),
+        "idle_j": 0.0,
+        "lower_j": pytest.approx(5.7),
+        "upper_j": pytest.approx(6.3),
+    }
+    assert_conserved(record)
+
+
+def test_carbon_is_kwh_times_pue_times_intensity_without_double_counting_nested_zones() -> None:
+    config = AttributionConfig(pue=1.5, grid_intensity_g_per_kwh=400.0)
+    s = sample([workload("a", cpu_time_ns=1)], cpu_time_ns=1)
+    energy = {"package-0": 3.6e6, "core-0": 2e6, "uncore-0": 1e6, "dram-0": 3.6e6}
+    record = attribute(s, energy, config, "x")
+    assert node_joules(energy) == 7.2e6  # core/uncore are inside package
+    assert record["co2e_g"] == pytest.approx(2 * 1.5 * 400.0)
+    assert record["workloads"][0]["co2e_g"] == pytest.approx(2 * 1.5 * 400.0)
+    assert record["pue"] == 1.5 and record["grid_intensity_g_per_kwh"] == 400.0
+
+
+def test_a_platform_zone_is_the_node_energy_when_present() -> None:
+    assert node_joules({"psys": 10.0, "package-0": 7.0, "dram-0": 2.0}) == 10.0
+    assert node_joules({"package-0": 7.0, "package-1": 6.0, "dram-0": 2.0, "core-0": 5.0}) == 15.0
+
+
+def test_default_carbon_is_world_average_at_pue_one() -> None:
+    record = attribute(sample([]), {"package-0": 3.6e6}, AttributionConfig(), "x")
+    assert record["co2e_g"] == pytest.approx(475.0)
+    assert record["pue"] == 1.0
+
+
+def test_unmeasured_window_is_labelled_and_empty() -> None:
+    record = unmeasured(sample([workload("a", cpu_time_ns=1)]), AttributionConfig(), "why")
+    assert record["source"] == "unmeasured" and record["source_detail"] == "why"
+    assert record["zones"] == [] and record["workloads"] == [] and record["co2e_g"] == 0.0
+    Codec().encode("NodeEnergy", record)
+
+
+def test_output_is_deterministic_whatever_the_input_order() -> None:
+    ws = [
+        workload("b", cpu_time_ns=2),
+        workload("a", cpu_time_ns=1),
+        workload("k", "kernel", cpu_time_ns=1),
+    ]
+    energy = {"package-0": 3.0, "dram-0": 1.0}
+    one = attribute(sample(ws, cpu_time_ns=4), energy, AttributionConfig(), "rapl-powercap")
+    two = attribute(
+        sample(list(reversed(ws)), cpu_time_ns=4),
+        dict(reversed(energy.items())),
+        AttributionConfig(),
+        "rapl-powercap",
+    )
+    codec = Codec()
+    assert codec.encode("NodeEnergy", one) == codec.encode("NodeEnergy", two)
+    assert [w["workload_id"] for w in one["workloads"]] == ["a", "b", "k"]
+    assert [z["zone"] for z in one["zones"]] == ["dram-0", "package-0"]
+
+
+def test_zone_kinds() -> None:
+    assert [
+        zone_kind(z) for z in ("package-0", "core-12", "psys", "gpu-1", "fan", "Package-0")
+    ] == [
+        "package",
+        "core",
+        "psys",
+        "gpu",
+        "other",
+        "other",
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"pue": 0.9},
+        {"grid_intensity_g_per_kwh": -1.0},
+        {"rapl_error": 1.0},
+        {"idle_watts": {"package": -1.0}},
+    ],
+)
+def test_nonsense_configuration_is_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        AttributionConfig(**bad)
+
+
+ZONES = ["package-0", "package-1", "core-0", "uncore-0", "dram-0", "psys", "gpu-0", "fan"]
+counter_value = st.one_of(st.none(), st.integers(0, 10**15))
+counters_strategy = st.fixed_dictionaries({name: counter_value for name in FEATURE_NAMES})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    workload_counters=st.lists(counters_strategy, max_size=12),
+    totals=counters_strategy,
+    energy=st.dictionaries(
+        st.sampled_from(ZONES),
+        st.one_of(st.just(0.0), st.floats(1e-9, 1e7, allow_nan=False, allow_infinity=False)),
+        max_size=len(ZONES),
+    ),
+    idle=st.dictionaries(st.sampled_from(["package", "dram", "core-0", "psys"]), st.floats(0, 500)),
+    seconds=st.floats(0.001, 60),
+)
+def test_conservation_holds_for_any_sample(
+    workload_counters: list[dict[str, int | None]],
+    totals: dict[str, int | None],
+    energy: dict[str, float],
+    idle: dict[str, float],
+    seconds: float,
+) -> None:
+    ws = [workload(f"w{i}") | {"counters": c} for i, c in enumerate(workload_counters)]
+    s = sample(ws, seconds=seconds) | {"node_totals": totals}
+    record = attribute(s, energy, AttributionConfig(idle_watts=idle), "rapl-powercap")
+    assert_conserved(record)
+    assert sorted(z["zone"] for z in record["zones"]) == sorted(energy)
+    Codec().encode("NodeEnergy", record)

@@ -1,0 +1,67 @@
+"""Records that would turn into negative or fabricated energy are refused with a reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from schemas.features import FEATURE_NAMES
+from stream_processors.validation import InvalidRecord, check_key, check_reading, check_sample
+
+S = 1_000_000_000
+NOW = 1_000 * S
+
+
+def sample(**changes: Any) -> dict[str, Any]:
+    counters = {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": 5}
+    record = {
+        "cluster": "c1",
+        "node": "n1",
+        "window_start_ns": NOW - 2 * S,
+        "window_end_ns": NOW,
+        "node_totals": counters,
+        "workloads": [
+            {"kind": "container", "workload_id": "a", "counters": counters},
+            {"kind": "system", "workload_id": "a", "counters": counters},
+        ],
+    }
+    return record | changes
+
+
+def reading(*zones: tuple[str, int], ts: int = NOW) -> dict[str, Any]:
+    return {"timestamp_ns": ts, "zones": [{"zone": z, "energy_uj": uj} for z, uj in zones]}
+
+
+def reason(check: Any, *args: Any) -> str:
+    with pytest.raises(InvalidRecord) as err:
+        check(*args)
+    return str(err.value.reason)
+
+
+def test_good_records_pass() -> None:
+    check_sample(sample(), NOW)
+    check_reading(reading(("package-0", 0), ("dram-0", 5)), NOW)
+    check_key(b"c1/n1", sample())
+
+
+def test_sample_problems_have_reasons() -> None:
+    assert reason(check_sample, sample(window_end_ns=NOW - 2 * S), NOW) == "empty-window"
+    assert reason(check_sample, sample(window_end_ns=NOW + 3600 * S), NOW) == "future-window"
+    bad = {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": -1}
+    assert reason(check_sample, sample(node_totals=bad), NOW) == "negative-delta"
+    workloads = [{"kind": "container", "workload_id": "a", "counters": bad}]
+    assert reason(check_sample, sample(workloads=workloads), NOW) == "negative-delta"
+    twice = sample()["workloads"][:1] * 2
+    assert reason(check_sample, sample(workloads=twice), NOW) == "duplicate-workload"
+
+
+def test_reading_problems_have_reasons() -> None:
+    assert reason(check_reading, reading(("package-0", -1)), NOW) == "negative-counter"
+    assert reason(check_reading, reading(("psys", 1), ("psys", 2)), NOW) == "duplicate-zone"
+    assert reason(check_reading, reading(ts=NOW + 3600 * S), NOW) == "future-reading"
+
+
+def test_the_key_must_name_the_records_node() -> None:
+    assert reason(check_key, b"c1/other", sample()) == "key-mismatch"
+    assert reason(check_key, None, sample()) == "key-mismatch"
