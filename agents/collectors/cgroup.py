@@ -304,10 +304,12 @@ class CgroupCollector:
     def _read(self) -> Snapshot:
         layout = self.layout
         snapshot = Snapshot(node_busy_ticks=node_busy_ticks(self.proc_root))
-        # Bottom-up, so children are read before their parents: a parent read later has
-        # counted at least what its children did, which keeps exclusive shares non-negative.
+        # Top-down, so children are read after their parents: CPU time charged between the
+        # two reads shows in the child (the task that ran) and its parent's exclusive share,
+        # clamped at 0, is not credited with it. Read bottom-up, every busy child would leave
+        # a sliver of its time in each process-less slice above it.
         base = str(layout.cpu_root)
-        for directory, _, _ in os.walk(base, topdown=False):
+        for directory, _, _ in os.walk(base):
             rel = directory[len(base) :] or ROOT
             reading = self._read_cgroup(directory, rel)
             if reading is not None:
