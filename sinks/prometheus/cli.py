@@ -10,7 +10,14 @@ from confluent_kafka import KafkaException
 
 from joulestream.settings import Topics
 from joulestream.signals import stop_on_signals
-from sinks.prometheus.service import DEFAULT_GROUP_ID, DEFAULT_HOST, DEFAULT_PORT, serve
+from sinks.prometheus.service import (
+    DEFAULT_GROUP_ID,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    default_instance_id,
+    serve,
+)
+from sinks.prometheus.state import DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_S
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +41,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_GROUP_ID,
         help=f"consumer group (default {DEFAULT_GROUP_ID})",
     )
+    parser.add_argument(
+        "--instance-id",
+        help="static group membership id (group.instance.id), unique per replica "
+        "(default: the host name; '' for dynamic membership)",
+    )
+    parser.add_argument(
+        "--series-ttl",
+        type=_positive_float,
+        default=DEFAULT_SERIES_TTL_S,
+        metavar="SECONDS",
+        help="drop the series of a workload or node with no window for this long "
+        f"(default {DEFAULT_SERIES_TTL_S:g})",
+    )
+    parser.add_argument(
+        "--max-series",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_SERIES,
+        help="most workload-level series held; beyond it workloads are counted as overflow "
+        f"(default {DEFAULT_MAX_SERIES})",
+    )
+    parser.add_argument(
+        "--no-kepler-compat",
+        dest="kepler_compat",
+        action="store_false",
+        help="do not export the Kepler 0.7 compatible kepler_* families",
+    )
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    instance_id = default_instance_id() if args.instance_id is None else args.instance_id or None
     stop = threading.Event()
     try:
         with stop_on_signals(stop):
@@ -48,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
                 group_id=args.group_id,
                 host=args.host,
                 port=args.port,
+                instance_id=instance_id,
+                series_ttl_s=args.series_ttl,
+                max_series=args.max_series,
+                kepler_compat=args.kepler_compat,
             )
     except (OSError, KafkaException) as exc:
         log.error("prometheus sink failed: %s", exc)

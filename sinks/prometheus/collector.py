@@ -2,8 +2,8 @@
 
 A custom collector rather than client-side Counter objects: the values are already
 cumulative in the state, and building the families per scrape means a series that leaves
-the state (series TTL, later) leaves /metrics too. Samples carry no timestamps, so
-Prometheus keeps its staleness handling.
+the state (series TTL) leaves /metrics too. Samples carry no timestamps, so Prometheus keeps
+its staleness handling.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sinks.prometheus import kepler
 from sinks.prometheus.state import (
+    CONSUMER_LAG_LABELS,
     NODE_LABELS,
     NODE_ONLY_LABELS,
     WINDOW_LABELS,
     WORKLOAD_CO2E_LABELS,
+    WORKLOAD_WATTS_LABELS,
     WORKLOAD_ZONE_LABELS,
     ZONE_LABELS,
     ZONE_SOURCE_LABELS,
@@ -28,6 +31,8 @@ from sinks.prometheus.state import (
     Snapshot,
 )
 
+_OVERFLOW_LABELS: Labels = ("cluster", "node", "zone", "mode", "source")
+
 
 @dataclass(frozen=True)
 class FamilySpec:
@@ -36,6 +41,7 @@ class FamilySpec:
     documentation: str
     labels: Labels
     series: Callable[[Snapshot], Series]
+    source: str | None = None  # a constant ``source`` label (Kepler's families)
 
 
 FAMILIES: tuple[FamilySpec, ...] = (
@@ -54,6 +60,13 @@ FAMILIES: tuple[FamilySpec, ...] = (
         lambda s: s.workload_joules,
     ),
     FamilySpec(
+        "joulestream_workload_watts",
+        GaugeMetricFamily,
+        "Average power of a workload per zone over its node's latest window (dynamic + idle).",
+        WORKLOAD_WATTS_LABELS,
+        lambda s: s.workload_watts,
+    ),
+    FamilySpec(
         "joulestream_unattributed_joules",
         CounterMetricFamily,
         "Energy no workload could be charged with (its driver feature totalled 0).",
@@ -64,7 +77,7 @@ FAMILIES: tuple[FamilySpec, ...] = (
         "joulestream_idle_unassigned_joules",
         CounterMetricFamily,
         "Idle energy not handed to workloads. Workload + idle_unassigned + unattributed "
-        "= node joules (dynamic + idle).",
+        "+ sink overflow = node joules (dynamic + idle).",
         ZONE_SOURCE_LABELS,
         lambda s: s.idle_unassigned_joules,
     ),
@@ -91,6 +104,41 @@ FAMILIES: tuple[FamilySpec, ...] = (
         lambda s: s.workload_co2e_grams,
     ),
     FamilySpec(
+        "joulestream_node_co2e_grams",
+        CounterMetricFamily,
+        "Carbon of the node's whole energy (gCO2e = kWh x PUE x grid intensity).",
+        WINDOW_LABELS,
+        lambda s: s.node_co2e_grams,
+    ),
+    FamilySpec(
+        "joulestream_deadletter",
+        CounterMetricFamily,
+        "Messages on the dead-letter topic, by their reason header.",
+        ("reason",),
+        lambda s: s.dead_letters,
+    ),
+    FamilySpec(
+        "joulestream_sink_lag_seconds",
+        GaugeMetricFamily,
+        "Seconds from the end of the node's newest window to this scrape (pipeline latency).",
+        NODE_ONLY_LABELS,
+        lambda s: s.lag_seconds,
+    ),
+    FamilySpec(
+        "joulestream_sink_consumer_lag_messages",
+        GaugeMetricFamily,
+        "Messages between this replica's position and the high watermark, per assigned partition.",
+        CONSUMER_LAG_LABELS,
+        lambda s: s.consumer_lag_messages,
+    ),
+    FamilySpec(
+        "joulestream_sink_last_window_end_seconds",
+        GaugeMetricFamily,
+        "Unix time at which the node's latest applied window ended.",
+        NODE_ONLY_LABELS,
+        lambda s: s.last_window_end_seconds,
+    ),
+    FamilySpec(
         "joulestream_sink_decode_errors",
         CounterMetricFamily,
         "Energy-topic messages refused (not decodable or not fit to fold), by reason.",
@@ -106,32 +154,87 @@ FAMILIES: tuple[FamilySpec, ...] = (
         lambda s: s.skipped_windows,
     ),
     FamilySpec(
-        "joulestream_sink_last_window_end_seconds",
+        "joulestream_sink_series",
         GaugeMetricFamily,
-        "Unix time at which the node's latest applied window ended.",
-        NODE_ONLY_LABELS,
-        lambda s: s.last_window_end_seconds,
+        "Workload-level series held (joulestream workload and Kepler container families).",
+        (),
+        lambda s: s.series,
+    ),
+    FamilySpec(
+        "joulestream_sink_series_overflow",
+        CounterMetricFamily,
+        "Workload windows that got no series of their own because --max-series was reached.",
+        (),
+        lambda s: s.series_overflow,
+    ),
+    FamilySpec(
+        "joulestream_sink_overflow_joules",
+        CounterMetricFamily,
+        "Energy of workloads refused a series (--max-series), so node energy still adds up.",
+        _OVERFLOW_LABELS,
+        lambda s: s.overflow_joules,
     ),
 )
 
 
+def _container_spec(component: str) -> FamilySpec:
+    return FamilySpec(
+        f"kepler_container_{component}_joules",
+        CounterMetricFamily,
+        f"Kepler 0.7 compatible: {component} energy of a container, summed over sockets.",
+        kepler.CONTAINER_LABELS,
+        lambda s: s.kepler_container[component],
+        kepler.source_of(component),
+    )
+
+
+def _node_spec(component: str) -> FamilySpec:
+    return FamilySpec(
+        f"kepler_node_{component}_joules",
+        CounterMetricFamily,
+        f"Kepler 0.7 compatible: {component} energy of a node, per socket (package).",
+        kepler.NODE_LABELS,
+        lambda s: s.kepler_node[component],
+        kepler.source_of(component),
+    )
+
+
+KEPLER_FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        "kepler_container_joules",
+        CounterMetricFamily,
+        "Kepler 0.7 compatible: package + dram + other + gpu energy of a container.",
+        kepler.CONTAINER_LABELS,
+        lambda s: s.kepler_container_total,
+    ),
+    *(_container_spec(c) for c in kepler.CONTAINER_COMPONENTS),
+    *(_node_spec(c) for c in kepler.NODE_COMPONENTS),
+)
+
+
 def _family(spec: FamilySpec, series: Series) -> Metric:
-    family = spec.kind(spec.name, spec.documentation, labels=spec.labels)
+    if spec.source is None:
+        family = spec.kind(spec.name, spec.documentation, labels=spec.labels)
+        for labels, value in series.items():
+            family.add_metric(labels, value)
+        return family
+    family = spec.kind(spec.name, spec.documentation, labels=(*spec.labels, "source"))
     for labels, value in series.items():
-        family.add_metric(labels, value)
+        family.add_metric((*labels, spec.source), value)
     return family
 
 
 class EnergyCollector(Collector):
     def __init__(self, state: EnergyState) -> None:
         self._state = state
+        self._specs = FAMILIES + (KEPLER_FAMILIES if state.kepler_compat else ())
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._state.snapshot()
-        for spec in FAMILIES:
+        for spec in self._specs:
             yield _family(spec, spec.series(snapshot))
 
     def describe(self) -> Iterator[Metric]:
         """Names only, so the registry detects clashes without taking a snapshot."""
-        for spec in FAMILIES:
+        for spec in self._specs:
             yield _family(spec, {})

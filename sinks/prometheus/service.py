@@ -8,12 +8,22 @@ Counters therefore restart at 0 after a restart, which Prometheus reads as a cou
 show all of history as one huge increase at restart time. Windows between the last commit
 and a crash are read again by the next process; its counters started at 0, so they count once
 in its lifetime.
+
+Replicas. The sink is a consumer group with static membership (``group.instance.id``, from
+--instance-id or the host name): a replica restarted within the session timeout gets its
+partitions back without a rebalance. With N replicas each one folds and serves only the
+partitions it owns, i.e. a share of the nodes: Prometheus must scrape every replica and sum
+(the series of different replicas never overlap, since a node's windows share a key and so a
+partition). The dead-letter topic is consumed by the same consumer, so each replica counts
+the dead letters of its own dead-letter partitions.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
 
 from confluent_kafka import Consumer, KafkaException, Message
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
@@ -23,7 +33,7 @@ from joulestream.settings import Topics
 from schemas.codec import Codec
 from schemas.errors import CodecError
 from sinks.prometheus.collector import EnergyCollector
-from sinks.prometheus.state import EnergyState
+from sinks.prometheus.state import DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_S, EnergyState
 from sinks.windows import InvalidWindow
 
 log = logging.getLogger(__name__)
@@ -32,25 +42,69 @@ DEFAULT_GROUP_ID = "joulestream-sink-prometheus"
 DEFAULT_PORT = 9102
 DEFAULT_HOST = "0.0.0.0"
 POLL_TIMEOUT_S = 0.5
+LAG_REFRESH_S = 5.0
+NO_REASON = "unknown"
+
+
+def default_instance_id() -> str:
+    return socket.gethostname()
+
+
+def dead_letter_reason(message: Message) -> str:
+    """The ``reason`` header the processors write (stream_processors.app), else unknown."""
+    headers = message.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for key, value in pairs:
+        if key == "reason" and value:
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return NO_REASON
+
+
+def consumer_lag(consumer: Consumer) -> dict[tuple[str, str], float]:
+    """High watermark minus position per assigned partition, from librdkafka's cached
+    watermarks (no broker round trip); partitions without a position yet are left out."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return {}
+    lag: dict[tuple[str, str], float] = {}
+    for tp in consumer.position(assigned):
+        if tp.offset < 0:
+            continue
+        _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high >= 0:
+            lag[(tp.topic, str(tp.partition))] = float(max(0, high - tp.offset))
+    return lag
 
 
 class EnergyConsumer:
-    """Feeds one topic of NodeEnergy messages into an EnergyState; bad messages are logged,
-    counted by reason and skipped, never fatal."""
+    """Feeds NodeEnergy messages into an EnergyState and counts dead letters by reason; bad
+    messages are logged, counted by reason and skipped, never fatal."""
 
     def __init__(
-        self, consumer: Consumer, topic: str, state: EnergyState, codec: Codec | None = None
+        self,
+        consumer: Consumer,
+        topic: str,
+        state: EnergyState,
+        codec: Codec | None = None,
+        *,
+        deadletter_topic: str | None = None,
+        lag_refresh_s: float = LAG_REFRESH_S,
     ) -> None:
         self._consumer = consumer
         self._topic = topic
+        self._deadletter_topic = deadletter_topic
         self._state = state
         self._codec = codec or Codec()
+        self._lag_refresh_s = lag_refresh_s
 
     def handle(self, message: Message) -> None:
         """Fold one message, then store its offset (whatever became of it)."""
         try:
-            record = self._codec.decode(message.value() or b"", expect="NodeEnergy")
-            self._state.apply(record)
+            if message.topic() == self._deadletter_topic:
+                self._state.record_dead_letter(dead_letter_reason(message))
+            else:
+                record = self._codec.decode(message.value() or b"", expect="NodeEnergy")
+                self._state.apply(record)
         except (CodecError, InvalidWindow) as exc:
             self._state.record_decode_error(exc.reason)
             log.warning(
@@ -75,9 +129,16 @@ class EnergyConsumer:
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then close the consumer (committing stored offsets)."""
-        self._consumer.subscribe([self._topic])
+        topics = [self._topic]
+        if self._deadletter_topic is not None:
+            topics.append(self._deadletter_topic)
+        self._consumer.subscribe(topics)
+        next_lag = 0.0
         try:
             while not stop.is_set():
+                if time.monotonic() >= next_lag:
+                    self._state.set_consumer_lag(consumer_lag(self._consumer))
+                    next_lag = time.monotonic() + self._lag_refresh_s
                 message = self._consumer.poll(POLL_TIMEOUT_S)
                 if message is None:
                     continue
@@ -122,17 +183,36 @@ def serve(
     group_id: str = DEFAULT_GROUP_ID,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    instance_id: str | None = None,
+    series_ttl_s: float = DEFAULT_SERIES_TTL_S,
+    max_series: int = DEFAULT_MAX_SERIES,
+    kepler_compat: bool = True,
 ) -> None:
-    """Run the sink until ``stop`` is set; the consumer and the HTTP server are closed after."""
-    state = EnergyState()
+    """Run the sink until ``stop`` is set; the consumer and the HTTP server are closed after.
+    ``instance_id`` None means dynamic group membership."""
+    state = EnergyState(
+        series_ttl_s=series_ttl_s, max_series=max_series, kepler_compat=kepler_compat
+    )
     try:
         server = MetricsServer(build_registry(state), host, port)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot serve /metrics on {host}:{port}: {exc.strerror}") from exc
     log.info(
-        "serving /metrics on %s:%s from %s (group %s)", host, server.port, topics.energy, group_id
+        "serving /metrics on %s:%s from %s and %s (group %s, instance %s)",
+        host,
+        server.port,
+        topics.energy,
+        topics.deadletter,
+        group_id,
+        instance_id,
     )
+    overrides = {} if instance_id is None else {"group.instance.id": instance_id}
     try:
-        EnergyConsumer(clients.consumer(group_id, bootstrap), topics.energy, state).run(stop)
+        EnergyConsumer(
+            clients.consumer(group_id, bootstrap, **overrides),
+            topics.energy,
+            state,
+            deadletter_topic=topics.deadletter,
+        ).run(stop)
     finally:
         server.close()

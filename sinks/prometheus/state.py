@@ -3,6 +3,13 @@
 No Kafka and no HTTP here: the consumer feeds decoded records in, the collector reads
 snapshots out, and both can be tested on plain dicts. One lock guards the fold, because the
 consumer thread writes while the HTTP server's threads read.
+
+Bounded: series of a workload (or a Kepler container bucket, or a node) that has had no
+window for ``series_ttl_s`` of the sink's clock are dropped from every family; and at most
+``max_series`` workload-level series are held. A workload that would need new series beyond
+that cap gets none: its window is counted as overflow and its joules go to the node's
+overflow counter, so node = workloads + overflow + idle_unassigned + unattributed still holds
+on /metrics.
 """
 
 from __future__ import annotations
@@ -10,11 +17,12 @@ from __future__ import annotations
 import bisect
 import enum
 import threading
+import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from schemas.errors import (
     CodecError,
@@ -23,6 +31,7 @@ from schemas.errors import (
     TruncatedMessage,
     UnknownFingerprint,
 )
+from sinks.prometheus import kepler
 from sinks.windows import BAD_WINDOW, NEGATIVE_ENERGY, NON_FINITE, check_window
 
 Labels = tuple[str, ...]
@@ -39,15 +48,20 @@ WORKLOAD_LABELS: Labels = (
     "container",
 )
 WORKLOAD_ZONE_LABELS: Labels = (*WORKLOAD_LABELS, "zone", "mode", "source")
+WORKLOAD_WATTS_LABELS: Labels = (*WORKLOAD_LABELS, "zone")
 WORKLOAD_CO2E_LABELS: Labels = (*WORKLOAD_LABELS, "source")
 ZONE_SOURCE_LABELS: Labels = ("cluster", "node", "zone", "source")
 ZONE_LABELS: Labels = ("cluster", "node", "zone")
 WINDOW_LABELS: Labels = ("cluster", "node", "source")
 NODE_ONLY_LABELS: Labels = ("cluster", "node")
+CONSUMER_LAG_LABELS: Labels = ("topic", "partition")
 
 DEFAULT_WINDOWS_PER_INSTANCE = 64
 DEFAULT_MAX_INSTANCES = 100_000
-
+DEFAULT_SERIES_TTL_S = 600.0
+DEFAULT_MAX_SERIES = 1_000_000
+MAX_DEAD_LETTER_REASONS = 100
+OTHER_REASON = "other"
 
 # Known from the start, so every reason is exported as 0 before it first happens and
 # rate()/alerts work without waiting for the first failure.
@@ -99,28 +113,92 @@ class WindowLedger:
         return Outcome.APPLIED
 
 
+@dataclass(slots=True)
+class _Node:
+    last_end_ns: int
+    seen: float
+    joules: dict[tuple[str, str, str], float] = field(default_factory=dict)  # zone,mode,source
+    unattributed: dict[tuple[str, str], float] = field(default_factory=dict)  # zone,source
+    idle_unassigned: dict[tuple[str, str], float] = field(default_factory=dict)
+    overflow: dict[tuple[str, str, str], float] = field(default_factory=dict)  # zone,mode,src
+    residual: dict[str, float] = field(default_factory=dict)  # zone, latest window
+    windows: dict[str, float] = field(default_factory=dict)  # source
+    co2e: dict[str, float] = field(default_factory=dict)  # source
+    kepler: dict[tuple[str, str, str], float] = field(default_factory=dict)  # comp,pkg,mode
+
+
+@dataclass(slots=True)
+class _Workload:
+    seen: float
+    joules: dict[tuple[str, str, str], float] = field(default_factory=dict)  # zone,mode,source
+    co2e: dict[str, float] = field(default_factory=dict)  # source
+    watts: dict[str, float] = field(default_factory=dict)  # zone, one window only
+    watts_end_ns: int = -1
+    series: int = 0
+
+    def count(self) -> int:
+        return len(self.joules) + len(self.co2e) + len(self.watts)
+
+
+@dataclass(slots=True)
+class _KeplerContainer:
+    seen: float
+    joules: dict[tuple[str, str], float] = field(default_factory=dict)  # component, mode
+    series: int = 0
+
+    def count(self) -> int:
+        return len(self.joules) + len(kepler.MODES)  # + kepler_container_joules_total
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Copies of every series, taken under the lock, for one scrape."""
 
     node_joules: Series
     workload_joules: Series
+    workload_watts: Series
     unattributed_joules: Series
     idle_unassigned_joules: Series
+    overflow_joules: Series
     residual_joules: Series
     windows: Series
     workload_co2e_grams: Series
+    node_co2e_grams: Series
     decode_errors: Series
     skipped_windows: Series
+    dead_letters: Series
+    series_overflow: Series
+    series: Series
     last_window_end_seconds: Series
+    lag_seconds: Series
+    consumer_lag_messages: Series
+    kepler_container: dict[str, Series]  # component -> kepler.CONTAINER_LABELS values
+    kepler_container_total: Series
+    kepler_node: dict[str, Series]  # component -> kepler.NODE_LABELS values
+
+
+K = TypeVar("K")
+E = TypeVar("E", "_Node", "_Workload", "_KeplerContainer")
 
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _add(series: Series, labels: Labels, value: float) -> None:
-    series[labels] = series.get(labels, 0.0) + value
+def _add(series: dict[K, float], key: K, value: float) -> None:
+    series[key] = series.get(key, 0.0) + value
+
+
+def _expire(entries: OrderedDict[K, E], before: float) -> list[E]:
+    """Drop the entries (least recently seen first) last seen at or before ``before``."""
+    dropped: list[E] = []
+    while entries:
+        key, entry = next(iter(entries.items()))
+        if entry.seen > before:
+            break
+        del entries[key]
+        dropped.append(entry)
+    return dropped
 
 
 class EnergyState:
@@ -129,44 +207,86 @@ class EnergyState:
     A window is applied once per (cluster, node, agent_instance, window_start_ns); ledgers of
     at most ``max_instances`` agent instances are kept, least recently seen forgotten first
     (only an instance silent that long could then be double counted by a redelivery).
+    Ledgers outlive the series TTL on purpose: a window redelivered after its workload's
+    series expired is still refused.
     """
 
     def __init__(
         self,
         windows_per_instance: int = DEFAULT_WINDOWS_PER_INSTANCE,
         max_instances: int = DEFAULT_MAX_INSTANCES,
+        *,
+        series_ttl_s: float = DEFAULT_SERIES_TTL_S,
+        max_series: int = DEFAULT_MAX_SERIES,
+        kepler_compat: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if max_instances < 1:
             raise ValueError(f"max_instances must be >= 1, got {max_instances}")
+        if series_ttl_s <= 0:
+            raise ValueError(f"series_ttl_s must be > 0, got {series_ttl_s}")
+        if max_series < 0:
+            raise ValueError(f"max_series must be >= 0, got {max_series}")
+        self.kepler_compat = kepler_compat
         self._lock = threading.Lock()
         self._windows_per_instance = windows_per_instance
         self._max_instances = max_instances
+        self._ttl = series_ttl_s
+        self._max_series = max_series
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._ledgers: OrderedDict[tuple[str, str, str], WindowLedger] = OrderedDict()
-        self._last_end_ns: dict[tuple[str, str], int] = {}
-        self._node_joules: Series = {}
-        self._workload_joules: Series = {}
-        self._unattributed: Series = {}
-        self._idle_unassigned: Series = {}
-        self._residual: Series = {}
-        self._windows: Series = {}
-        self._workload_co2e: Series = {}
+        self._nodes: OrderedDict[tuple[str, str], _Node] = OrderedDict()
+        self._workloads: OrderedDict[Labels, _Workload] = OrderedDict()
+        self._containers: OrderedDict[tuple[str, ...], _KeplerContainer] = OrderedDict()
+        self._series = 0
+        self._series_overflow = 0.0
+        self._consumer_lag: Series = {}
         self._decode_errors: Series = {(reason,): 0.0 for reason in DECODE_ERROR_REASONS}
         self._skipped: Series = {(reason,): 0.0 for reason in SKIP_REASONS}
+        self._dead_letters: Series = {}
 
     def record_decode_error(self, reason: str) -> None:
         with self._lock:
             _add(self._decode_errors, (reason,), 1.0)
 
+    def record_dead_letter(self, reason: str) -> None:
+        """Count one dead-letter message; reasons beyond the first hundred are ``other``, so
+        a producer writing odd headers cannot grow /metrics without bound."""
+        with self._lock:
+            key = (reason,)
+            if key not in self._dead_letters and len(self._dead_letters) >= MAX_DEAD_LETTER_REASONS:
+                key = (OTHER_REASON,)
+            _add(self._dead_letters, key, 1.0)
+
+    def set_consumer_lag(self, lag: Mapping[tuple[str, str], float]) -> None:
+        """Replace the per-partition lag: partitions no longer assigned disappear."""
+        with self._lock:
+            self._consumer_lag = {key: value for key, value in lag.items()}
+
     def apply(self, record: Mapping[str, Any]) -> Outcome:
         """Fold one decoded NodeEnergy once; raises InvalidWindow, folding nothing, if unfit."""
         check_window(record)
         with self._lock:
+            now = self._clock()
+            self._expire(now)
             outcome = self._ledger(record).admit(record["window_start_ns"])
             if outcome is Outcome.APPLIED:
-                self._fold(record)
+                self._fold(record, now)
             else:
                 _add(self._skipped, (outcome.value,), 1.0)
             return outcome
+
+    def expire(self) -> None:
+        with self._lock:
+            self._expire(self._clock())
+
+    def _expire(self, now: float) -> None:
+        before = now - self._ttl
+        self._series -= sum(entry.series for entry in _expire(self._workloads, before))
+        self._series -= sum(entry.series for entry in _expire(self._containers, before))
+        _expire(self._nodes, before)
 
     def _ledger(self, record: Mapping[str, Any]) -> WindowLedger:
         key = (record["cluster"], record["node"], record["agent_instance"])
@@ -179,55 +299,197 @@ class EnergyState:
             self._ledgers.move_to_end(key)
         return ledger
 
-    def _fold(self, record: Mapping[str, Any]) -> None:
+    def _fold(self, record: Mapping[str, Any], now: float) -> None:
         cluster: str = record["cluster"]
-        node: str = record["node"]
+        node_name: str = record["node"]
         source: str = record["source"]
-        _add(self._windows, (cluster, node, source), 1.0)
-
+        start_ns: int = record["window_start_ns"]
         end_ns: int = record["window_end_ns"]
-        newest = end_ns >= self._last_end_ns.get((cluster, node), end_ns)
+
+        node = self._nodes.pop((cluster, node_name), None)
+        if node is None:
+            node = _Node(end_ns, now)
+        self._nodes[(cluster, node_name)] = node  # most recently seen last, for the TTL
+        node.seen = now
+        newest = end_ns >= node.last_end_ns
         if newest:
-            self._last_end_ns[(cluster, node)] = end_ns
+            node.last_end_ns = end_ns
+        _add(node.windows, source, 1.0)
+        _add(node.co2e, source, record["co2e_g"])
 
-        for zone in record["zones"]:
+        zones = record["zones"]
+        for zone in zones:
             name: str = zone["zone"]
-            _add(self._node_joules, (cluster, node, name, "dynamic", source), zone["dynamic_j"])
-            _add(self._node_joules, (cluster, node, name, "idle", source), zone["idle_j"])
-            _add(self._unattributed, (cluster, node, name, source), zone["unattributed_j"])
-            _add(self._idle_unassigned, (cluster, node, name, source), zone["idle_unassigned_j"])
+            _add(node.joules, (name, "dynamic", source), zone["dynamic_j"])
+            _add(node.joules, (name, "idle", source), zone["idle_j"])
+            _add(node.unattributed, (name, source), zone["unattributed_j"])
+            _add(node.idle_unassigned, (name, source), zone["idle_unassigned_j"])
             if newest:
-                self._residual[(cluster, node, name)] = zone["residual_j"]
+                node.residual[name] = zone["residual_j"]
+        if self.kepler_compat:
+            for (component, package), (dynamic, idle) in kepler.node_parts(zones).items():
+                _add(node.kepler, (component, package, "dynamic"), dynamic)
+                _add(node.kepler, (component, package, "idle"), idle)
 
+        seconds = (end_ns - start_ns) / 1e9
         for workload in record["workloads"]:
-            labels = (
-                cluster,
-                node,
-                _text(workload["kind"]),
-                _text(workload["workload_id"]),
-                _text(workload.get("namespace")),
-                _text(workload.get("pod")),
-                _text(workload.get("container")),
-            )
-            _add(self._workload_co2e, (*labels, source), workload["co2e_g"])
-            for zone in workload["zones"]:
-                name = zone["zone"]
-                _add(self._workload_joules, (*labels, name, "dynamic", source), zone["dynamic_j"])
-                _add(self._workload_joules, (*labels, name, "idle", source), zone["idle_j"])
+            self._fold_workload(node, (cluster, node_name), source, workload, now, newest, seconds)
+
+    def _admit(self, extra: int) -> bool:
+        if self._series + extra > self._max_series:
+            self._series_overflow += 1.0
+            return False
+        return True
+
+    def _fold_workload(
+        self,
+        node: _Node,
+        where: tuple[str, str],
+        source: str,
+        workload: Mapping[str, Any],
+        now: float,
+        newest: bool,
+        seconds: float,
+    ) -> None:
+        zones = workload["zones"]
+        key = (
+            *where,
+            _text(workload["kind"]),
+            _text(workload["workload_id"]),
+            _text(workload.get("namespace")),
+            _text(workload.get("pod")),
+            _text(workload.get("container")),
+        )
+        entry = self._workloads.pop(key, None)
+        if entry is None and self._admit(3 * len(zones) + 1):
+            entry = _Workload(now)
+        if entry is None:
+            for zone in zones:
+                _add(node.overflow, (zone["zone"], "dynamic", source), zone["dynamic_j"])
+                _add(node.overflow, (zone["zone"], "idle", source), zone["idle_j"])
+        else:
+            self._workloads[key] = entry
+            entry.seen = now
+            _add(entry.co2e, source, workload["co2e_g"])
+            joules = entry.joules  # the hot loop: _add inlined
+            for zone in zones:
+                dynamic = (zone["zone"], "dynamic", source)
+                idle = (zone["zone"], "idle", source)
+                joules[dynamic] = joules.get(dynamic, 0.0) + zone["dynamic_j"]
+                joules[idle] = joules.get(idle, 0.0) + zone["idle_j"]
+            if newest:
+                entry.watts = {
+                    zone["zone"]: (zone["dynamic_j"] + zone["idle_j"]) / seconds for zone in zones
+                }
+                entry.watts_end_ns = node.last_end_ns
+            self._recount(entry)
+
+        if self.kepler_compat:
+            self._fold_container(where, kepler.container_key(workload), zones, now)
+
+    def _fold_container(
+        self, where: tuple[str, str], ident: kepler.ContainerKey, zones: Any, now: float
+    ) -> None:
+        parts = kepler.container_parts(zones)
+        key = (*where, *ident)
+        entry = self._containers.pop(key, None)
+        if entry is None and self._admit(2 * len(parts) + len(kepler.MODES)):
+            entry = _KeplerContainer(now)
+        if entry is None:
+            return  # counted as overflow; its joules are in joulestream_sink_overflow_joules
+        self._containers[key] = entry
+        entry.seen = now
+        joules = entry.joules
+        for component, (dynamic, idle) in parts.items():
+            joules[(component, "dynamic")] = joules.get((component, "dynamic"), 0.0) + dynamic
+            joules[(component, "idle")] = joules.get((component, "idle"), 0.0) + idle
+        self._recount(entry)
+
+    def _recount(self, entry: _Workload | _KeplerContainer) -> None:
+        count = entry.count()
+        self._series += count - entry.series
+        entry.series = count
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(
-                node_joules=dict(self._node_joules),
-                workload_joules=dict(self._workload_joules),
-                unattributed_joules=dict(self._unattributed),
-                idle_unassigned_joules=dict(self._idle_unassigned),
-                residual_joules=dict(self._residual),
-                windows=dict(self._windows),
-                workload_co2e_grams=dict(self._workload_co2e),
-                decode_errors=dict(self._decode_errors),
-                skipped_windows=dict(self._skipped),
-                last_window_end_seconds={
-                    key: end_ns / 1e9 for key, end_ns in self._last_end_ns.items()
-                },
-            )
+            self._expire(self._clock())
+            return self._snapshot(self._wall_clock())
+
+    def _snapshot(self, wall_now: float) -> Snapshot:
+        node_joules: Series = {}
+        unattributed: Series = {}
+        idle_unassigned: Series = {}
+        overflow: Series = {}
+        residual: Series = {}
+        windows: Series = {}
+        node_co2e: Series = {}
+        last_end: Series = {}
+        lag: Series = {}
+        kepler_node: dict[str, Series] = {c: {} for c in kepler.NODE_COMPONENTS}
+        for (cluster, name), node in self._nodes.items():
+            for (zone, mode, source), value in node.joules.items():
+                node_joules[(cluster, name, zone, mode, source)] = value
+            for (zone, source), value in node.unattributed.items():
+                unattributed[(cluster, name, zone, source)] = value
+            for (zone, source), value in node.idle_unassigned.items():
+                idle_unassigned[(cluster, name, zone, source)] = value
+            for (zone, mode, source), value in node.overflow.items():
+                overflow[(cluster, name, zone, mode, source)] = value
+            for zone, value in node.residual.items():
+                residual[(cluster, name, zone)] = value
+            for source, value in node.windows.items():
+                windows[(cluster, name, source)] = value
+            for source, value in node.co2e.items():
+                node_co2e[(cluster, name, source)] = value
+            for (component, package, mode), value in node.kepler.items():
+                kepler_node[component][(package, name, mode, cluster)] = value
+            end_s = node.last_end_ns / 1e9
+            last_end[(cluster, name)] = end_s
+            lag[(cluster, name)] = wall_now - end_s
+
+        workload_joules: Series = {}
+        workload_co2e: Series = {}
+        watts: Series = {}
+        for key, entry in self._workloads.items():
+            for (zone, mode, source), value in entry.joules.items():
+                workload_joules[(*key, zone, mode, source)] = value
+            for source, value in entry.co2e.items():
+                workload_co2e[(*key, source)] = value
+            owner = self._nodes.get((key[0], key[1]))
+            if owner is not None and entry.watts_end_ns == owner.last_end_ns:
+                for zone, value in entry.watts.items():
+                    watts[(*key, zone)] = value
+
+        kepler_container: dict[str, Series] = {c: {} for c in kepler.CONTAINER_COMPONENTS}
+        kepler_total: Series = {}
+        for (cluster, name, *ident), container in self._containers.items():
+            for (component, mode), value in container.joules.items():
+                kepler_container[component][(*ident, mode, cluster, name)] = value
+            for mode in kepler.MODES:
+                kepler_total[(*ident, mode, cluster, name)] = kepler.container_total(
+                    container.joules, mode
+                )
+
+        return Snapshot(
+            node_joules=node_joules,
+            workload_joules=workload_joules,
+            workload_watts=watts,
+            unattributed_joules=unattributed,
+            idle_unassigned_joules=idle_unassigned,
+            overflow_joules=overflow,
+            residual_joules=residual,
+            windows=windows,
+            workload_co2e_grams=workload_co2e,
+            node_co2e_grams=node_co2e,
+            decode_errors=dict(self._decode_errors),
+            skipped_windows=dict(self._skipped),
+            dead_letters=dict(self._dead_letters),
+            series_overflow={(): self._series_overflow},
+            series={(): float(self._series)},
+            last_window_end_seconds=last_end,
+            lag_seconds=lag,
+            consumer_lag_messages=dict(self._consumer_lag),
+            kepler_container=kepler_container,
+            kepler_container_total=kepler_total,
+            kepler_node=kepler_node,
+        )

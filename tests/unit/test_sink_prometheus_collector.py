@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_sink_prometheus_state import window, workload, zone
 
-from sinks.prometheus.collector import FAMILIES, EnergyCollector
+from sinks.prometheus.collector import FAMILIES, KEPLER_FAMILIES, EnergyCollector
 from sinks.prometheus.service import build_registry
 from sinks.prometheus.state import EnergyState
 
@@ -39,8 +39,8 @@ def labels(**kw: str) -> frozenset[tuple[str, str]]:
     return frozenset(kw.items())
 
 
-def folded() -> EnergyState:
-    state = EnergyState()
+def folded(*, kepler_compat: bool = True) -> EnergyState:
+    state = EnergyState(kepler_compat=kepler_compat)
     state.apply(window(100))
     state.apply(window(102))
     state.apply(window(100))  # redelivered
@@ -48,34 +48,72 @@ def folded() -> EnergyState:
     return state
 
 
+WORKLOAD = {"cluster", "node", "kind", "workload_id", "namespace", "pod", "container"}
+JOULESTREAM_TYPES = {
+    "joulestream_node_joules": "counter",
+    "joulestream_workload_joules": "counter",
+    "joulestream_workload_watts": "gauge",
+    "joulestream_unattributed_joules": "counter",
+    "joulestream_idle_unassigned_joules": "counter",
+    "joulestream_conservation_residual_joules": "gauge",
+    "joulestream_windows": "counter",
+    "joulestream_workload_co2e_grams": "counter",
+    "joulestream_node_co2e_grams": "counter",
+    "joulestream_deadletter": "counter",
+    "joulestream_sink_lag_seconds": "gauge",
+    "joulestream_sink_consumer_lag_messages": "gauge",
+    "joulestream_sink_last_window_end_seconds": "gauge",
+    "joulestream_sink_decode_errors": "counter",
+    "joulestream_sink_skipped_windows": "counter",
+    "joulestream_sink_series": "gauge",
+    "joulestream_sink_series_overflow": "counter",
+    "joulestream_sink_overflow_joules": "counter",
+}
+JOULESTREAM_LABELS = {
+    "joulestream_node_joules_total": {"cluster", "node", "zone", "mode", "source"},
+    "joulestream_workload_joules_total": WORKLOAD | {"zone", "mode", "source"},
+    "joulestream_workload_watts": WORKLOAD | {"zone"},
+    "joulestream_unattributed_joules_total": {"cluster", "node", "zone", "source"},
+    "joulestream_idle_unassigned_joules_total": {"cluster", "node", "zone", "source"},
+    "joulestream_conservation_residual_joules": {"cluster", "node", "zone"},
+    "joulestream_windows_total": {"cluster", "node", "source"},
+    "joulestream_workload_co2e_grams_total": WORKLOAD | {"source"},
+    "joulestream_node_co2e_grams_total": {"cluster", "node", "source"},
+    "joulestream_deadletter_total": {"reason"},
+    "joulestream_sink_lag_seconds": {"cluster", "node"},
+    "joulestream_sink_consumer_lag_messages": {"topic", "partition"},
+    "joulestream_sink_last_window_end_seconds": {"cluster", "node"},
+    "joulestream_sink_decode_errors_total": {"reason"},
+    "joulestream_sink_skipped_windows_total": {"reason"},
+    "joulestream_sink_series": set(),
+    "joulestream_sink_series_overflow_total": set(),
+    "joulestream_sink_overflow_joules_total": {"cluster", "node", "zone", "mode", "source"},
+}
+
+
 def test_family_names_types_and_label_names_are_the_documented_ones() -> None:
-    types, values = samples(exposition(folded()))
-    assert types == {
-        "joulestream_node_joules": "counter",
-        "joulestream_workload_joules": "counter",
-        "joulestream_unattributed_joules": "counter",
-        "joulestream_idle_unassigned_joules": "counter",
-        "joulestream_conservation_residual_joules": "gauge",
-        "joulestream_windows": "counter",
-        "joulestream_workload_co2e_grams": "counter",
-        "joulestream_sink_decode_errors": "counter",
-        "joulestream_sink_skipped_windows": "counter",
-        "joulestream_sink_last_window_end_seconds": "gauge",
-    }
+    state = folded(kepler_compat=False)
+    state.record_dead_letter("negative-delta")
+    state.set_consumer_lag({("joulestream.energy.v1", "0"): 3.0})
+    latest_with_workloads = EnergyState(kepler_compat=False)  # for workload_watts
+    latest_with_workloads.apply(window(100))
+    overflowing = EnergyState(max_series=0, kepler_compat=False)  # for overflow_joules
+    overflowing.apply(window(100))
+    types, values = samples(exposition(state))
+    assert types == JOULESTREAM_TYPES
+    for other in (latest_with_workloads, overflowing):
+        values |= samples(exposition(other))[1]
     label_names = {name: {k for k, _ in lbls} for (name, lbls) in values}
-    workload_labels = {"cluster", "node", "kind", "workload_id", "namespace", "pod", "container"}
-    assert label_names == {
-        "joulestream_node_joules_total": {"cluster", "node", "zone", "mode", "source"},
-        "joulestream_workload_joules_total": workload_labels | {"zone", "mode", "source"},
-        "joulestream_unattributed_joules_total": {"cluster", "node", "zone", "source"},
-        "joulestream_idle_unassigned_joules_total": {"cluster", "node", "zone", "source"},
-        "joulestream_conservation_residual_joules": {"cluster", "node", "zone"},
-        "joulestream_windows_total": {"cluster", "node", "source"},
-        "joulestream_workload_co2e_grams_total": workload_labels | {"source"},
-        "joulestream_sink_decode_errors_total": {"reason"},
-        "joulestream_sink_skipped_windows_total": {"reason"},
-        "joulestream_sink_last_window_end_seconds": {"cluster", "node"},
-    }
+    assert label_names == JOULESTREAM_LABELS
+
+
+def test_kepler_families_are_there_by_default_and_switchable() -> None:
+    types, _ = samples(exposition(folded()))
+    kepler_types = {name: kind for name, kind in types.items() if name.startswith("kepler_")}
+    assert set(types) - set(kepler_types) == set(JOULESTREAM_TYPES)
+    assert kepler_types == {f"{spec.name}": "counter" for spec in KEPLER_FAMILIES}
+    types_off, _ = samples(exposition(folded(kepler_compat=False)))
+    assert not [name for name in types_off if name.startswith("kepler_")]
 
 
 def test_values_on_metrics() -> None:
@@ -162,7 +200,7 @@ def test_families_are_built_fresh_per_scrape() -> None:
 
 def test_describe_names_every_family_without_samples() -> None:
     described = list(EnergyCollector(folded()).describe())
-    assert [f.name for f in described] == [spec.name for spec in FAMILIES]
+    assert [f.name for f in described] == [spec.name for spec in FAMILIES + KEPLER_FAMILIES]
     assert all(not f.samples for f in described)
 
 

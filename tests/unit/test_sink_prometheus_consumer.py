@@ -13,7 +13,7 @@ from test_sink_prometheus_state import window
 
 from schemas.codec import Codec
 from sinks import cli
-from sinks.prometheus.service import EnergyConsumer
+from sinks.prometheus.service import EnergyConsumer, consumer_lag
 from sinks.prometheus.state import EnergyState
 
 
@@ -21,12 +21,17 @@ from sinks.prometheus.state import EnergyState
 class FakeMessage:
     payload: bytes | None
     at: int
+    topic_name: str = "joulestream.energy.v1"
+    header_list: list[tuple[str, bytes]] | None = None
 
     def value(self) -> bytes | None:
         return self.payload
 
     def topic(self) -> str:
-        return "joulestream.energy.v1"
+        return self.topic_name
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self.header_list
 
     def partition(self) -> int:
         return 0
@@ -43,12 +48,18 @@ class FakeConsumer:
         self.stored.append(message.offset())
 
 
-def handle_all(payloads: list[bytes | None]) -> tuple[EnergyState, FakeConsumer]:
+def handle_all(payloads: list[bytes | FakeMessage | None]) -> tuple[EnergyState, FakeConsumer]:
     state = EnergyState()
     consumer = FakeConsumer()
-    sink = EnergyConsumer(consumer, "joulestream.energy.v1", state)  # type: ignore[arg-type]
+    sink = EnergyConsumer(
+        consumer,  # type: ignore[arg-type]
+        "joulestream.energy.v1",
+        state,
+        deadletter_topic="joulestream.deadletter.v1",
+    )
     for at, payload in enumerate(payloads):
-        sink.handle(FakeMessage(payload, at))  # type: ignore[arg-type]
+        message = payload if isinstance(payload, FakeMessage) else FakeMessage(payload, at)
+        sink.handle(message)  # type: ignore[arg-type]
     return state, consumer
 
 
@@ -60,7 +71,7 @@ def test_bad_messages_are_counted_by_reason_and_never_stop_the_sink() -> None:
     good = encode(window(100))
     nan = window(102)
     nan["zones"][0]["idle_j"] = math.nan
-    payloads: list[bytes | None] = [
+    payloads: list[bytes | FakeMessage | None] = [
         b"\x00\x00\x00\x00\x01confluent-framed",  # bad-magic
         good[:5],  # truncated header
         b"\xc3\x01" + b"\xff" * 8 + good[10:],  # unknown-fingerprint
@@ -93,6 +104,60 @@ def test_a_record_of_another_type_is_refused() -> None:
     assert consumer.stored == [0]
 
 
+def dead_letter(at: int, headers: list[tuple[str, bytes]] | None) -> FakeMessage:
+    return FakeMessage(b"original bytes", at, "joulestream.deadletter.v1", headers)
+
+
+def test_dead_letters_are_counted_by_their_reason_header_and_not_decoded() -> None:
+    reason = [("source_topic", b"joulestream.samples.v1"), ("reason", b"negative-delta")]
+    state, consumer = handle_all(
+        [
+            dead_letter(0, reason),
+            dead_letter(1, reason),
+            dead_letter(2, [("reason", b"truncated")]),
+            dead_letter(3, None),
+            encode(window(100)),
+        ]
+    )
+    snap = state.snapshot()
+    assert snap.dead_letters == {("negative-delta",): 2.0, ("truncated",): 1.0, ("unknown",): 1.0}
+    assert all(n == 0 for n in snap.decode_errors.values())  # not taken for bad windows
+    assert snap.windows == {("c1", "n1", "measured"): 1.0}
+    assert consumer.stored == [0, 1, 2, 3, 4]
+
+
+@dataclass
+class FakeTopicPartition:
+    topic: str
+    partition: int
+    offset: int = -1001
+
+
+@dataclass
+class LagConsumer:
+    positions: dict[int, int]
+    highs: dict[int, int]
+
+    def assignment(self) -> list[FakeTopicPartition]:
+        return [FakeTopicPartition("e", p) for p in sorted(self.highs)]
+
+    def position(self, partitions: list[FakeTopicPartition]) -> list[FakeTopicPartition]:
+        return [
+            FakeTopicPartition(tp.topic, tp.partition, self.positions.get(tp.partition, -1001))
+            for tp in partitions
+        ]
+
+    def get_watermark_offsets(self, tp: FakeTopicPartition, cached: bool) -> tuple[int, int]:
+        assert cached, "the loop must not make a broker round trip per partition"
+        return (-1001, self.highs[tp.partition])
+
+
+def test_consumer_lag_is_high_watermark_minus_position_where_both_are_known() -> None:
+    fake = LagConsumer(positions={0: 40, 1: 7, 3: 5}, highs={0: 42, 1: 7, 2: 9, 3: -1001})
+    assert consumer_lag(fake) == {("e", "0"): 2.0, ("e", "1"): 0.0}  # type: ignore[arg-type]
+    assert consumer_lag(LagConsumer({}, {})) == {}  # type: ignore[arg-type]
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="joulestream sink")
     cli.add_arguments(parser)
@@ -104,6 +169,8 @@ def test_cli_defaults() -> None:
     assert (args.port, args.host, args.group_id) == (9102, "0.0.0.0", "joulestream-sink-prometheus")
     assert args.bootstrap_servers is None and args.topic_prefix is None
     assert args.sink_run is not None
+    assert (args.instance_id, args.series_ttl, args.max_series) == (None, 600.0, 1_000_000)
+    assert args.kepler_compat is True
 
 
 def test_cli_options() -> None:
@@ -120,7 +187,20 @@ def test_cli_options() -> None:
             "t1.",
             "--group-id",
             "g",
+            "--instance-id",
+            "sink-0",
+            "--series-ttl",
+            "30",
+            "--max-series",
+            "5000",
+            "--no-kepler-compat",
         ]
+    )
+    assert (args.instance_id, args.series_ttl, args.max_series, args.kepler_compat) == (
+        "sink-0",
+        30.0,
+        5000,
+        False,
     )
     assert (args.port, args.host, args.bootstrap_servers, args.topic_prefix, args.group_id) == (
         9200,
@@ -129,6 +209,14 @@ def test_cli_options() -> None:
         "t1.",
         "g",
     )
+
+
+@pytest.mark.parametrize(
+    "argv", [["--series-ttl", "0"], ["--series-ttl", "x"], ["--max-series", "-1"]]
+)
+def test_cli_refuses_bad_bounds(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(["prometheus", *argv])
 
 
 def test_cli_needs_a_sink_name() -> None:

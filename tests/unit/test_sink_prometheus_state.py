@@ -328,3 +328,48 @@ def test_least_recently_seen_instances_are_forgotten_first() -> None:
     assert state.apply(window(100, instance="a")) is Outcome.DUPLICATE
     assert state.apply(window(100, instance="c")) is Outcome.DUPLICATE
     assert state.apply(window(100, instance="b")) is Outcome.APPLIED  # forgotten: counted again
+
+
+def test_workload_watts_are_the_latest_window_average_and_only_for_its_workloads() -> None:
+    state = EnergyState()
+    state.apply(window(100))  # 2 s: web package 4 J dynamic -> 2 W, dram 1 J -> 0.5 W
+    watts = state.snapshot().workload_watts
+    assert watts == {(*WEB, "package-0"): 2.0, (*WEB, "dram-0"): 0.5, (*DB, "package-0"): 0.75}
+    only_web = window(102, workloads=[workload("cid-web", {"package-0": (6, 2)})])
+    state.apply(only_web)
+    assert state.snapshot().workload_watts == {(*WEB, "package-0"): 4.0}
+    state.apply(window(98))  # a late window changes no gauge
+    assert state.snapshot().workload_watts == {(*WEB, "package-0"): 4.0}
+
+
+def test_node_co2e_counts_every_window_once() -> None:
+    state = EnergyState()
+    for start in (100, 102, 100):
+        state.apply(window(start))
+    assert state.snapshot().node_co2e_grams == {("c1", "n1", "measured"): 0.004}
+
+
+def test_lag_is_wall_clock_minus_newest_window_end() -> None:
+    state = EnergyState(wall_clock=lambda: 110.5)
+    state.apply(window(102))
+    state.apply(window(100))
+    assert state.snapshot().lag_seconds == {("c1", "n1"): 6.5}
+
+
+def test_dead_letters_count_by_reason_with_a_bound_on_reasons() -> None:
+    state = EnergyState()
+    assert state.snapshot().dead_letters == {}
+    state.record_dead_letter("negative-delta")
+    state.record_dead_letter("negative-delta")
+    for i in range(150):
+        state.record_dead_letter(f"odd-{i}")
+    letters = state.snapshot().dead_letters
+    assert letters[("negative-delta",)] == 2.0
+    assert len(letters) == 101 and letters[("other",)] == 51.0
+
+
+def test_consumer_lag_is_replaced_not_merged() -> None:
+    state = EnergyState()
+    state.set_consumer_lag({("e", "0"): 5.0, ("e", "1"): 0.0})
+    state.set_consumer_lag({("e", "1"): 2.0})
+    assert state.snapshot().consumer_lag_messages == {("e", "1"): 2.0}

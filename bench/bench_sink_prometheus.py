@@ -1,0 +1,200 @@
+"""Prometheus sink: ingest rate (decode + fold) and scrape time at fleet scale.
+
+    .venv/bin/python bench/bench_sink_prometheus.py [--nodes 1000] [--workloads 100] [--rounds 3]
+
+Builds --rounds windows for each of --nodes nodes with --workloads workloads each (zones
+package-0 and dram-0), Avro-encodes them (not timed), then times decoding and folding them
+into one EnergyState, round by round (the first round creates every series, later ones only
+add), and the decode alone for reference. Then times full scrapes (collect + text
+exposition, as /metrics does) with the Kepler families on and off. Prints the figures and
+appends them to bench/RESULTS.md with the date, git commit and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from schemas.codec import Codec
+from sinks.prometheus.service import build_registry
+from sinks.prometheus.state import EnergyState
+
+ROOT = Path(__file__).resolve().parents[1]
+S = 1_000_000_000
+ZONES = ("package-0", "dram-0")
+
+
+def energy(node: int, start_ns: int, workloads: int) -> dict[str, Any]:
+    return {
+        "cluster": "bench",
+        "node": f"node-{node:05d}",
+        "agent_instance": f"agent-{node:05d}",
+        "seq": start_ns // S,
+        "window_start_ns": start_ns,
+        "window_end_ns": start_ns + 2 * S,
+        "source": "measured",
+        "source_detail": "rapl-powercap",
+        "model_id": None,
+        "idle_policy": "none",
+        "pue": 1.1,
+        "grid_intensity_g_per_kwh": 475.0,
+        "co2e_g": 0.5,
+        "zones": [
+            {"zone": z, "driver": "cpu_time_ns", "total_j": 10.0, "idle_j": 4.0,
+             "dynamic_j": 6.0, "idle_unassigned_j": 4.0, "unattributed_j": 0.0,
+             "residual_j": 0.0}
+            for z in ZONES
+        ],
+        "workloads": [
+            {"kind": "container", "workload_id": f"cid-{node:05d}-{i:03d}",
+             "container_id": f"cid-{node:05d}-{i:03d}", "pod_uid": f"uid-{node}-{i}",
+             "namespace": f"ns-{i % 10}", "pod": f"pod-{node}-{i}", "container": "app",
+             "co2e_g": 0.001,
+             "zones": [{"zone": z, "dynamic_j": 0.06, "idle_j": 0.0, "lower_j": 0.05,
+                        "upper_j": 0.07} for z in ZONES]}
+            for i in range(workloads)
+        ],
+    }  # fmt: skip
+
+
+def ingest(state: EnergyState, codec: Codec, payloads: list[bytes]) -> float:
+    started = time.perf_counter()
+    for payload in payloads:
+        state.apply(codec.decode(payload, expect="NodeEnergy"))
+    return time.perf_counter() - started
+
+
+def decode_only(codec: Codec, payloads: list[bytes]) -> float:
+    started = time.perf_counter()
+    for payload in payloads:
+        codec.decode(payload, expect="NodeEnergy")
+    return time.perf_counter() - started
+
+
+def scrape(state: EnergyState) -> tuple[float, int, int]:
+    """Seconds, bytes and samples of one full exposition."""
+    registry = build_registry(state)
+    started = time.perf_counter()
+    text = generate_latest(registry)
+    seconds = time.perf_counter() - started
+    samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
+    return seconds, len(text), samples
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return (
+        f"{os.cpu_count()} CPUs, {cpu}, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}"
+    )
+
+
+def git_commit() -> str:
+    result = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
+    ).stdout.strip()
+    return result.stdout.strip() + (" (uncommitted changes)" if dirty else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--workloads", type=int, default=100, help="workloads per node window")
+    parser.add_argument("--rounds", type=int, default=3, help="windows per node")
+    parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
+    args = parser.parse_args()
+
+    codec = Codec()
+    rounds = [
+        [
+            codec.encode("NodeEnergy", energy(n, (1_700_000_000 + 2 * r) * S, args.workloads))
+            for n in range(args.nodes)
+        ]
+        for r in range(args.rounds)
+    ]
+    windows = args.nodes * args.rounds
+    samples = windows * args.workloads
+
+    rows: list[tuple[str, str]] = []
+    scrapes: list[tuple[str, float, int, int]] = []
+    for kepler_compat in (True, False):
+        state = EnergyState(max_series=10_000_000, kepler_compat=kepler_compat)
+        times = [ingest(state, codec, payloads) for payloads in rounds]
+        total = sum(times)
+        steady = sum(times[1:]) / max(1, len(times) - 1)
+        label = "on" if kepler_compat else "off"
+        rows.append(
+            (
+                f"ingest (decode + fold), Kepler families {label}",
+                f"{windows / total:,.0f} windows/s, {samples / total:,.0f} workload-samples/s "
+                f"(first round {args.nodes / times[0]:,.0f} windows/s; later rounds "
+                f"{args.nodes / steady:,.0f} windows/s)",
+            )
+        )
+        seconds, size, exported = scrape(state)
+        scrapes.append((label, seconds, size, exported))
+        del state
+    decode_s = decode_only(codec, [p for payloads in rounds for p in payloads])
+    rows.append(
+        (
+            "decode alone (reference)",
+            f"{windows / decode_s:,.0f} windows/s, {samples / decode_s:,.0f} workload-samples/s",
+        )
+    )
+    for label, seconds, size, exported in scrapes:
+        rows.append(
+            (
+                f"scrape, Kepler families {label}",
+                f"{seconds:.2f} s for {exported:,} samples ({size / 1e6:,.1f} MB of text)",
+            )
+        )
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows.append(("peak RSS of the benchmark process", f"{peak_rss_mb:,.0f} MB"))
+
+    header = (
+        f"{args.nodes} nodes x {args.workloads} workloads x {len(ZONES)} zones, "
+        f"{args.rounds} windows per node ({windows} windows, {samples:,} workload-samples), "
+        "one thread"
+    )
+    lines = [f"| {what} | {figure} |" for what, figure in rows]
+    print(header)
+    print("\n".join(lines))
+    if args.no_append:
+        return
+    entry = "\n".join(
+        [
+            "\n## Prometheus sink ingest and scrape (bench/bench_sink_prometheus.py), "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            "",
+            f"- commit: {git_commit()}",
+            f"- machine: {machine()}",
+            f"- {header}",
+            "",
+            "| what | figure |",
+            "|---|---|",
+            *lines,
+            "",
+        ]
+    )
+    with (ROOT / "bench" / "RESULTS.md").open("a") as results_file:
+        results_file.write(entry)
+
+
+if __name__ == "__main__":
+    main()
