@@ -16,7 +16,8 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("agent", "agents.cli", "node agent: publish samples and power readings"),
     ("capabilities", "agents.capabilities_cli", "what this node can measure and why not"),
     ("process", "stream_processors.cli", "stream processor: join, attribute, write energy"),
-    ("sink", "sinks.cli", "sinks: Prometheus exporter, long-term store"),
+    ("report", "sinks.report.cli", "energy, average watts and gCO2e by namespace/pod/node/cluster"),
+    ("sink", "sinks.cli", "sinks: Prometheus exporter, long-term store, raw archive"),
 ]
 
 

@@ -10,6 +10,7 @@ from importlib import import_module
 _SINKS: list[tuple[str, str, str]] = [
     ("prometheus", "sinks.prometheus.cli", "expose energy and carbon counters on /metrics"),
     ("store", "sinks.store.cli", "keep energy windows in PostgreSQL or SQLite"),
+    ("archive", "sinks.archive.cli", "keep raw samples and power readings in Parquet for replay"),
 ]
 
 

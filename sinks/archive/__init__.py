@@ -1,0 +1,1 @@
+"""Raw archive: samples and power readings as they arrived, in Parquet, for replay."""

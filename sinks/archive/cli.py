@@ -1,0 +1,93 @@
+"""``joulestream sink archive``: samples and power readings, as they arrived, into Parquet."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+
+from joulestream.kafka import clients
+from joulestream.settings import Topics
+from joulestream.signals import stop_on_signals
+from sinks.archive.files import ArchiveMismatch
+from sinks.archive.service import (
+    DEFAULT_GROUP_ID,
+    DEFAULT_ROLL_MESSAGES,
+    DEFAULT_ROLL_SECONDS,
+    ArchiveSink,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIR = "joulestream-archive"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(os.environ.get("JOULESTREAM_ARCHIVE_DIR", DEFAULT_DIR)),
+        help="archive root; replicas of one group must share it "
+        f"(default $JOULESTREAM_ARCHIVE_DIR or {DEFAULT_DIR})",
+    )
+    parser.add_argument(
+        "--roll-messages",
+        type=int,
+        default=DEFAULT_ROLL_MESSAGES,
+        help="write a file once a partition-hour buffer holds this many messages "
+        f"(default {DEFAULT_ROLL_MESSAGES})",
+    )
+    parser.add_argument(
+        "--roll-seconds",
+        type=float,
+        default=DEFAULT_ROLL_SECONDS,
+        help="... or once its first message is this many seconds old "
+        f"(default {DEFAULT_ROLL_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--bootstrap-servers",
+        help="Kafka bootstrap servers (default $JOULESTREAM_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
+    )
+    parser.add_argument(
+        "--topic-prefix", help="topic name prefix (default $JOULESTREAM_TOPIC_PREFIX or none)"
+    )
+    parser.add_argument(
+        "--group-id", default=DEFAULT_GROUP_ID, help=f"consumer group (default {DEFAULT_GROUP_ID})"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    stop = threading.Event()
+    try:
+        sink = ArchiveSink(
+            clients.consumer(
+                args.group_id, args.bootstrap_servers, **{"enable.auto.commit": False}
+            ),
+            {"samples": topics.samples, "power": topics.power},
+            args.dir,
+            roll_messages=args.roll_messages,
+            roll_seconds=args.roll_seconds,
+        )
+    except ValueError as exc:
+        log.error("archive sink: %s", exc)
+        return 2
+    log.info(
+        "archiving %s and %s into %s (group %s)",
+        topics.samples,
+        topics.power,
+        args.dir,
+        args.group_id,
+    )
+    try:
+        with stop_on_signals(stop):
+            sink.run(stop)
+    except (KafkaException, ArchiveMismatch, OSError) as exc:
+        log.error("archive sink failed: %s", exc)
+        return 1
+    log.info("archive sink stopped: %s", sink.stats)
+    return 0
