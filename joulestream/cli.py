@@ -11,6 +11,7 @@ from importlib import import_module
 # (command, module providing ``add_arguments(parser)`` and ``run(args) -> int``, help)
 _COMMANDS: list[tuple[str, str, str]] = [
     ("up", "joulestream.up", "the whole pipeline on this machine; Ctrl-C stops it"),
+    ("top", "joulestream.top", "live view of workloads by watts, joules and gCO2e/h"),
     ("kafka", "joulestream.kafka.cli", "run a local single-node Apache Kafka (KRaft)"),
     ("topics", "joulestream.kafka.topics_cli", "create and inspect the pipeline's topics"),
     ("agent", "agents.cli", "node agent: publish samples and power readings"),

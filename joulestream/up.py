@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"      created {len(result.created)}, existing {len(result.existing)}")
 
         common = ["--bootstrap-servers", bootstrap]
+        _say("[3] what this node can measure (joulestream capabilities)")
+        subprocess.run([sys.executable, "-m", "joulestream.cli", "capabilities"], check=False)
         _step(3, "node agent")
         agent_args = ["--cluster", args.cluster, "--interval", str(args.interval)]
         children.append(_spawn("agent", ["agent", *common, *agent_args, *args.agent_arg], logs))
@@ -123,10 +125,10 @@ def run(args: argparse.Namespace) -> int:
             for child in children:
                 code = child.process.poll()
                 if code is not None:
-                    print(f"joulestream up: {child.name} exited with {code}; see {child.log}")
+                    _say(f"joulestream up: {child.name} exited with {code}; see {child.log}")
                     return 1
             time.sleep(0.5)
-        print("\nstopping…")
+        _say("\nstopping…")
         return 0
     except LocalKafkaError as exc:
         print(f"joulestream up: {exc}", file=sys.stderr)
@@ -136,11 +138,20 @@ def run(args: argparse.Namespace) -> int:
             _stop(child)
         if started_broker:
             broker.stop()
-            print("stopped Kafka")
+            _say("stopped Kafka")
+
+
+def _say(message: str) -> None:
+    """Print, unless the terminal or pipe is gone (Ctrl-C can kill a `| tee` first): the
+    clean-up that follows must still stop every child."""
+    try:
+        print(message, flush=True)
+    except OSError:
+        pass
 
 
 def _step(number: int, what: str) -> None:
-    print(f"[{number}] starting {what}", flush=True)
+    _say(f"[{number}] starting {what}")
 
 
 def _spawn(name: str, command: list[str], logs: Path) -> Child:
@@ -207,4 +218,4 @@ def _stop(child: Child) -> None:
             child.process.kill()
             child.process.wait()
     child.log_file.close()
-    print(f"stopped {child.name}")
+    _say(f"stopped {child.name}")

@@ -32,5 +32,13 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# kustomize renders deploy/kubernetes in the tests; Debian has none, the Go module proxy does.
+KUSTOMIZE_VERSION=v5.7.1  # 5.8 needs Go >= 1.27
+if ! .venv/bin/kustomize version 2>/dev/null | grep -q "$KUSTOMIZE_VERSION"; then
+  echo "setup: building kustomize $KUSTOMIZE_VERSION with Go into .venv/bin"
+  PATH="$PATH:/usr/local/go/bin" GOBIN="$PWD/.venv/bin" \
+    go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+fi
+
 echo "setup: fetching Apache Kafka jars through Maven (cached after the first run)"
 .venv/bin/joulestream kafka fetch
