@@ -8,6 +8,7 @@ Ctrl-C (or SIGTERM) stops them â€” and the broker, if this command started it â€
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -144,10 +145,8 @@ def run(args: argparse.Namespace) -> int:
 def _say(message: str) -> None:
     """Print, unless the terminal or pipe is gone (Ctrl-C can kill a `| tee` first): the
     clean-up that follows must still stop every child."""
-    try:
+    with contextlib.suppress(OSError):
         print(message, flush=True)
-    except OSError:
-        pass
 
 
 def _step(number: int, what: str) -> None:
