@@ -108,17 +108,22 @@ def run(args: argparse.Namespace) -> int:
         _step(5, f"Prometheus sink on :{args.sink_port}")
         sink_cmd = ["sink", "prometheus", *common, "--port", str(args.sink_port)]
         children.append(_spawn("sink", sink_cmd, logs))
+        store_dsn = f"sqlite:///{(state_dir / 'joulestream.db').resolve()}"
+        _step(6, f"store sink ({store_dsn})")
+        children.append(_spawn("store", ["sink", "store", *common, "--dsn", store_dsn], logs))
         metrics_url = f"http://127.0.0.1:{args.sink_port}/metrics"
         _wait_http(metrics_url, children, timeout=60)
         prometheus = shutil.which("prometheus")
         if args.prometheus_port and prometheus:
-            _step(6, f"Prometheus server on :{args.prometheus_port}")
+            _step(7, f"Prometheus server on :{args.prometheus_port}")
             children.append(_start_prometheus(prometheus, state_dir, args, logs))
 
         print("\njoulestream is up.")
         print(f"  metrics     {metrics_url}")
         if args.prometheus_port and prometheus:
             print(f"  prometheus  http://127.0.0.1:{args.prometheus_port}/graph")
+        print(f"  store       {store_dsn}  (joulestream report --dsn {store_dsn} --since 1h)")
+        print(f"  live view   joulestream top --url {metrics_url}")
         print(f"  logs        {logs}/")
         print("  first windows appear after two agent intervals. Ctrl-C stops everything.\n")
 
