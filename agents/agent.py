@@ -4,21 +4,21 @@ Counters and energy are read at the same instant t, and the PowerReading carries
 ``timestamp_ns`` that ends one window and starts the next, so the processor's interpolation
 of energy at window bounds is exact. Windows are wall-clock ns; the schedule runs on the
 monotonic clock, at ``start + k·interval``, so it does not drift.
+
+Around the loop: the publisher's bounded buffer (broker outages), the agent's own ``/metrics``
+and, in a pod, a watch on this node's pods that names the workloads.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Protocol
+from typing import Literal, Protocol
 
 from agents.capabilities import Capability, kubernetes_capability, node_capabilities
 from agents.collectors.base import CollectedWindow, Collector
@@ -31,9 +31,12 @@ from agents.collectors.ebpf import (
     environment_capabilities,
     open_collector,
 )
+from agents.kubernetes import ApiEndpoint, KubernetesUnavailable, PodWatcher
 from agents.power.rapl import DEFAULT_ROOT, PowerUnavailable, RaplReader, node_energy_zones
-from agents.publisher import Publisher
+from agents.publisher import BufferLimits, Publisher, PublishStats
+from agents.self_metrics import AgentCollector, LoopState, MetricsServer
 from joulestream.settings import Topics
+from joulestream.signals import stop_on_signals
 from schemas.codec import Record
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,11 @@ class AgentConfig:
     map_entries: int = DEFAULT_MAP_ENTRIES
     flush_timeout_s: float = 10.0
     summary_every_s: float = 60.0
+    buffer: BufferLimits = field(default_factory=BufferLimits)
+    # The command line defaults to 9101; programmatic use to no server (0).
+    metrics_port: int = 0
+    metrics_addr: str = "0.0.0.0"
+    kubernetes: Literal["auto", "off"] = "auto"  # auto: watch pods when in a pod
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0:
@@ -75,6 +83,12 @@ class RecordSink(Protocol):
     def publish_sample(self, record: Record) -> None: ...
 
     def publish_power(self, record: Record) -> None: ...
+
+    @property
+    def backlog(self) -> int:
+        """Records waiting for room in the client: the loop then polls between windows."""
+
+    def stats(self) -> PublishStats: ...
 
     def poll(self) -> None: ...
 
@@ -108,39 +122,77 @@ def run_agent(
         return EXIT_CONFIG
     log.info("collector: %s", collector.kind)
     rapl = RaplReader(config.powercap_root)
-    sink = sink or Publisher(config.cluster, config.node, config.bootstrap_servers, config.topics)
-    restore = _install_signal_handlers(stop)
-    try:
-        _Loop(config, collector, rapl, sink, stop, ebpf).run()
-    finally:
-        restore()
-        if isinstance(collector, EbpfCollector):
-            collector.close()
-        undelivered = sink.close(config.flush_timeout_s)
+    sink = sink or Publisher(
+        config.cluster,
+        config.node,
+        config.bootstrap_servers,
+        config.topics,
+        limits=config.buffer,
+    )
+    with stop_on_signals(stop):  # also through the flush: a second SIGTERM does not cut it
+        code, undelivered = _run(config, collector, ebpf, rapl, sink, stop)
+    if code != EXIT_OK:
+        return code
     lost = sink.lost + undelivered
     if lost:
-        log.error("agent exiting with %d messages lost", lost)
+        log.error("agent exiting with %d records lost (dropped, failed or undelivered)", lost)
         return EXIT_LOST
     return EXIT_OK
 
 
-def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+def _run(
+    config: AgentConfig,
+    collector: Collector,
+    ebpf: Capability,
+    rapl: RaplReader,
+    sink: RecordSink,
+    stop: threading.Event,
+) -> tuple[int, int]:
+    """The loop with its pod watcher and metrics server; always closes and flushes.
+    Returns the exit code so far and how many records the flush could not deliver."""
+    watcher: PodWatcher | None = None
+    metrics: MetricsServer | None = None
+    code = EXIT_OK
+    try:
+        watcher, kubernetes = _pod_watcher(config)
+        loop = _Loop(config, collector, rapl, sink, stop, ebpf, watcher, kubernetes)
+        if config.metrics_port:
+            pods = watcher.index.__len__ if watcher is not None else lambda: None
+            try:
+                metrics = MetricsServer(
+                    AgentCollector(loop.state, sink.stats, pods),
+                    config.metrics_port,
+                    config.metrics_addr,
+                )
+            except OSError as exc:
+                log.error("agent cannot serve metrics on port %d: %s", config.metrics_port, exc)
+                code = EXIT_CONFIG
+        if code == EXIT_OK:
+            loop.run()
+    finally:
+        if isinstance(collector, EbpfCollector):
+            collector.close()
+        if watcher is not None:
+            watcher.stop()
+        undelivered = sink.close(config.flush_timeout_s)  # after SIGTERM too: bounded flush
+        if metrics is not None:
+            metrics.close()
+    return code, undelivered
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        log.info("%s: finishing the current window and exiting", signal.Signals(signum).name)
-        stop.set()
 
-    for sig in previous:
-        signal.signal(sig, handle)
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
+def _pod_watcher(config: AgentConfig) -> tuple[PodWatcher | None, Capability]:
+    """The pod watcher when in a pod (``--kubernetes auto``), else why there is none."""
+    if config.kubernetes == "off":
+        return None, Capability("kubernetes_api", False, "disabled (--kubernetes off)")
+    try:
+        endpoint = ApiEndpoint.in_cluster()
+    except KubernetesUnavailable as exc:
+        return None, Capability("kubernetes_api", False, exc.reason)
+    watcher = PodWatcher(endpoint, config.node)
+    watcher.start()
+    if not watcher.wait_synced(5.0):  # the first windows get names if the API answers fast
+        log.warning("pod list not ready after 5 s: workloads carry ids until it is")
+    return watcher, watcher.capability()
 
 
 class _Loop:
@@ -152,6 +204,8 @@ class _Loop:
         sink: RecordSink,
         stop: threading.Event,
         ebpf: Capability,
+        watcher: PodWatcher | None = None,
+        kubernetes: Capability | None = None,
     ) -> None:
         self.config = config
         self.collector = collector
@@ -165,13 +219,20 @@ class _Loop:
             log.info("power: %s", status.reason)
         else:
             log.warning("no power readings: %s", status.reason)
+        self.watcher = watcher
         self.capabilities = node_capabilities(
             [ebpf, *collector.capabilities()],
             status,
-            [*environment_capabilities(), kubernetes_capability()],
+            [*environment_capabilities(), kubernetes or kubernetes_capability()],
         )
         self._power_warned = False
         self._summary = _Summary()
+        self.state = LoopState(
+            collector=collector.kind,
+            power_source=self.power_source,
+            capabilities=self.capabilities,
+            map_capacity=collector.map_entries if isinstance(collector, EbpfCollector) else None,
+        )
 
     def run(self) -> None:
         interval_ns = int(self.config.interval_s * 1e9)
@@ -182,11 +243,13 @@ class _Loop:
         last_summary = m_start
         window_start, seq, tick = t_start, 0, 1
         while True:
-            delay_ns = m_start + tick * interval_ns - time.monotonic_ns()
-            stopping = self.stop.wait(max(delay_ns, 0) / 1e9)
+            stopping = self._wait_until(m_start + tick * interval_ns)
             t = time.time_ns()
             self._publish_power(t, seq=seq + 1)
+            started = time.perf_counter()
             window = self.collector.collect()
+            self.state.last_collect_s = time.perf_counter() - started
+            self._name_workloads(window)
             self._publish_sample(seq, window_start, t, window)
             self.sink.poll()
             window_start, seq = t, seq + 1
@@ -201,6 +264,33 @@ class _Loop:
                 self._summary.log(self.sink)
                 last_summary = now
         self._summary.log(self.sink)
+
+    def _wait_until(self, deadline_ns: int) -> bool:
+        """Sleep until the monotonic deadline or ``stop`` (returns True). While records wait
+        for room in the client (after an outage), poll every 0.1 s so the backlog drains
+        at the broker's pace rather than a handful per interval."""
+        while self.sink.backlog:
+            left = (deadline_ns - time.monotonic_ns()) / 1e9
+            if left <= 0:
+                return self.stop.is_set()
+            if self.stop.wait(min(left, 0.1)):
+                return True
+            self.sink.poll()
+        return self.stop.wait(max(deadline_ns - time.monotonic_ns(), 0) / 1e9)
+
+    def _name_workloads(self, window: CollectedWindow) -> None:
+        if self.watcher is None:
+            return
+        for workload in window.workloads:
+            names = self.watcher.index.lookup(workload.container_id, workload.pod_uid)
+            if names is not None:
+                workload.namespace, workload.pod = names.namespace, names.pod
+                workload.container = names.container
+        current = self.watcher.capability().to_record()
+        self.capabilities = [
+            current if c["name"] == "kubernetes_api" else c for c in self.capabilities
+        ]
+        self.state.capabilities = self.capabilities
 
     def _publish_power(self, timestamp_ns: int, seq: int) -> None:
         if self.power_source is None:
@@ -248,6 +338,11 @@ class _Loop:
             }
         )
         self._summary.window(window)
+        state = self.state
+        state.windows += 1
+        state.workloads, state.overflowed = len(window.workloads), window.overflowed
+        if isinstance(self.collector, EbpfCollector):
+            state.map_entries = self.collector.last_entries
         log.debug(
             "window %d [%d, %d): %d workloads, node cpu %.3f s",
             seq,

@@ -11,6 +11,8 @@ from agents.agent import AgentConfig, run_agent
 from agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS
 from agents.collectors.ebpf import DEFAULT_MAP_ENTRIES
 from agents.power.rapl import DEFAULT_ROOT
+from agents.publisher import BufferLimits
+from agents.self_metrics import DEFAULT_METRICS_PORT
 from joulestream.settings import Topics, bootstrap_servers
 
 
@@ -93,6 +95,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_WORKLOADS,
         help="workloads per sample; the rest are folded into 'overflow' (default: %(default)s)",
     )
+    _add_delivery_arguments(parser)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
+    return value
+
+
+def _add_delivery_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--buffer-mb",
+        type=_positive_seconds,  # any positive number
+        default=BufferLimits().max_bytes / 2**20,
+        help="MiB of records kept through a broker outage; beyond it the oldest are dropped "
+        "and counted (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--flush-timeout",
+        type=_positive_seconds,
+        default=10.0,
+        help="seconds to deliver what is buffered on SIGTERM before reporting the rest as "
+        "undelivered (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=DEFAULT_METRICS_PORT,
+        help="port of the agent's own /metrics, 0 disables (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-addr", default="0.0.0.0", help="address of /metrics (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--kubernetes",
+        choices=("auto", "off"),
+        default="auto",
+        help="pod names from the Kubernetes API: auto = watch this node's pods when running "
+        "in a pod (service account); off = ids only (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,5 +152,10 @@ def run(args: argparse.Namespace) -> int:
         max_workloads=args.max_workloads,
         collector=args.collector,
         map_entries=args.map_entries,
+        buffer=BufferLimits(max_bytes=int(args.buffer_mb * 2**20)),
+        flush_timeout_s=args.flush_timeout,
+        metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
+        kubernetes=args.kubernetes,
     )
     return run_agent(config)

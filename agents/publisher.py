@@ -1,20 +1,45 @@
 """Publishes the agent's records: Avro single-object encoded, keyed ``<cluster>/<node>``.
 
-Delivery is counted, never assumed: librdkafka's bounded queue buffers through a broker
-outage; a full queue (BufferError) or an expired message is counted and logged as lost.
+Through a broker outage the agent keeps sampling and everything is delivered when the broker
+returns, up to a bound; beyond it the OLDEST records are dropped, counted and logged.
+
+Why a buffer of our own in front of librdkafka: librdkafka's queue is bounded too, but when it
+is full ``produce()`` refuses the NEWEST message (BufferError), and it expires whatever waited
+longer than ``message.timeout.ms`` (5 min by default) all at once. Neither is "drop oldest".
+librdkafka cannot remove single queued messages either (``purge`` empties it). So:
+
+- librdkafka gets ``message.timeout.ms=0`` (never expire) and holds only a small hand-over
+  window (``handover_messages``/``handover_bytes``; its own queue bounds are set just above);
+- everything else waits here, in order, in a deque bounded by ``max_messages``/``max_bytes``
+  (the hand-over window counts towards the bound); when a new record does not fit, the oldest
+  records of the deque are dropped. The few already handed over are kept: those are the
+  oldest of all, so drops leave a gap in ``seq`` right after them, which the processor sees.
+
+The idempotent producer (``enable.idempotence``) retries without duplicates, and with no
+message timeout it never has to give up a sequence, so every record arrives exactly once.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, cast
+
+from confluent_kafka import KafkaError
 
 from joulestream.kafka.clients import producer
 from joulestream.settings import Topics, node_key
 from schemas.codec import Codec, Record
 
 log = logging.getLogger(__name__)
+
+RecordKind = Literal["sample", "power"]
+RECORD_KINDS: tuple[RecordKind, ...] = ("sample", "power")
+_SCHEMA: dict[RecordKind, str] = {"sample": "NodeSample", "power": "PowerReading"}
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 
 
 class ProducerLike(Protocol):
@@ -28,6 +53,74 @@ class ProducerLike(Protocol):
 
     def flush(self, timeout: float) -> int: ...
 
+    def purge(
+        self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class BufferLimits:
+    """How much the agent keeps through an outage (all records not yet acknowledged).
+
+    At a 2 s interval a node makes two records per window; 32 MiB hold hours of small nodes'
+    samples, and less for nodes with hundreds of workloads, whose samples are larger.
+    """
+
+    max_messages: int = 100_000
+    max_bytes: int = 32 * 1024 * 1024
+    handover_messages: int = 100
+    handover_bytes: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if min(self.max_messages, self.max_bytes, self.handover_messages) < 1:
+            raise ValueError(f"buffer limits must be positive: {self}")
+        if self.handover_bytes < 1:
+            raise ValueError(f"buffer limits must be positive: {self}")
+
+    def producer_overrides(self) -> dict[str, Any]:
+        """librdkafka settings that make its queue the hand-over window, not the buffer."""
+        return {
+            "message.timeout.ms": 0,  # infinite: only this module decides what is dropped
+            # above our own hand-over window, so BufferError means a bug, not an outage
+            "queue.buffering.max.messages": self.handover_messages * 2,
+            "queue.buffering.max.kbytes": max(self.handover_bytes * 2 // 1024, 1),
+        }
+
+
+@dataclass
+class RecordStats:
+    published: int = 0  # acknowledged by the broker
+    failed: int = 0  # permanent delivery errors
+    dropped: int = 0  # oldest first, beyond the buffer bound
+    buffered: int = 0  # not yet acknowledged (here or in librdkafka)
+
+
+@dataclass
+class PublishStats:
+    records: dict[RecordKind, RecordStats] = field(
+        default_factory=lambda: {kind: RecordStats() for kind in RECORD_KINDS}
+    )
+    buffered_bytes: int = 0
+    limit_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _Pending:
+    kind: RecordKind
+    seq: int
+    value: bytes
+
+
+def seq_ranges(seqs: list[int]) -> str:
+    """``[1, 2, 3, 7]`` → ``"1-3, 7"``: what an operator reads in an undelivered report."""
+    runs: list[list[int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
 
 class Publisher:
     def __init__(
@@ -38,61 +131,189 @@ class Publisher:
         topics: Topics | None = None,
         codec: Codec | None = None,
         client: ProducerLike | None = None,
+        limits: BufferLimits | None = None,
     ) -> None:
         self.topics = topics or Topics()
         self.key = node_key(cluster, node)
         self.codec = codec or Codec()
-        self.client = (
-            client if client is not None else cast(ProducerLike, producer(bootstrap_servers))
+        self.limits = limits or BufferLimits()
+        self.client: ProducerLike = (
+            client
+            if client is not None
+            else cast(
+                ProducerLike,
+                producer(
+                    bootstrap_servers, error_cb=self._on_error, **self.limits.producer_overrides()
+                ),
+            )
         )
-        self.delivered = 0
-        self.failed = 0  # delivery errors reported by the client
-        self.dropped = 0  # refused by a full local queue
+        self._topic: dict[RecordKind, str] = {
+            "sample": self.topics.samples,
+            "power": self.topics.power,
+        }
+        self._waiting: deque[_Pending] = deque()  # not yet handed to librdkafka
+        self._waiting_bytes = 0
+        self._handed: dict[int, _Pending] = {}  # id → handed over, not yet acknowledged
+        self._handed_bytes = 0
+        self._stats = {kind: RecordStats() for kind in RECORD_KINDS}
+        self._dropping = False  # inside an episode of drops (logged once, summed at its end)
+        self._episode_drops = 0
+        self._broker_errors: set[int] = set()  # error codes logged since the last delivery
+        self.undelivered: list[_Pending] = []  # what close() could not deliver
+
+    # -- publishing ------------------------------------------------------------------------
 
     def publish_sample(self, record: Record) -> None:
-        self._produce(self.topics.samples, "NodeSample", record)
+        self._publish("sample", record)
 
     def publish_power(self, record: Record) -> None:
-        self._produce(self.topics.power, "PowerReading", record)
+        self._publish("power", record)
 
     def poll(self) -> None:
-        """Serve delivery callbacks without blocking."""
+        """Serve delivery callbacks without blocking and hand over what waits."""
         self.client.poll(0)
+        self._hand_over()
 
-    def close(self, timeout_s: float) -> int:
-        """Flush; returns how many messages were still undelivered when the timeout hit."""
-        remaining = self.client.flush(timeout_s)
-        if remaining:
-            log.error("%d messages still undelivered after %.1f s flush", remaining, timeout_s)
-        return remaining
+    @property
+    def backlog(self) -> int:
+        """Records waiting for room in librdkafka (the loop polls more often while > 0)."""
+        return len(self._waiting)
 
     @property
     def lost(self) -> int:
-        return self.failed + self.dropped
+        return sum(s.failed + s.dropped for s in self._stats.values())
 
-    def _produce(self, topic: str, name: str, record: Record) -> None:
-        value = self.codec.encode(name, record)  # a SchemaViolation is a bug: let it raise
-        try:
-            self.client.produce(topic, value=value, key=self.key, on_delivery=self._on_delivery)
-        except BufferError:
-            self.dropped += 1
-            log.warning(
-                "local producer queue full (broker unreachable?): dropped %s seq %s, "
-                "%d dropped so far",
-                name,
-                record.get("seq"),
-                self.dropped,
-            )
-        self.client.poll(0)
-
-    def _on_delivery(self, error: Any, message: Any) -> None:
-        if error is None:
-            self.delivered += 1
-            return
-        self.failed += 1
-        log.warning(
-            "delivery to %s failed: %s (%d failed so far)",
-            message.topic() if message is not None else "?",
-            error,
-            self.failed,
+    def stats(self) -> PublishStats:
+        """A copy of plain counters: safe to call from the metrics thread."""
+        records = {kind: RecordStats(**vars(s)) for kind, s in self._stats.items()}
+        return PublishStats(
+            records, self._waiting_bytes + self._handed_bytes, self.limits.max_bytes
         )
+
+    def close(self, timeout_s: float) -> int:
+        """Deliver what is buffered for at most ``timeout_s``; returns how many records could
+        not be delivered (also kept in ``undelivered`` and logged by kind and seq)."""
+        deadline = time.monotonic() + timeout_s
+        while self._waiting or self._handed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._hand_over()
+            self.client.flush(min(left, 0.1))
+        self.undelivered = [*self._handed.values(), *self._waiting]
+        if self.undelivered:
+            for kind in RECORD_KINDS:
+                seqs = [p.seq for p in self.undelivered if p.kind == kind]
+                if seqs:
+                    log.error(
+                        "%d %s records undelivered after a %.1f s flush: seq %s",
+                        len(seqs),
+                        _SCHEMA[kind],
+                        timeout_s,
+                        seq_ranges(seqs),
+                    )
+            self.client.purge(in_queue=True, in_flight=True, blocking=False)
+            self.client.poll(0)  # purge callbacks: already counted as undelivered
+        return len(self.undelivered)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _publish(self, kind: RecordKind, record: Record) -> None:
+        value = self.codec.encode(_SCHEMA[kind], record)  # a SchemaViolation is a bug: raise
+        self._waiting.append(_Pending(kind, int(cast(int, record["seq"])), value))
+        self._stats[kind].buffered += 1
+        self._waiting_bytes += len(value)
+        self._enforce_bound()
+        self.client.poll(0)
+        self._hand_over()
+
+    def _enforce_bound(self) -> None:
+        limits = self.limits
+        while self._waiting and (
+            len(self._waiting) + len(self._handed) > limits.max_messages
+            or self._waiting_bytes + self._handed_bytes > limits.max_bytes
+        ):
+            oldest = self._waiting.popleft()
+            self._stats[oldest.kind].buffered -= 1
+            self._waiting_bytes -= len(oldest.value)
+            self._stats[oldest.kind].dropped += 1
+            self._episode_drops += 1
+            log.log(
+                logging.DEBUG if self._dropping else logging.WARNING,
+                "publish buffer full (%d records, %.1f MiB; broker unreachable?): dropping the "
+                "oldest, %s seq %d; %d dropped so far",
+                len(self._waiting) + len(self._handed),
+                (self._waiting_bytes + self._handed_bytes) / 2**20,
+                _SCHEMA[oldest.kind],
+                oldest.seq,
+                self.lost,
+            )
+            self._dropping = True
+
+    def _hand_over(self) -> None:
+        limits = self.limits
+        while self._waiting and (
+            len(self._handed) < limits.handover_messages
+            and (not self._handed or self._handed_bytes + len(self._waiting[0].value)
+                 <= limits.handover_bytes)
+        ):  # fmt: skip
+            pending = self._waiting[0]
+            try:
+                self.client.produce(
+                    self._topic[pending.kind],
+                    value=pending.value,
+                    key=self.key,
+                    on_delivery=self._callback(pending),
+                )
+            except BufferError:  # librdkafka's own bound: keep it here, retry next time
+                return
+            self._waiting.popleft()
+            self._waiting_bytes -= len(pending.value)
+            self._handed[id(pending)] = pending
+            self._handed_bytes += len(pending.value)
+        if self._dropping and not self._waiting:
+            log.warning(
+                "publish backlog drained: %d records were dropped, oldest first",
+                self._episode_drops,
+            )
+            self._dropping, self._episode_drops = False, 0
+
+    def _callback(self, pending: _Pending) -> Callable[[Any, Any], None]:
+        def on_delivery(error: Any, message: Any) -> None:
+            if self._handed.pop(id(pending), None) is None:
+                return
+            self._stats[pending.kind].buffered -= 1
+            self._handed_bytes -= len(pending.value)
+            if error is None:
+                self._stats[pending.kind].published += 1
+                if self._broker_errors:
+                    log.info("broker reachable again: deliveries resumed")
+                    self._broker_errors.clear()
+                return
+            if _code(error) in _PURGED:  # close() gave up on it and reported it
+                return
+            self._stats[pending.kind].failed += 1
+            log.warning(
+                "delivery of %s seq %d failed: %s (%d lost so far)",
+                _SCHEMA[pending.kind],
+                pending.seq,
+                error,
+                self.lost,
+            )
+
+        return on_delivery
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's client-level errors (broker down, auth): once per kind per outage."""
+        if error.fatal():
+            log.error("Kafka producer fatal error: %s", error)
+            return
+        code = error.code()
+        level = logging.DEBUG if code in self._broker_errors else logging.WARNING
+        self._broker_errors.add(code)
+        log.log(level, "Kafka: %s (records are buffered, not lost)", error)
+
+
+def _code(error: Any) -> int | None:
+    code = getattr(error, "code", None)
+    return code() if callable(code) else None

@@ -1,13 +1,14 @@
 """Workload resolution: which container and pod a cgroup path belongs to.
 
 Shared by every collector, since eBPF reports cgroup ids/paths too. Names (namespace, pod,
-container) need the kubelet or runtime API and stay null here.
+container) come from the Kubernetes API (agents/kubernetes.py), not from paths.
 
 Patterns (systemd and cgroupfs drivers, v1 and v2):
 ``docker-<64hex>.scope``, ``cri-containerd-<id>.scope``, ``crio-<id>.scope``,
 ``libpod-<id>.scope``, ``/docker/<id>``, ``/kubepods/<qos>/pod<uid>/<id>``, and pod slices
-``kubepods-<qos>-pod<uid_with_underscores>.slice``. ``crio-conmon-<id>.scope`` is CRI-O's
-monitor process, not the container, and stays a system cgroup.
+``kubepods-<qos>-pod<uid_with_underscores>.slice`` (any prefix, e.g. kind's ``kubelet-``).
+``crio-conmon-<id>.scope`` is CRI-O's monitor process, not the container, and stays a system
+cgroup. Paths are relative to a hierarchy root, so v1 (per controller) and v2 read the same.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ _CONTAINER_SEGMENT = re.compile(
     r"^(?:(?:docker|cri-containerd|crio|libpod)-)?(?P<id>[0-9a-f]{64})(?:\.scope)?$"
 )
 _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
-_POD_SEGMENT = re.compile(rf"^(?:kubepods(?:-[a-z]+)?-)?pod(?P<uid>{_UID})(?:\.slice)?$")
+# systemd driver: kubepods[-<qos>]-pod<uid_>.slice, also under a kubelet --cgroup-root such as
+# kind's kubelet-kubepods-besteffort-pod<uid_>.slice; cgroupfs driver: pod<uid>.
+_POD_SEGMENT = re.compile(rf"^(?:[a-z]+-)*pod(?P<uid>{_UID})(?:\.slice)?$")
 
 
 @dataclass(frozen=True)

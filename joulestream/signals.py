@@ -13,7 +13,14 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Set ``stop`` on SIGTERM or SIGINT while inside the block; restore handlers after."""
+    """Set ``stop`` on SIGTERM or SIGINT while inside the block; restore handlers after.
+
+    Outside the main thread (where Python cannot install handlers) it does nothing: the
+    caller's ``stop`` is then set by whoever started the thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def handler(signum: int, _frame: object) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib.util
 import logging
 import os
 import platform
+import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -122,6 +125,33 @@ def import_bcc() -> Any:
     return bcc
 
 
+def bcc_capability() -> Capability:
+    """Whether bcc is installed, WITHOUT importing it unless it already is: importing bcc
+    loads libbcc with clang/LLVM (~45 MB of RSS), which a procfs-only agent must not pay."""
+    loaded = sys.modules.get("bcc")
+    if loaded is not None:
+        return Capability("bcc", True, f"bcc {loaded.__version__} ({loaded.__file__})")
+    spec = importlib.util.find_spec("bcc")
+    if spec is None or spec.origin is None:
+        return Capability(
+            "bcc",
+            False,
+            "bcc is not importable: install Debian's python3-bpfcc and run with the system "
+            "Python (or a venv with --system-site-packages); the PyPI package 'bcc' is unrelated",
+        )
+    version_file = Path(spec.origin).with_name("version.py")
+    found = re.search(r"""__version__\s*=\s*['"]([^'"]+)""", _read_or_empty(version_file))
+    version = found.group(1) if found else "(unknown version)"
+    return Capability("bcc", True, f"bcc {version} ({spec.origin}; not loaded)")
+
+
+def _read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def tracefs() -> Path | None:
     return next((d for d in _TRACEFS_DIRS if (d / "events").is_dir()), None)
 
@@ -212,11 +242,7 @@ def pmu_capability() -> Capability:
 
 def environment_capabilities() -> list[Capability]:
     """What eBPF needs on this node, one entry each (``joulestream capabilities``)."""
-    try:
-        bcc = import_bcc()
-        bcc_cap = Capability("bcc", True, f"bcc {bcc.__version__} ({bcc.__file__})")
-    except EbpfUnavailable as exc:
-        bcc_cap = Capability("bcc", False, exc.reason)
+    bcc_cap = bcc_capability()
     root = os.geteuid() == 0
     trace = tracefs()
     return [
@@ -452,6 +478,48 @@ def _release_compiler_heap() -> None:
         trim(0)
 
 
+_MADV_DONTNEED = 4
+_COMPILER_LIBRARIES = ("libLLVM", "libclang")
+
+
+def _release_compiler_pages(smaps: Path = Path("/proc/self/smaps")) -> int:
+    """Drop clang/LLVM's code pages from our resident set (~80 MB after a compile); returns
+    the bytes released.
+
+    bcc compiles in-process and keeps libLLVM/libclang-cpp mapped. Their read-only mappings
+    hold clean page-cache pages only, so MADV_DONTNEED just unmaps them: nothing is lost, and
+    a page touched again faults back in from the page cache. Mappings with anonymous (copy-on-
+    write) pages, i.e. relocated RELRO data, are left alone: dropping those would lose writes.
+    """
+    candidates: list[tuple[int, int, int]] = []  # start, length, resident bytes
+    current: tuple[int, int] | None = None
+    resident = 0
+    try:
+        text = smaps.read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            current = None
+            name = fields[5] if len(fields) > 5 else ""
+            if "w" not in fields[1] and Path(name).name.startswith(_COMPILER_LIBRARIES):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                current = (start, end - start)
+        elif current is not None and fields[:1] == ["Rss:"]:
+            resident = int(fields[1]) * 1024
+        elif current is not None and fields[:1] == ["Anonymous:"]:
+            if int(fields[1]) == 0 and resident:
+                candidates.append((*current, resident))
+            current, resident = None, 0
+    libc = _libc()
+    released = 0
+    for start, length, rss in candidates:
+        if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_DONTNEED) == 0:
+            released += rss
+    return released
+
+
 def _find_tracefs() -> Path:
     trace = tracefs()
     if trace is None:
@@ -581,6 +649,8 @@ class EbpfCollector:
             )
             log.warning("eBPF: %s", self._flush_note)
         _release_compiler_heap()
+        released = _release_compiler_pages()
+        log.debug("released %.0f MiB of compiler code mappings", released / 2**20)
         log.info(
             "eBPF program loaded in %.1f s: %s",
             time.monotonic() - started,
@@ -811,6 +881,7 @@ def open_collector(
         if choice == "ebpf":
             raise
         log.warning("eBPF collector unavailable, using the procfs collector: %s", exc.reason)
+        _release_compiler_pages()  # a failed attempt may have loaded bcc, and LLVM with it
         collector = CgroupCollector(cgroup_root, proc_root, max_workloads=max_workloads)
         return collector, Capability("ebpf", False, exc.reason)
     return ebpf, Capability("ebpf", True, ebpf.describe())

@@ -25,6 +25,7 @@ from agents.collectors.ebpf import (
     v2_hierarchy,
 )
 from agents.collectors.procfs import CLOCK_TICKS, NS_PER_S, process_stat
+from agents.publisher import PublishStats
 
 pytestmark = pytest.mark.integration
 
@@ -223,9 +224,13 @@ class _Sink:
     """Records what the agent publishes (the Kafka path is tested elsewhere)."""
 
     lost = 0
+    backlog = 0
 
     def __init__(self) -> None:
         self.samples: list[dict[str, object]] = []
+
+    def stats(self) -> PublishStats:
+        return PublishStats()
 
     def publish_sample(self, record: dict[str, object]) -> None:
         self.samples.append(record)

@@ -49,3 +49,25 @@ def test_options_parse() -> None:
 def test_run_reports_a_missing_cgroup_fs(tmp_path: Path) -> None:
     args = parse("--cgroup-root", str(tmp_path / "none"), "--once")
     assert cli.run(args) == 2
+
+
+def test_delivery_and_metrics_options() -> None:
+    args = parse()
+    assert (args.metrics_port, args.metrics_addr, args.kubernetes) == (9101, "0.0.0.0", "auto")
+    assert (args.buffer_mb, args.flush_timeout) == (32.0, 10.0)
+    args = parse(
+        "--metrics-port", "0", "--kubernetes", "off", "--buffer-mb", "0.5", "--flush-timeout", "3"
+    )  # fmt: skip
+    assert (args.metrics_port, args.kubernetes, args.buffer_mb, args.flush_timeout) == (
+        0,
+        "off",
+        0.5,
+        3.0,
+    )
+
+
+def test_bad_metrics_port_is_refused(capsys: object) -> None:
+    import pytest
+
+    with pytest.raises(SystemExit):
+        parse("--metrics-port", "70000")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from agents.agent import EXIT_CONFIG, EXIT_LOST, EXIT_OK, AgentConfig, run_agent
+from agents.publisher import PublishStats
 from schemas.codec import Codec, Record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +31,13 @@ class RecordingSink:
         self.power: list[Record] = []
         self.lost = lost
         self.closed = False
+        self.backlog = 0
+
+    def stats(self) -> PublishStats:
+        stats = PublishStats()
+        stats.records["sample"].published = len(self.samples)
+        stats.records["power"].published = len(self.power)
+        return stats
 
     def publish_sample(self, record: Record) -> None:
         self.samples.append(self.codec.decode(self.codec.encode("NodeSample", record)))
