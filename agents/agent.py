@@ -32,6 +32,7 @@ from agents.collectors.ebpf import (
     open_collector,
 )
 from agents.kubernetes import ApiEndpoint, KubernetesUnavailable, PodWatcher
+from agents.node_info import node_info
 from agents.power.rapl import DEFAULT_ROOT, PowerUnavailable, RaplReader, node_energy_zones
 from agents.publisher import BufferLimits, Publisher, PublishStats
 from agents.self_metrics import AgentCollector, LoopState, MetricsServer
@@ -213,6 +214,7 @@ class _Loop:
         self.sink = sink
         self.stop = stop
         self.instance = uuid.uuid4().hex
+        self.node_info = node_info(config.proc_root)
         status = rapl.detect()
         self.power_source = rapl.source if status.available else None
         if status.available:
@@ -332,6 +334,7 @@ class _Loop:
                 "window_end_ns": end_ns,
                 "collector": self.collector.kind,
                 "power_source": self.power_source,
+                "node_info": self.node_info,
                 "capabilities": self.capabilities,
                 "node_totals": window.node_totals.to_record(),
                 "workloads": [w.to_record() for w in window.workloads],

@@ -17,6 +17,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("agent", "agents.cli", "node agent: publish samples and power readings"),
     ("capabilities", "agents.capabilities_cli", "what this node can measure and why not"),
     ("process", "stream_processors.cli", "stream processor: join, attribute, write energy"),
+    ("grid", "stream_processors.grid_cli", "grid carbon intensity: import an Electricity Maps CSV"),
     ("report", "sinks.report.cli", "energy, average watts and gCO2e by namespace/pod/node/cluster"),
     ("sink", "sinks.cli", "sinks: Prometheus exporter, long-term store, raw archive"),
 ]

@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         agent_args = ["--cluster", args.cluster, "--interval", str(args.interval)]
         children.append(_spawn("agent", ["agent", *common, *agent_args, *args.agent_arg], logs))
         _step(4, "stream processor")
-        children.append(_spawn("processor", ["process", *common], logs))
+        processor_cmd = ["process", *common, "--state-dir", str(state_dir / "processor")]
+        children.append(_spawn("processor", processor_cmd, logs))
         _step(5, f"Prometheus sink on :{args.sink_port}")
         sink_cmd = ["sink", "prometheus", *common, "--port", str(args.sink_port)]
         children.append(_spawn("sink", sink_cmd, logs))

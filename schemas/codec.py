@@ -75,9 +75,11 @@ class Codec:
             record = schemaless_reader(
                 buf, writer.parsed, None if reader is writer else reader.parsed
             )
-        except (EOFError, StopIteration) as exc:
-            raise TruncatedMessage(f"{writer.name} body ends early ({len(data)} bytes)") from exc
-        except Exception as exc:  # fastavro raises assorted errors on corrupt bodies
+        except Exception as exc:  # fastavro raises assorted errors on short or corrupt bodies
+            if isinstance(exc, EOFError | StopIteration) or buf.tell() >= len(data):
+                raise TruncatedMessage(
+                    f"{writer.name} body ends early ({len(data)} bytes)"
+                ) from exc
             raise SchemaViolation(
                 f"{writer.name} v{writer.version} body is corrupt: {exc!r}"
             ) from exc

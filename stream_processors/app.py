@@ -8,32 +8,60 @@ in ``windows``/``join``/``attribution``; this module only moves bytes.
 
 Values and keys are raw bytes decoded with our Codec: faust's own deserialisation crashes the
 agent on the first bad message, here a bad message is dead-lettered and counted.
+
+A second table holds each node's progress (seqs done, learned idle baseline); it is written when
+a window's delivery is confirmed, so a crash can repeat a window (byte-identical: outputs are a
+pure function of the inputs and this state) but never lose one. Power models and grid
+intensities come from ``reference`` (every worker reads those topics whole).
+
+faust writes its local state under ``datadir``: that is ``--state-dir``, never the working
+directory. TLS/SASL: the same ``JOULESTREAM_KAFKA_*`` settings that configure librdkafka
+(``security.protocol``, ``sasl.mechanism``, ``sasl.username``, ``sasl.password``,
+``ssl.ca.location``, ``ssl.certificate.location``, ``ssl.key.location``) become faust broker
+credentials; other librdkafka settings have no aiokafka equivalent and are ignored here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import ssl
+import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import faust
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
+from faust.auth import SASLCredentials, SSLCredentials
 from faust.types import TP, EventT
 
 from joulestream.kafka.clients import admin
 from joulestream.kafka.topics import partition_counts
-from joulestream.settings import Topics, node_key
+from joulestream.settings import Topics, librdkafka_passthrough, node_key
+from models.default import default_model
 from schemas.codec import Codec
 from schemas.errors import CodecError
 from stream_processors.attribution import AttributionConfig
+from stream_processors.carbon import CarbonConfig
+from stream_processors.deadletter import dead_letter_headers
+from stream_processors.encoding import FastEncoder
 from stream_processors.join import DEFAULT_MAX_READINGS, PowerSeries, RejectedReading, add_reading
-from stream_processors.validation import InvalidRecord, check_key, check_reading, check_sample
-from stream_processors.windows import Emitted, WindowJoin
+from stream_processors.metrics import ProcessorStats, serve
+from stream_processors.progress import NodeProgress
+from stream_processors.reference import ReferenceData, ReferenceReader
+from stream_processors.validation import (
+    DEFAULT_MAX_WORKLOADS,
+    InvalidRecord,
+    check_key,
+    check_reading,
+    check_sample,
+)
+from stream_processors.windows import Emitted, JoinContext, StaleInstance, WindowJoin
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +70,15 @@ Event = EventT[Any]  # a Kafka message in faust; raw bytes key and value
 DEFAULT_APP_ID = "joulestream-processor"
 DEFAULT_LATENESS_S = 10.0
 SERIES_TABLE = "power-series"
+PROGRESS_TABLE = "node-progress"
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/joulestream/processor`` (``~/.local/state/...``), else a temp dir."""
+    base = os.environ.get("XDG_STATE_HOME") or (
+        str(Path.home() / ".local" / "state") if Path.home().is_dir() else tempfile.gettempdir()
+    )
+    return Path(base) / "joulestream" / "processor"
 
 
 class StartupError(RuntimeError):
@@ -55,14 +92,24 @@ class ProcessorSettings:
     app_id: str = DEFAULT_APP_ID
     lateness_s: float = DEFAULT_LATENESS_S
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    carbon: CarbonConfig = field(default_factory=CarbonConfig)
     web_port: int = 0  # 0: faust's web server is off
     store: str = "memory://"
     max_readings: int = DEFAULT_MAX_READINGS
+    max_workloads: int = DEFAULT_MAX_WORKLOADS
+    default_model: bool = True
+    learn_idle: bool = False
+    metrics_port: int | None = None
+    state_dir: Path = field(default_factory=default_state_dir)
 
     @property
     def changelog_topic(self) -> str:
         """faust's name for the series table's changelog."""
         return f"{self.faust_id}-{SERIES_TABLE}-changelog"
+
+    @property
+    def changelog_topics(self) -> tuple[str, ...]:
+        return tuple(f"{self.faust_id}-{t}-changelog" for t in (SERIES_TABLE, PROGRESS_TABLE))
 
     @property
     def faust_id(self) -> str:
@@ -83,7 +130,14 @@ def co_partition_count(bootstrap_servers: str, topics: Topics, timeout_s: float 
     The join looks a node's power series up in the partition its sample arrived on; with
     different counts a node's readings and samples land on different partitions and never meet.
     """
-    needed = (topics.samples, topics.power, topics.energy, topics.deadletter)
+    needed = (
+        topics.samples,
+        topics.power,
+        topics.energy,
+        topics.deadletter,
+        topics.models,
+        topics.grid,
+    )
     counts = partition_counts(admin(bootstrap_servers), needed, timeout_s)
     missing = [t for t in needed if t not in counts]
     if missing:
@@ -134,18 +188,65 @@ def ensure_changelog(
         time.sleep(0.5)
 
 
+def broker_credentials(config: Mapping[str, str]) -> SASLCredentials | SSLCredentials | None:
+    """faust/aiokafka credentials from librdkafka-style settings (``JOULESTREAM_KAFKA_*``)."""
+    protocol = config.get("security.protocol", "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=config.get("ssl.ca.location")
+        )
+        if "ssl.certificate.location" in config:
+            context.load_cert_chain(
+                config["ssl.certificate.location"],
+                config.get("ssl.key.location"),
+                config.get("ssl.key.password"),
+            )
+    if protocol == "SSL":
+        assert context is not None
+        return SSLCredentials(context)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return SASLCredentials(
+            username=config.get("sasl.username"),
+            password=config.get("sasl.password"),
+            mechanism=config.get("sasl.mechanism", "PLAIN"),
+            ssl_context=context,
+        )
+    raise StartupError(f"security.protocol {protocol!r} is not supported by the processor")
+
+
 class Processor:
     """A faust app running the join; build it, then ``run()`` it."""
 
     def __init__(self, settings: ProcessorSettings, partitions: int) -> None:
         self.settings = settings
         self.codec = Codec()
-        self.join: WindowJoin[Event] = WindowJoin(settings.attribution, settings.lateness_s)
-        self.dead_letters: Counter[str] = Counter()
+        self.energy_encoder = FastEncoder(self.codec, "NodeEnergy")
+        self.stats = ProcessorStats()
+        shipped = [default_model()] if settings.default_model else []
+        self.reference = ReferenceData(settings.carbon, shipped)
+        self.join: WindowJoin[Event] = WindowJoin(
+            settings.attribution,
+            settings.lateness_s,
+            context=JoinContext(
+                pricing=self.reference.pricing,
+                models=self.reference.models,
+                learn_idle=settings.learn_idle,
+            ),
+            load_progress=self._progress_of,
+        )
+        self.stats.duplicates = lambda: self.join.duplicates
+        self.stats.gap_seqs = lambda: self.join.gap_seqs
+        self.stats.pending = lambda: self.join.pending
         topics = settings.topics
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             settings.faust_id,
             broker=faust_broker_url(settings.bootstrap_servers),
+            broker_credentials=broker_credentials(librdkafka_passthrough()),
+            datadir=str(settings.state_dir / "{conf.name}-data"),
             store=settings.store,
             autodiscover=False,
             key_serializer="raw",
@@ -159,11 +260,8 @@ class Processor:
             web_enabled=settings.web_port != 0,
             web_port=settings.web_port or 6066,
         )
-        self.series = self.app.Table(
-            SERIES_TABLE,
-            default=None,
-            partitions=partitions,  # changelog co-partitioned with the sources
-        )
+        self.series = self.app.Table(SERIES_TABLE, default=None, partitions=partitions)
+        self.progress = self.app.Table(PROGRESS_TABLE, default=None, partitions=partitions)
         raw: dict[str, Any] = {
             "key_type": bytes,
             "value_type": bytes,
@@ -179,11 +277,20 @@ class Processor:
 
     def run(self) -> int:
         """Run the worker until SIGINT/SIGTERM; returns the exit code."""
+        settings = self.settings
+        reader = ReferenceReader(
+            self.reference, settings.bootstrap_servers, settings.topics, self._count_dead
+        )
+        reader.start()
+        if settings.metrics_port is not None:
+            serve(self.stats, settings.metrics_port)
         worker = faust.Worker(self.app, loglevel="INFO", redirect_stdouts=False)
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
             return exc.code if isinstance(exc.code, int) else 1
+        finally:
+            reader.stop()
         return 0
 
     async def _consume(self, stream: Any) -> None:
@@ -201,18 +308,21 @@ class Processor:
             if message.topic == self.settings.topics.samples:
                 sample = self.codec.decode(bytes(value), expect="NodeSample")
                 check_key(message.key, sample)
-                check_sample(sample, now_ns)
+                check_sample(sample, now_ns, max_workloads=self.settings.max_workloads)
                 key = f"{sample['cluster']}/{sample['node']}"
                 emitted = self.join.on_sample(
                     key, sample, self._series_of(key), event, time.monotonic()
                 )
+                if emitted is None:  # a duplicate: its window exists already
+                    event.ack()
+                    return
             else:
                 reading = self.codec.decode(bytes(value), expect="PowerReading")
                 check_key(message.key, reading)
                 check_reading(reading, now_ns)
                 emitted = self._on_reading(reading)
                 event.ack()
-        except (CodecError, InvalidRecord, RejectedReading) as exc:
+        except (CodecError, InvalidRecord, RejectedReading, StaleInstance) as exc:
             await self._dead_letter(event, exc.reason, str(exc))
             return
         except Exception as exc:  # a bug must cost one message, not the worker
@@ -233,27 +343,45 @@ class Processor:
         state = self.series.get(key)
         return None if state is None else PowerSeries.from_state(state)
 
+    def _progress_of(self, key: str) -> NodeProgress | None:
+        state = self.progress.get(key)
+        return None if state is None else NodeProgress.from_state(state)
+
     async def _expire(self) -> None:
-        await self._send(self.join.expire(time.monotonic()))
+        await self._send(self.join.expire(time.monotonic(), self._series_of))
 
     async def _send(self, emitted: Iterable[Emitted[Event]]) -> None:
         for window in emitted:
             record = window.record
             try:
-                value = self.codec.encode("NodeEnergy", record)
+                value = self.energy_encoder.encode(record)
             except CodecError as exc:  # a bug in attribution: keep the input, keep running
                 log.exception("cannot encode the window of %s", window.key)
                 await self._dead_letter(window.token, "encode-failed", str(exc))
                 continue
+            self.stats.window(record["source"], record["window_end_ns"])
             await self.energy.send(
                 key=node_key(record["cluster"], record["node"]),
                 value=value,
-                callback=partial(_ack_when_sent, window.token),
+                callback=partial(self._delivered, window),
             )
+
+    def _delivered(self, window: Emitted[Event], _sent: Any) -> None:
+        """Producer delivery callback: only now is the node's progress persisted and, once the
+        token's last window is out, the source offset released for commit."""
+        if window.progress is not None:
+            partition = window.token.message.partition
+            self.progress.data[window.key] = window.progress
+            self.progress.send_changelog(partition, window.key, window.progress)
+        if window.last:
+            window.token.ack()
+
+    def _count_dead(self, reason: str) -> None:
+        self.stats.dead_letters[reason] += 1
 
     async def _dead_letter(self, event: Event, reason: str, detail: str) -> None:
         message = event.message
-        self.dead_letters[reason] += 1
+        self._count_dead(reason)
         log.warning(
             "dead letter %s from %s[%d]@%d: %s (dead letters so far: %s)",
             reason,
@@ -261,7 +389,7 @@ class Processor:
             message.partition,
             message.offset,
             detail,
-            dict(self.dead_letters),
+            dict(self.stats.dead_letters),
         )
         value = message.value if isinstance(message.value, bytes | bytearray) else b""
         await self.deadletter.send(
@@ -278,18 +406,6 @@ class Processor:
         dropped = self.join.forget(lambda event: event.message.tp in revoked)
         if dropped:
             log.info("rebalance: %d waiting samples go to the partitions' new owner", dropped)
-
-
-def dead_letter_headers(
-    reason: str, detail: str, topic: str, partition: int, offset: int
-) -> list[tuple[str, bytes]]:
-    return [
-        ("reason", reason.encode()),
-        ("detail", detail[:1000].encode()),
-        ("source_topic", topic.encode()),
-        ("source_partition", str(partition).encode()),
-        ("source_offset", str(offset).encode()),
-    ]
 
 
 def _ack_when_sent(event: Event, _sent: Any) -> None:

@@ -12,6 +12,8 @@ side and never added up, except for carbon, which needs one node energy — see 
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from schemas.features import validate_feature_names
 Record = dict[str, Any]
 
 IDLE_POLICY_NONE = "none"
+IDLE_POLICY_EQUAL = "equal"
+IDLE_POLICY_PROPORTIONAL = "proportional"
 J_PER_KWH = 3.6e6
 DEFAULT_PUE = 1.0  # DESIGN.md §11: 1.0 when unknown
 DEFAULT_GRID_INTENSITY = 475.0  # gCO2e/kWh, IEA 2019 world average (CodeCarbon's default)
@@ -49,25 +53,25 @@ _DISJOINT_KINDS = ("package", "dram", "gpu", "other")
 _ZONE_NAME = re.compile(r"^(?P<kind>[a-z]+)(?:-\d+)?$")
 
 
+IDLE_POLICIES = (IDLE_POLICY_NONE, IDLE_POLICY_EQUAL, IDLE_POLICY_PROPORTIONAL)
+
+
 @dataclass(frozen=True)
 class AttributionConfig:
-    """How windows are split and priced; one per processor deployment for now."""
+    """How windows are split; one per processor deployment."""
 
     idle_watts: Mapping[str, float] = field(default_factory=dict)  # zone or zone kind → W
-    pue: float = DEFAULT_PUE
-    grid_intensity_g_per_kwh: float = DEFAULT_GRID_INTENSITY
+    idle_policy: str = IDLE_POLICY_NONE
     rapl_error: float = DEFAULT_RAPL_ERROR
 
     def __post_init__(self) -> None:
-        if self.pue < 1.0:
-            raise ValueError(f"PUE {self.pue} is below 1.0")
-        if self.grid_intensity_g_per_kwh < 0:
-            raise ValueError(f"grid intensity {self.grid_intensity_g_per_kwh} is negative")
+        if self.idle_policy not in IDLE_POLICIES:
+            raise ValueError(f"idle policy {self.idle_policy!r} is not one of {IDLE_POLICIES}")
         if not 0 <= self.rapl_error < 1:
             raise ValueError(f"relative RAPL error {self.rapl_error} is not in [0, 1)")
-        negative = {zone: w for zone, w in self.idle_watts.items() if w < 0}
-        if negative:
-            raise ValueError(f"negative idle watts {negative}")
+        bad = {zone: w for zone, w in self.idle_watts.items() if not w >= 0 or math.isinf(w)}
+        if bad:
+            raise ValueError(f"idle watts must be finite and non-negative: {bad}")
 
     def idle_power(self, zone: str) -> float:
         """Configured idle watts of ``zone`` (exact name first, then its kind), default 0."""
@@ -75,10 +79,37 @@ class AttributionConfig:
             return self.idle_watts[zone]
         return self.idle_watts.get(zone_kind(zone), 0.0)
 
+
+@dataclass(frozen=True)
+class Carbon:
+    """What one window's energy costs in CO2e: gCO2e = kWh x PUE x grid intensity."""
+
+    pue: float = DEFAULT_PUE
+    intensity_g_per_kwh: float = DEFAULT_GRID_INTENSITY
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.pue < math.inf:
+            raise ValueError(f"PUE {self.pue} is not a finite number >= 1.0")
+        if not 0 <= self.intensity_g_per_kwh < math.inf:
+            raise ValueError(f"grid intensity {self.intensity_g_per_kwh} is not finite and >= 0")
+
     def co2e_g(self, joules: float) -> float:
-        return joules / J_PER_KWH * self.pue * self.grid_intensity_g_per_kwh
+        return joules / J_PER_KWH * self.pue * self.intensity_g_per_kwh
 
 
+@dataclass(frozen=True)
+class Energy:
+    """A window's energy per zone and where it comes from (measured or estimated)."""
+
+    zone_joules: Mapping[str, float]
+    idle_watts: Mapping[str, float]  # zone → idle baseline (W); missing zones idle at 0 W
+    source: str  # measured | estimated
+    detail: str
+    relative_error: float
+    model_id: str | None = None
+
+
+@functools.lru_cache(maxsize=1024)
 def zone_kind(zone: str) -> str:
     """``package-0`` → ``package``; names outside the known vocabulary count as ``other``."""
     match = _ZONE_NAME.match(zone)
@@ -97,43 +128,55 @@ def node_joules(zone_joules: Mapping[str, float]) -> float:
     A platform/psys zone covers the node; otherwise package-N + dram-N + gpu-N + other.
     core-N and uncore-N are inside package-N and never added.
     """
-    by_kind: dict[str, float] = {}
-    for zone, joules in zone_joules.items():
-        kind = zone_kind(zone)
-        by_kind[kind] = by_kind.get(kind, 0.0) + joules
-    for kind in _WHOLE_NODE_KINDS:
-        if kind in by_kind:
-            return by_kind[kind]
-    return sum(by_kind.get(kind, 0.0) for kind in _DISJOINT_KINDS)
+    return sum(zone_joules[zone] for zone in node_zones(tuple(zone_joules)))
+
+
+@functools.lru_cache(maxsize=256)
+def node_zones(zones: tuple[str, ...]) -> tuple[str, ...]:
+    """The zones whose sum is the node's energy (see ``node_joules``)."""
+    kinds = {zone: zone_kind(zone) for zone in zones}
+    for whole in _WHOLE_NODE_KINDS:
+        if whole in kinds.values():
+            return tuple(z for z, kind in kinds.items() if kind == whole)
+    return tuple(z for z, kind in kinds.items() if kind in _DISJOINT_KINDS)
 
 
 def attribute(
-    sample: Mapping[str, Any],
-    zone_joules: Mapping[str, float],
-    config: AttributionConfig,
-    source_detail: str,
+    sample: Mapping[str, Any], energy: Energy, config: AttributionConfig, carbon: Carbon
 ) -> Record:
-    """A measured NodeEnergy record for a decoded NodeSample and its zones' joules."""
+    """A measured or estimated NodeEnergy record for a decoded NodeSample.
+
+    Per zone: idle = min(P_idle·Δt, E); dynamic = E - idle, split by the zone's driver ratio
+    (``unattributed`` when nobody has any of the driver). Idle goes to workloads by policy:
+    ``none`` keeps it as ``idle_unassigned``; ``equal`` splits it evenly over the workloads;
+    ``proportional`` by the same driver ratio as dynamic energy (unassigned when the driver
+    total is 0). A sample without workloads (a gap window) leaves everything unassigned.
+    """
     dt_s = (sample["window_end_ns"] - sample["window_start_ns"]) / 1e9
     workloads = sorted(sample["workloads"], key=lambda w: (w["kind"], w["workload_id"]))
     node_totals = sample["node_totals"]
-    per_workload: list[dict[str, float]] = [{} for _ in workloads]
+    shares: list[dict[str, tuple[float, float]]] = [{} for _ in workloads]  # zone → (dyn, idle)
     zones: list[Record] = []
-    for zone in sorted(zone_joules):
-        total = zone_joules[zone]
-        if total < 0:
-            raise ValueError(f"zone {zone} has negative energy {total} J")
-        idle = min(config.idle_power(zone) * dt_s, total)
+    for zone in sorted(energy.zone_joules):
+        total = energy.zone_joules[zone]
+        if not 0 <= total < math.inf:
+            raise ValueError(f"zone {zone} has energy {total} J")
+        idle = min(energy.idle_watts.get(zone, 0.0) * dt_s, total)
         dynamic = total - idle
         driver = choose_driver(zone, node_totals)
         weights = [_driver_value(w, driver) for w in workloads]
         weight_total = sum(weights)
+        dyn_parts = _split(dynamic, weights, weight_total)
+        idle_parts = _idle_split(idle, config.idle_policy, weights, weight_total)
         # Σ driver == 0: nobody did the work the zone is charged by, so nobody is charged.
-        unattributed = dynamic if weight_total == 0 else 0.0
+        unattributed = 0.0 if dyn_parts else dynamic
+        idle_unassigned = 0.0 if idle_parts else idle
         assigned = 0.0
-        for weight, energies in zip(weights, per_workload, strict=True):
-            energies[zone] = dynamic * weight / weight_total if weight_total else 0.0
-            assigned += energies[zone]
+        for i, share in enumerate(shares):
+            d = dyn_parts[i] if dyn_parts else 0.0
+            j = idle_parts[i] if idle_parts else 0.0
+            share[zone] = (d, j)
+            assigned += d + j
         zones.append(
             {
                 "zone": zone,
@@ -141,37 +184,58 @@ def attribute(
                 "total_j": total,
                 "idle_j": idle,
                 "dynamic_j": dynamic,
-                "idle_unassigned_j": idle,
+                "idle_unassigned_j": idle_unassigned,
                 "unattributed_j": unattributed,
-                "residual_j": total - (assigned + idle + unattributed),
+                "residual_j": total - (assigned + idle_unassigned + unattributed),
             }
         )
     return {
-        **_window_fields(sample, config),
-        "source": "measured",
-        "source_detail": source_detail,
-        "co2e_g": config.co2e_g(node_joules(zone_joules)),
+        **_window_fields(sample, config, carbon),
+        "source": energy.source,
+        "source_detail": energy.detail,
+        "model_id": energy.model_id,
+        "co2e_g": carbon.co2e_g(node_joules(energy.zone_joules)),
         "zones": zones,
         "workloads": [
-            _workload_record(w, energies, config)
-            for w, energies in zip(workloads, per_workload, strict=True)
+            _workload_record(w, share, energy.relative_error, carbon)
+            for w, share in zip(workloads, shares, strict=True)
         ],
     }
 
 
-def unmeasured(sample: Mapping[str, Any], config: AttributionConfig, detail: str) -> Record:
+def unmeasured(
+    sample: Mapping[str, Any], config: AttributionConfig, carbon: Carbon, detail: str
+) -> Record:
     """A window that could not be measured: counted and explained, never a silent zero."""
     return {
-        **_window_fields(sample, config),
+        **_window_fields(sample, config, carbon),
         "source": "unmeasured",
         "source_detail": detail,
+        "model_id": None,
         "co2e_g": 0.0,
         "zones": [],
         "workloads": [],
     }
 
 
-def _window_fields(sample: Mapping[str, Any], config: AttributionConfig) -> Record:
+def _split(amount: float, weights: list[int], total: int) -> list[float] | None:
+    """``amount`` by weight ratio; None when nobody has any weight."""
+    if total == 0:
+        return None
+    return [amount * w / total for w in weights]
+
+
+def _idle_split(
+    idle: float, policy: str, weights: list[int], weight_total: int
+) -> list[float] | None:
+    if policy == IDLE_POLICY_EQUAL and weights:
+        return [idle / len(weights)] * len(weights)
+    if policy == IDLE_POLICY_PROPORTIONAL:
+        return _split(idle, weights, weight_total)
+    return None
+
+
+def _window_fields(sample: Mapping[str, Any], config: AttributionConfig, carbon: Carbon) -> Record:
     return {
         "cluster": sample["cluster"],
         "node": sample["node"],
@@ -179,10 +243,9 @@ def _window_fields(sample: Mapping[str, Any], config: AttributionConfig) -> Reco
         "seq": sample["seq"],
         "window_start_ns": sample["window_start_ns"],
         "window_end_ns": sample["window_end_ns"],
-        "model_id": None,
-        "idle_policy": IDLE_POLICY_NONE,
-        "pue": config.pue,
-        "grid_intensity_g_per_kwh": config.grid_intensity_g_per_kwh,
+        "idle_policy": config.idle_policy,
+        "pue": carbon.pue,
+        "grid_intensity_g_per_kwh": carbon.intensity_g_per_kwh,
     }
 
 
@@ -197,18 +260,20 @@ def _driver_value(workload: Mapping[str, Any], driver: str | None) -> int:
 
 
 def _workload_record(
-    workload: Mapping[str, Any], zone_dynamic: Mapping[str, float], config: AttributionConfig
+    workload: Mapping[str, Any],
+    share: Mapping[str, tuple[float, float]],
+    relative_error: float,
+    carbon: Carbon,
 ) -> Record:
-    # Idle policy "none": workloads get no idle energy.
     zones = [
         {
             "zone": zone,
-            "dynamic_j": joules,
-            "idle_j": 0.0,
-            "lower_j": joules * (1 - config.rapl_error),
-            "upper_j": joules * (1 + config.rapl_error),
+            "dynamic_j": dynamic,
+            "idle_j": idle,
+            "lower_j": (dynamic + idle) * (1 - relative_error),
+            "upper_j": (dynamic + idle) * (1 + relative_error),
         }
-        for zone, joules in sorted(zone_dynamic.items())
+        for zone, (dynamic, idle) in sorted(share.items())
     ]
     return {
         "kind": workload["kind"],
@@ -218,6 +283,6 @@ def _workload_record(
         "namespace": workload.get("namespace"),
         "pod": workload.get("pod"),
         "container": workload.get("container"),
-        "co2e_g": config.co2e_g(node_joules(zone_dynamic)),
+        "co2e_g": carbon.co2e_g(sum(share[z][0] + share[z][1] for z in node_zones(tuple(share)))),
         "zones": zones,
     }

@@ -1,9 +1,10 @@
-"""``joulestream process``: run the stream processor (join, attribution, carbon)."""
+"""``joulestream process``: run the stream processor (join, attribution, estimation, carbon)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from joulestream.settings import Topics, bootstrap_servers
 from stream_processors.app import (
@@ -13,14 +14,19 @@ from stream_processors.app import (
     ProcessorSettings,
     StartupError,
     co_partition_count,
+    default_state_dir,
     ensure_changelog,
 )
 from stream_processors.attribution import (
     DEFAULT_GRID_INTENSITY,
     DEFAULT_PUE,
     DEFAULT_RAPL_ERROR,
+    IDLE_POLICIES,
+    IDLE_POLICY_NONE,
     AttributionConfig,
 )
+from stream_processors.carbon import CarbonConfig
+from stream_processors.validation import DEFAULT_MAX_WORKLOADS
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +34,9 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-servers",
-        help="Kafka host:port[,...] (default $JOULESTREAM_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
+        help="Kafka host:port[,...] (default $JOULESTREAM_BOOTSTRAP_SERVERS or 127.0.0.1:9092); "
+        "TLS/SASL from $JOULESTREAM_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, "
+        "_SASL_PASSWORD, _SSL_CA_LOCATION",
     )
     parser.add_argument(
         "--topic-prefix", help="prefix of every topic name (default $JOULESTREAM_TOPIC_PREFIX)"
@@ -39,19 +47,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="faust app id / consumer group, after the topic prefix (default %(default)s)",
     )
     parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"faust's local state directory (default {default_state_dir()})",
+    )
+    parser.add_argument(
         "--lateness",
         type=_non_negative,
         default=DEFAULT_LATENESS_S,
-        help="seconds a sample waits for a covering power reading (default %(default)s)",
+        help="seconds a sample (or a gap) waits for power readings / late samples "
+        "(default %(default)s)",
     )
     parser.add_argument(
-        "--pue", type=float, default=DEFAULT_PUE, help="power usage effectiveness (default 1.0)"
+        "--pue",
+        action="append",
+        default=[],
+        type=_pue,
+        metavar="[CLUSTER=]PUE",
+        help="power usage effectiveness of a cluster, or the default without CLUSTER=; "
+        f"repeatable (default {DEFAULT_PUE}, i.e. unknown)",
+    )
+    parser.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        type=_pair,
+        metavar="CLUSTER=REGION",
+        help="grid region of a cluster (key of the grid topic); CLUSTER '*' sets the default; "
+        "repeatable. Clusters without a region, or regions without grid data, use "
+        "--grid-intensity",
     )
     parser.add_argument(
         "--grid-intensity",
         type=_non_negative,
         default=DEFAULT_GRID_INTENSITY,
-        help="grid carbon intensity, gCO2e/kWh (default %(default)s, world average)",
+        help="static grid carbon intensity, gCO2e/kWh (default %(default)s, world average)",
+    )
+    parser.add_argument(
+        "--idle-policy",
+        choices=IDLE_POLICIES,
+        default=IDLE_POLICY_NONE,
+        help="how idle energy reaches workloads: none (kept as idle_unassigned), equal, "
+        "proportional to the zone's driver (default %(default)s)",
     )
     parser.add_argument(
         "--idle-watts",
@@ -62,10 +100,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="idle power of a zone (package-0) or zone kind (package); repeatable; default 0 W",
     )
     parser.add_argument(
+        "--learn-idle",
+        action="store_true",
+        help="learn idle power per node and zone (5 %% quantile of observed power) and use it "
+        "instead of --idle-watts once 10 windows were seen",
+    )
+    parser.add_argument(
         "--rapl-error",
         type=_non_negative,
         default=DEFAULT_RAPL_ERROR,
         help="relative error of measured energy for the uncertainty bounds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-default-model",
+        action="store_true",
+        help="do not estimate with the shipped model (CCF AWS per-vCPU watts); only with models "
+        "from the models topic",
+    )
+    parser.add_argument(
+        "--max-workloads",
+        type=int,
+        default=DEFAULT_MAX_WORKLOADS,
+        help="samples with more workloads are dead-lettered (default %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve the processor's own Prometheus metrics on this port (default: off)",
     )
     parser.add_argument(
         "--web-port",
@@ -77,6 +139,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ProcessorSettings:
     topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    pue = dict(p for p in args.pue if p[0] is not None)
+    defaults = [value for cluster, value in args.pue if cluster is None]
+    regions = dict(args.region)
+    default_region = regions.pop("*", None)
     return ProcessorSettings(
         bootstrap_servers=bootstrap_servers(args.bootstrap_servers),
         topics=topics,
@@ -84,11 +150,22 @@ def settings_from_args(args: argparse.Namespace) -> ProcessorSettings:
         lateness_s=args.lateness,
         attribution=AttributionConfig(
             idle_watts=dict(args.idle_watts),
-            pue=args.pue,
-            grid_intensity_g_per_kwh=args.grid_intensity,
+            idle_policy=args.idle_policy,
             rapl_error=args.rapl_error,
         ),
+        carbon=CarbonConfig(
+            pue=pue,
+            default_pue=defaults[-1] if defaults else DEFAULT_PUE,
+            region=regions,
+            default_region=default_region,
+            static_intensity=args.grid_intensity,
+        ),
         web_port=args.web_port,
+        max_workloads=args.max_workloads,
+        default_model=not args.no_default_model,
+        learn_idle=args.learn_idle,
+        metrics_port=args.metrics_port,
+        state_dir=args.state_dir or default_state_dir(),
     )
 
 
@@ -96,30 +173,45 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
         partitions = co_partition_count(settings.bootstrap_servers, settings.topics)
-        ensure_changelog(settings.bootstrap_servers, settings.changelog_topic, partitions)
+        for changelog in settings.changelog_topics:
+            ensure_changelog(settings.bootstrap_servers, changelog, partitions)
     except (StartupError, ValueError) as exc:
         log.error("joulestream process cannot start: %s", exc)
         return 2
     log.info(
-        "processing %s + %s (%d partitions) → %s as %s",
+        "processing %s + %s (%d partitions) -> %s as %s, state in %s",
         settings.topics.samples,
         settings.topics.power,
         partitions,
         settings.topics.energy,
         settings.faust_id,
+        settings.state_dir,
     )
     return Processor(settings, partitions).run()
 
 
 def _non_negative(text: str) -> float:
     value = float(text)
-    if not value >= 0:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"{text} is not a non-negative number")
+    if not 0 <= value < float("inf"):  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"{text} is not a finite non-negative number")
     return value
 
 
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def _pue(text: str) -> tuple[str | None, float]:
+    cluster, sep, value = text.rpartition("=")
+    pue = _non_negative(value)
+    if pue < 1.0:
+        raise argparse.ArgumentTypeError(f"PUE {pue} is below 1.0")
+    return (cluster if sep else None), pue
+
+
 def _zone_watts(text: str) -> tuple[str, float]:
-    zone, sep, watts = text.partition("=")
-    if not sep or not zone:
-        raise argparse.ArgumentTypeError(f"{text!r} is not ZONE=W")
+    zone, watts = _pair(text)
     return zone, _non_negative(watts)

@@ -152,7 +152,10 @@ def coverage(series: PowerSeries | None, agent_instance: str, t0_ns: int, t1_ns:
         return Coverage.PENDING
     assert series.oldest_ns is not None and series.newest_ns is not None
     if t0_ns < series.oldest_ns:
-        return Coverage.NEVER
+        # Readings may arrive out of order: only once older ones were dropped for space is the
+        # window's start gone for good; otherwise the lateness bound decides.
+        full = len(series.readings) >= series.max_readings
+        return Coverage.NEVER if full else Coverage.PENDING
     if t1_ns > series.newest_ns:
         return Coverage.PENDING
     return Coverage.COVERED

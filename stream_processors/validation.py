@@ -13,6 +13,9 @@ from typing import Any
 from schemas.features import FEATURE_NAMES
 
 DEFAULT_MAX_FUTURE_NS = 300 * 1_000_000_000  # clock skew tolerated before "in the future"
+DEFAULT_MAX_WORKLOADS = 10_000
+# No node has more CPUs than this: CPU time beyond window x MAX_CPUS is a corrupt counter.
+MAX_CPUS = 1024
 
 
 class InvalidRecord(ValueError):
@@ -29,7 +32,10 @@ def check_key(key: bytes | None, record: Mapping[str, Any]) -> None:
 
 
 def check_sample(
-    sample: Mapping[str, Any], now_ns: int, max_future_ns: int = DEFAULT_MAX_FUTURE_NS
+    sample: Mapping[str, Any],
+    now_ns: int,
+    max_future_ns: int = DEFAULT_MAX_FUTURE_NS,
+    max_workloads: int = DEFAULT_MAX_WORKLOADS,
 ) -> None:
     start, end = sample["window_start_ns"], sample["window_end_ns"]
     if end <= start:
@@ -38,9 +44,15 @@ def check_sample(
         raise InvalidRecord(
             "future-window", f"window ends at {end} ns, {(end - now_ns) / 1e9:.0f} s from now"
         )
-    _check_counters("node_totals", sample["node_totals"])
+    if len(sample["workloads"]) > max_workloads:
+        raise InvalidRecord(
+            "too-many-workloads",
+            f"{len(sample['workloads'])} workloads, more than the bound {max_workloads}",
+        )
+    cpu_bound = (end - start) * MAX_CPUS
+    _check_counters("node_totals", sample["node_totals"], cpu_bound)
     for workload in sample["workloads"]:
-        _check_counters(f"workload {workload['workload_id']}", workload["counters"])
+        _check_counters(f"workload {workload['workload_id']}", workload["counters"], cpu_bound)
     ids = Counter((w["kind"], w["workload_id"]) for w in sample["workloads"])
     duplicates = sorted(f"{kind}/{wid}" for (kind, wid), n in ids.items() if n > 1)
     if duplicates:
@@ -63,7 +75,7 @@ def check_reading(
         raise InvalidRecord("negative-counter", f"negative cumulative energy (µJ): {negative}")
 
 
-def _check_counters(where: str, counters: Mapping[str, Any]) -> None:
+def _check_counters(where: str, counters: Mapping[str, Any], cpu_bound_ns: int) -> None:
     negative = {
         name: counters[name]
         for name in FEATURE_NAMES
@@ -71,3 +83,9 @@ def _check_counters(where: str, counters: Mapping[str, Any]) -> None:
     }
     if negative:
         raise InvalidRecord("negative-delta", f"{where} has negative deltas {negative}")
+    cpu = counters.get("cpu_time_ns")
+    if cpu is not None and cpu > cpu_bound_ns:
+        raise InvalidRecord(
+            "absurd-delta",
+            f"{where} has cpu_time_ns {cpu}, more than the window x {MAX_CPUS} CPUs",
+        )

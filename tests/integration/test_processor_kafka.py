@@ -136,6 +136,7 @@ def start_processor(
             str(JOULESTREAM), "process",
             "--bootstrap-servers", bootstrap,
             "--topic-prefix", topics.prefix,
+            "--state-dir", str(workdir / "state"),
             *extra,
         ],
         stdout=(workdir / "processor.log").open("ab"),
@@ -213,11 +214,13 @@ def test_windows_are_joined_attributed_and_bad_messages_dead_lettered(
         {"package-0": 20.0, "dram-0": 2.0}
     )
 
+    # No power: the shipped default model estimates (on by default).
     n3 = windows[node_key("c1", "n3")]
-    assert n3["source"] == "unmeasured" and "power_source is null" in n3["source_detail"]
+    assert n3["source"] == "estimated" and "power_source is null" in n3["source_detail"]
+    assert n3["model_id"] == "ccf-aws-vcpu-0.74-3.50" and n3["zones"][0]["total_j"] > 0
     n4 = windows[node_key("c1", "n4")]
-    assert n4["source"] == "unmeasured"
-    assert n4["source_detail"] == "no covering power reading within lateness"
+    assert n4["source"] == "estimated"
+    assert n4["source_detail"].startswith("no covering power reading within lateness")
 
     [dead] = consume(kafka_bootstrap, topics.deadletter, 1, processor)
     headers = dict(dead.headers())

@@ -13,6 +13,8 @@ from schemas.codec import Codec
 from schemas.features import FEATURE_NAMES
 from stream_processors.attribution import (
     AttributionConfig,
+    Carbon,
+    Energy,
     attribute,
     choose_driver,
     node_joules,
@@ -59,6 +61,18 @@ def sample(
     }
 
 
+def attribute_measured(
+    s: dict[str, Any],
+    zone_joules: dict[str, float],
+    config: AttributionConfig,
+    detail: str,
+    carbon: Carbon | None = None,
+) -> dict[str, Any]:
+    idle = {z: config.idle_power(z) for z in zone_joules}
+    energy = Energy(zone_joules, idle, "measured", detail, config.rapl_error)
+    return attribute(s, energy, config, carbon or Carbon())
+
+
 def zone(record: dict[str, Any], name: str) -> dict[str, Any]:
     return next(z for z in record["zones"] if z["zone"] == name)
 
@@ -97,7 +111,7 @@ def test_package_is_split_by_instructions_when_the_node_counts_them() -> None:
         cpu_instructions=400,
         cpu_time_ns=100,
     )
-    record = attribute(s, {"package-0": 8.0}, AttributionConfig(), "rapl-powercap")
+    record = attribute_measured(s, {"package-0": 8.0}, AttributionConfig(), "rapl-powercap")
     assert zone(record, "package-0")["driver"] == "cpu_instructions"
     assert workload_zone(record, "a", "package-0")["dynamic_j"] == pytest.approx(6.0)
     assert workload_zone(record, "b", "package-0")["dynamic_j"] == pytest.approx(2.0)
@@ -134,7 +148,9 @@ def test_fallback_splits_by_cpu_time_and_null_workload_counter_counts_as_zero() 
         cpu_time_ns=4 * S,
         cpu_instructions=None,
     )
-    record = attribute(s, {"package-0": 4.0, "dram-0": 2.0}, AttributionConfig(), "rapl-powercap")
+    record = attribute_measured(
+        s, {"package-0": 4.0, "dram-0": 2.0}, AttributionConfig(), "rapl-powercap"
+    )
     assert zone(record, "package-0")["driver"] == "cpu_time_ns"
     assert zone(record, "dram-0")["driver"] == "cpu_time_ns"
     assert workload_zone(record, "a", "package-0")["dynamic_j"] == pytest.approx(3.0)
@@ -145,7 +161,7 @@ def test_fallback_splits_by_cpu_time_and_null_workload_counter_counts_as_zero() 
 
 def test_zero_driver_total_leaves_the_energy_unattributed() -> None:
     s = sample([workload("a", cpu_time_ns=0), workload("b", cpu_time_ns=0)], cpu_time_ns=0)
-    record = attribute(s, {"package-0": 5.0}, AttributionConfig(), "rapl-powercap")
+    record = attribute_measured(s, {"package-0": 5.0}, AttributionConfig(), "rapl-powercap")
     z = zone(record, "package-0")
     assert z["unattributed_j"] == 5.0 and z["residual_j"] == 0.0
     assert all(wz["dynamic_j"] == 0.0 for w in record["workloads"] for wz in w["zones"])
@@ -153,7 +169,7 @@ def test_zero_driver_total_leaves_the_energy_unattributed() -> None:
 
 def test_unavailable_driver_and_gpu_leave_the_energy_unattributed() -> None:
     s = sample([workload("a", cpu_time_ns=5)])  # the node measures nothing
-    record = attribute(s, {"package-0": 5.0, "gpu-0": 3.0}, AttributionConfig(), "x")
+    record = attribute_measured(s, {"package-0": 5.0, "gpu-0": 3.0}, AttributionConfig(), "x")
     assert [(z["zone"], z["driver"], z["unattributed_j"]) for z in record["zones"]] == [
         ("gpu-0", None, 3.0),
         ("package-0", None, 5.0),
@@ -163,7 +179,9 @@ def test_unavailable_driver_and_gpu_leave_the_energy_unattributed() -> None:
 def test_idle_is_capped_by_the_energy_and_not_handed_to_workloads() -> None:
     config = AttributionConfig(idle_watts={"package": 2.0, "dram-0": 10.0})
     s = sample([workload("a", cpu_time_ns=1)], seconds=2.0, cpu_time_ns=1)
-    record = attribute(s, {"package-0": 10.0, "package-1": 3.0, "dram-0": 4.0}, config, "x")
+    record = attribute_measured(
+        s, {"package-0": 10.0, "package-1": 3.0, "dram-0": 4.0}, config, "x"
+    )
     assert zone(record, "package-0")["idle_j"] == pytest.approx(4.0)  # 2 W * 2 s
     assert zone(record, "package-0")["dynamic_j"] == pytest.approx(6.0)
     assert zone(record, "package-1")["idle_j"] == pytest.approx(3.0)  # capped at E
@@ -182,10 +200,10 @@ def test_idle_is_capped_by_the_energy_and_not_handed_to_workloads() -> None:
 
 
 def test_carbon_is_kwh_times_pue_times_intensity_without_double_counting_nested_zones() -> None:
-    config = AttributionConfig(pue=1.5, grid_intensity_g_per_kwh=400.0)
+    carbon = Carbon(pue=1.5, intensity_g_per_kwh=400.0)
     s = sample([workload("a", cpu_time_ns=1)], cpu_time_ns=1)
     energy = {"package-0": 3.6e6, "core-0": 2e6, "uncore-0": 1e6, "dram-0": 3.6e6}
-    record = attribute(s, energy, config, "x")
+    record = attribute_measured(s, energy, AttributionConfig(), "x", carbon)
     assert node_joules(energy) == 7.2e6  # core/uncore are inside package
     assert record["co2e_g"] == pytest.approx(2 * 1.5 * 400.0)
     assert record["workloads"][0]["co2e_g"] == pytest.approx(2 * 1.5 * 400.0)
@@ -198,13 +216,15 @@ def test_a_platform_zone_is_the_node_energy_when_present() -> None:
 
 
 def test_default_carbon_is_world_average_at_pue_one() -> None:
-    record = attribute(sample([]), {"package-0": 3.6e6}, AttributionConfig(), "x")
+    record = attribute_measured(sample([]), {"package-0": 3.6e6}, AttributionConfig(), "x")
     assert record["co2e_g"] == pytest.approx(475.0)
     assert record["pue"] == 1.0
 
 
 def test_unmeasured_window_is_labelled_and_empty() -> None:
-    record = unmeasured(sample([workload("a", cpu_time_ns=1)]), AttributionConfig(), "why")
+    record = unmeasured(
+        sample([workload("a", cpu_time_ns=1)]), AttributionConfig(), Carbon(), "why"
+    )
     assert record["source"] == "unmeasured" and record["source_detail"] == "why"
     assert record["zones"] == [] and record["workloads"] == [] and record["co2e_g"] == 0.0
     Codec().encode("NodeEnergy", record)
@@ -217,8 +237,10 @@ def test_output_is_deterministic_whatever_the_input_order() -> None:
         workload("k", "kernel", cpu_time_ns=1),
     ]
     energy = {"package-0": 3.0, "dram-0": 1.0}
-    one = attribute(sample(ws, cpu_time_ns=4), energy, AttributionConfig(), "rapl-powercap")
-    two = attribute(
+    one = attribute_measured(
+        sample(ws, cpu_time_ns=4), energy, AttributionConfig(), "rapl-powercap"
+    )
+    two = attribute_measured(
         sample(list(reversed(ws)), cpu_time_ns=4),
         dict(reversed(energy.items())),
         AttributionConfig(),
@@ -246,15 +268,21 @@ def test_zone_kinds() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        {"pue": 0.9},
-        {"grid_intensity_g_per_kwh": -1.0},
         {"rapl_error": 1.0},
         {"idle_watts": {"package": -1.0}},
+        {"idle_watts": {"package": math.nan}},
+        {"idle_policy": "generous"},
     ],
 )
 def test_nonsense_configuration_is_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         AttributionConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [{"pue": 0.9}, {"pue": math.inf}, {"intensity_g_per_kwh": -1.0}])
+def test_nonsense_carbon_is_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Carbon(**bad)
 
 
 ZONES = ["package-0", "package-1", "core-0", "uncore-0", "dram-0", "psys", "gpu-0", "fan"]
@@ -283,7 +311,83 @@ def test_conservation_holds_for_any_sample(
 ) -> None:
     ws = [workload(f"w{i}") | {"counters": c} for i, c in enumerate(workload_counters)]
     s = sample(ws, seconds=seconds) | {"node_totals": totals}
-    record = attribute(s, energy, AttributionConfig(idle_watts=idle), "rapl-powercap")
+    record = attribute_measured(s, energy, AttributionConfig(idle_watts=idle), "rapl-powercap")
     assert_conserved(record)
     assert sorted(z["zone"] for z in record["zones"]) == sorted(energy)
     Codec().encode("NodeEnergy", record)
+
+
+KINDS = st.sampled_from(["container", "system", "kernel"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    workload_rows=st.lists(st.tuples(KINDS, counters_strategy), max_size=10),
+    totals=counters_strategy,
+    energy=st.dictionaries(
+        st.sampled_from(ZONES),
+        st.one_of(st.just(0.0), st.floats(1e-9, 1e7, allow_nan=False, allow_infinity=False)),
+        max_size=len(ZONES),
+    ),
+    idle=st.dictionaries(st.sampled_from(ZONES), st.floats(0, 500)),
+    policy=st.sampled_from(["none", "equal", "proportional"]),
+    source=st.sampled_from(["measured", "estimated"]),
+    error=st.floats(0, 0.99),
+    seconds=st.floats(0.001, 60),
+)
+def test_every_policy_conserves_energy_and_charges_no_workload_negatively(
+    workload_rows: list[tuple[str, dict[str, int | None]]],
+    totals: dict[str, int | None],
+    energy: dict[str, float],
+    idle: dict[str, float],
+    policy: str,
+    source: str,
+    error: float,
+    seconds: float,
+) -> None:
+    ws = [workload(f"w{i}", kind) | {"counters": c} for i, (kind, c) in enumerate(workload_rows)]
+    s = sample(ws, seconds=seconds) | {"node_totals": totals}
+    config = AttributionConfig(idle_policy=policy)
+    record = attribute(s, Energy(energy, idle, source, "d", error), config, Carbon())
+    assert_conserved(record)
+    assert record["idle_policy"] == policy and record["source"] == source
+    assert sorted((w["kind"], w["workload_id"]) for w in record["workloads"]) == sorted(
+        (w["kind"], w["workload_id"]) for w in ws
+    )
+    for z in record["zones"]:
+        if policy == "none" or not ws:
+            assert z["idle_unassigned_j"] == z["idle_j"]
+        if policy == "equal" and ws:
+            assert z["idle_unassigned_j"] == 0.0
+    Codec().encode("NodeEnergy", record)
+
+
+@pytest.mark.parametrize(
+    ("policy", "idle_a", "idle_k", "unassigned"),
+    [("none", 0.0, 0.0, 4.0), ("equal", 2.0, 2.0, 0.0), ("proportional", 3.0, 1.0, 0.0)],
+)
+def test_idle_policies_hand_idle_to_kernel_and_containers_alike(
+    policy: str, idle_a: float, idle_k: float, unassigned: float
+) -> None:
+    s = sample(
+        [workload("a", cpu_time_ns=3 * S), workload("kernel", "kernel", cpu_time_ns=S)],
+        cpu_time_ns=4 * S,
+    )
+    config = AttributionConfig(idle_policy=policy)
+    energy = Energy({"package-0": 12.0}, {"package-0": 2.0}, "measured", "rapl", 0.05)
+    record = attribute(s, energy, config, Carbon())
+    assert record["idle_policy"] == policy
+    assert zone(record, "package-0")["idle_unassigned_j"] == pytest.approx(unassigned)
+    assert workload_zone(record, "a", "package-0")["idle_j"] == pytest.approx(idle_a)
+    assert workload_zone(record, "kernel", "package-0")["idle_j"] == pytest.approx(idle_k)
+    assert workload_zone(record, "kernel", "package-0")["dynamic_j"] == pytest.approx(2.0)
+    assert_conserved(record)
+
+
+def test_estimated_bounds_come_from_the_model_error() -> None:
+    s = sample([workload("a", cpu_time_ns=S)], cpu_time_ns=S)
+    energy = Energy({"package": 10.0}, {}, "estimated", "model", 0.2, "m1")
+    record = attribute(s, energy, AttributionConfig(), Carbon())
+    assert record["source"] == "estimated" and record["model_id"] == "m1"
+    wz = workload_zone(record, "a", "package")
+    assert (wz["lower_j"], wz["upper_j"]) == (pytest.approx(8.0), pytest.approx(12.0))

@@ -54,6 +54,18 @@ def test_sample_problems_have_reasons() -> None:
     assert reason(check_sample, sample(workloads=workloads), NOW) == "negative-delta"
     twice = sample()["workloads"][:1] * 2
     assert reason(check_sample, sample(workloads=twice), NOW) == "duplicate-workload"
+    assert reason(check_sample, sample(window_end_ns=NOW - 3 * S), NOW) == "empty-window"
+
+
+def test_cpu_time_beyond_1024_cpus_is_absurd_and_the_workload_bound_holds() -> None:
+    at_bound = {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": 2 * S * 1024}
+    check_sample(sample(node_totals=at_bound), NOW)
+    over = at_bound | {"cpu_time_ns": 2 * S * 1024 + 1}
+    assert reason(check_sample, sample(node_totals=over), NOW) == "absurd-delta"
+    workloads = [{"kind": "container", "workload_id": "a", "counters": over}]
+    assert reason(check_sample, sample(workloads=workloads), NOW) == "absurd-delta"
+    check_sample(sample(), NOW, max_workloads=2)
+    assert reason(check_sample, sample(), NOW, 300 * S, 1) == "too-many-workloads"
 
 
 def test_reading_problems_have_reasons() -> None:

@@ -45,6 +45,7 @@ RECORDS: dict[str, dict[str, Any]] = {
         "window_end_ns": 1_700_000_002_000_000_000,
         "collector": "procfs",
         "power_source": "rapl-powercap",
+        "node_info": {"cpu_model": "Intel(R) Xeon(R) Platinum 8375C", "cores": 8},
         "capabilities": [{"name": "pmu", "available": False, "detail": "no hardware PMU"}],
         "node_totals": COUNTERS,
         "workloads": [
@@ -294,3 +295,10 @@ def test_every_error_has_a_dead_letter_reason() -> None:
         for cls in (NotSingleObjectEncoded, TruncatedMessage, UnknownFingerprint, SchemaViolation)
     }
     assert len(reasons) == 4
+
+
+def test_every_cut_of_a_message_is_reported_truncated(codec: Codec) -> None:
+    data = codec.encode("NodeSample", RECORDS["NodeSample"])
+    for cut in range(HEADER_LEN, len(data)):
+        with pytest.raises(TruncatedMessage):
+            codec.decode(data[:cut])

@@ -1,0 +1,259 @@
+"""Processor throughput against the raw consume+decode rate of the same messages.
+
+Produces ``--nodes`` x ``--windows`` NodeSamples (``--workloads`` each) and their covering
+PowerReadings to fresh topics, then in the same run measures
+  1. raw: one confluent-kafka consumer reading both topics and decoding every message;
+  2. processor: ``joulestream process`` (a subprocess, fresh consumer group), from its first
+     NodeEnergy window to its last (start-up excluded);
+  3. in-process decision path (decode, join, attribute, encode; no Kafka) under cProfile, to
+     show where processor time goes.
+Prints the figures and appends them to bench/RESULTS.md with date, git commit and machine.
+Set JOULESTREAM_BOOTSTRAP_SERVERS to use a running broker; otherwise a local one is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import os
+import platform
+import pstats
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from joulestream.kafka import clients
+from joulestream.kafka.broker import LocalKafka
+from joulestream.kafka.topics import create_topics
+from joulestream.settings import Topics, node_key
+from schemas.codec import Codec
+from schemas.features import FEATURE_NAMES
+from stream_processors.attribution import AttributionConfig
+from stream_processors.encoding import FastEncoder
+from stream_processors.join import add_reading
+from stream_processors.windows import WindowJoin
+
+ROOT = Path(__file__).resolve().parent.parent
+S = 1_000_000_000
+codec = Codec()
+
+
+def counters(cpu: int) -> dict[str, int | None]:
+    return {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": cpu, "irq_block": 3}
+
+
+def sample(node: str, seq: int, t0: int, workloads: int) -> dict[str, Any]:
+    return {
+        "cluster": "bench", "node": node, "agent_instance": f"{node}-a", "seq": seq,
+        "window_start_ns": t0, "window_end_ns": t0 + 2 * S, "collector": "ebpf",
+        "power_source": "rapl-powercap", "capabilities": [], "node_info": None,
+        "node_totals": counters(workloads * 10_000_000),
+        "workloads": [
+            {"kind": "container", "workload_id": f"c{i:04d}", "cgroup_path": f"/kubepods/c{i}",
+             "container_id": f"c{i:04d}", "pod_uid": f"uid-{i}", "namespace": "bench",
+             "pod": f"pod-{i}", "container": "app", "counters": counters(10_000_000)}
+            for i in range(workloads)
+        ],
+    }  # fmt: skip
+
+
+def reading(node: str, seq: int, ts: int) -> dict[str, Any]:
+    return {
+        "cluster": "bench", "node": node, "agent_instance": f"{node}-a", "seq": seq,
+        "timestamp_ns": ts, "source": "rapl-powercap",
+        "zones": [{"zone": "package-0", "energy_uj": seq * 40_000_000},
+                  {"zone": "dram-0", "energy_uj": seq * 4_000_000}],
+    }  # fmt: skip
+
+
+def messages(nodes: int, windows: int, workloads: int) -> list[tuple[str, bytes, bytes]]:
+    t = (time.time_ns() // S - 3600) * S
+    out = []
+    for i in range(windows + 1):
+        for n in range(nodes):
+            node = f"node-{n:04d}"
+            key = node_key("bench", node)
+            out.append(
+                ("power", key, codec.encode("PowerReading", reading(node, i, t + 2 * i * S)))
+            )
+            if i < windows:
+                value = codec.encode("NodeSample", sample(node, i, t + 2 * i * S, workloads))
+                out.append(("samples", key, value))
+    return out
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    external = os.environ.get("JOULESTREAM_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        ports = []
+        for _ in range(2):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                ports.append(sock.getsockname()[1])
+        kafka = LocalKafka(Path(tmp), port=ports[0], controller_port=ports[1])
+        kafka.start(timeout=120)
+        try:
+            yield kafka.bootstrap
+        finally:
+            kafka.stop()
+
+
+def raw_rate(bootstrap: str, topics: Topics, total: int) -> float:
+    """Messages/s of consume + decode of both input topics."""
+    consumer = clients.consumer(f"raw-{uuid.uuid4().hex}", bootstrap)
+    consumer.subscribe([topics.samples, topics.power])
+    seen, first = 0, None
+    while seen < total:
+        batch = consumer.consume(1000, 1.0)
+        for msg in batch:
+            if msg.error() is None:
+                codec.decode(msg.value())
+                seen += 1
+        if batch and first is None:
+            first = time.perf_counter()
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    return seen / elapsed
+
+
+def processor_rate(bootstrap: str, topics: Topics, windows: int, workdir: Path) -> float:
+    """NodeEnergy windows/s of ``joulestream process``, first window to last."""
+    exe = Path(sys.executable).with_name("joulestream")
+    log = (workdir / "processor.log").open("ab")
+    proc = subprocess.Popen(
+        [str(exe), "process", "--bootstrap-servers", bootstrap, "--topic-prefix", topics.prefix,
+         "--state-dir", str(workdir / "state"), "--lateness", "60"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+    )  # fmt: skip
+    consumer = clients.consumer(f"out-{uuid.uuid4().hex}", bootstrap)
+    consumer.subscribe([topics.energy])
+    seen, first, last = 0, None, 0.0
+    deadline = time.monotonic() + 900
+    try:
+        while seen < windows and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 1.0):
+                if msg.error() is None:
+                    seen += 1
+                    last = time.perf_counter()
+                    first = first or last
+    finally:
+        consumer.close()
+        proc.terminate()
+        proc.wait(60)
+    if seen < windows or first is None:
+        raise RuntimeError(f"processor produced {seen}/{windows} windows; see {workdir}")
+    return (seen - 1) / (last - first)
+
+
+def in_process(nodes: int, windows: int, workloads: int) -> tuple[float, str]:
+    """Windows/s of the pure decision path, and its top functions by cumulative time."""
+    data = messages(nodes, min(windows, 50), workloads)
+    join: WindowJoin[int] = WindowJoin(AttributionConfig(), 60.0)
+    series: dict[bytes, Any] = {}
+    encoder = FastEncoder(codec, "NodeEnergy")
+    profile = cProfile.Profile()
+    start = time.perf_counter()
+    profile.enable()
+    count = 0
+    for i, (kind, key, value) in enumerate(data):
+        record = codec.decode(value)
+        if kind == "power":
+            series[key] = add_reading(series.get(key), record)[0]
+            out = join.on_series(key.decode(), series[key])
+        else:
+            out = join.on_sample(key.decode(), record, series.get(key), i, 0.0) or []
+        for emitted in out:
+            encoder.encode(emitted.record)
+            count += 1
+    profile.disable()
+    elapsed = time.perf_counter() - start
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(8)
+    return count / elapsed, text.getvalue()
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return (
+        f"{os.cpu_count()} CPUs, {cpu}, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}"
+    )
+
+
+def git_commit() -> str:
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return head + (" (uncommitted changes)" if dirty else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=50)
+    parser.add_argument("--windows", type=int, default=40, help="windows per node")
+    parser.add_argument("--workloads", type=int, default=100, help="workloads per sample")
+    args = parser.parse_args()
+    data = messages(args.nodes, args.windows, args.workloads)
+    samples = args.nodes * args.windows
+    with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        topics = Topics(prefix=f"b{uuid.uuid4().hex[:8]}.")
+        create_topics(clients.admin(bootstrap), topics, partitions=2)
+        producer = clients.producer(bootstrap)
+        for kind, key, value in data:
+            producer.produce(getattr(topics, kind), key=key, value=value)
+            producer.poll(0)
+        producer.flush(120)
+        raw_msgs = raw_rate(bootstrap, topics, len(data))
+        proc_windows = processor_rate(bootstrap, topics, samples, Path(tmp))
+    pure_windows, profile = in_process(args.nodes, args.windows, args.workloads)
+    # raw rate in samples/s: the same share of samples among the messages
+    raw_samples = raw_msgs * samples / len(data)
+    ratio = proc_windows / raw_samples
+    per_core = proc_windows * args.workloads  # the processor is one single-threaded worker
+    lines = [
+        f"## Processor throughput (bench/bench_processor.py) — "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- commit: {git_commit()}",
+        f"- machine: {machine()}",
+        f"- input: {args.nodes} nodes x {args.windows} windows x {args.workloads} workloads "
+        f"= {samples} samples ({samples * args.workloads:,} workload-samples) + "
+        f"{len(data) - samples} power readings, 2 partitions, local Kafka 4.1.1",
+        "",
+        "| measure | samples/s | workload-samples/s |",
+        "|---|---:|---:|",
+        f"| raw consume+decode (confluent-kafka + Codec) | {raw_samples:,.0f} | "
+        f"{raw_samples * args.workloads:,.0f} |",
+        f"| `joulestream process` (faust, 1 worker = 1 core) | {proc_windows:,.0f} | "
+        f"{per_core:,.0f} |",
+        f"| decision path in-process (decode+join+attribute+encode, no Kafka) | "
+        f"{pure_windows:,.0f} | {pure_windows * args.workloads:,.0f} |",
+        "",
+        f"- processor / raw = {ratio:.2f} (target >= 0.5); per core "
+        f"{per_core:,.0f} workload-samples/s (target >= 100,000)",
+        "",
+    ]
+    print("\n".join(lines))
+    print(profile)
+    with (ROOT / "bench" / "RESULTS.md").open("a") as results:
+        results.write("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Energy of a window from power models, for nodes without a power source (DESIGN.md §7).
+
+Rates are the node's counter deltas per second (node_totals / Δt); per zone the best matching
+model predicts idle + dynamic watts, x Δt gives joules. The model intercept is the window's
+idle baseline, so the idle policies work on estimated windows as on measured ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from models.selection import ModelSet, NodeFacts
+from stream_processors.attribution import Energy
+
+
+def node_facts(sample: Mapping[str, Any]) -> NodeFacts:
+    info = sample.get("node_info") or {}
+    return NodeFacts(cpu_model=info.get("cpu_model"), cores=info.get("cores"))
+
+
+def estimate(sample: Mapping[str, Any], models: ModelSet) -> Energy | None:
+    """Estimated energy, or None when no model applies to the node."""
+    dt_s = (sample["window_end_ns"] - sample["window_start_ns"]) / 1e9
+    totals = sample["node_totals"]
+    rates = {name: value / dt_s for name, value in totals.items() if value is not None}
+    facts = node_facts(sample)
+    zone_joules: dict[str, float] = {}
+    idle_watts: dict[str, float] = {}
+    used: list[str] = []
+    error = 0.0
+    idle_unknown: list[str] = []
+    for zone, model in models.select(facts, rates).items():
+        prediction = model.predict(rates, facts.cores)
+        if prediction is None:
+            continue
+        zone_joules[zone] = prediction.total_w * dt_s
+        idle_watts[zone] = prediction.idle_w
+        used.append(model.id)
+        error = max(error, model.relative_error(prediction.total_w))
+        if not prediction.idle_known:
+            idle_unknown.append(model.id)
+    if not zone_joules:
+        return None
+    detail = "model"
+    if idle_unknown:
+        detail += f"; idle not estimated by {','.join(idle_unknown)}: core count unknown"
+    return Energy(
+        zone_joules=zone_joules,
+        idle_watts=idle_watts,
+        source="estimated",
+        detail=detail,
+        relative_error=error,
+        model_id=",".join(used),
+    )

@@ -1,0 +1,75 @@
+"""The processor's own metrics on an optional port: dead letters by reason, windows by source,
+duplicates, gap seqs, waiting samples and event-time lag. Own registry and a collector that
+yields fresh families on every scrape (no global state, no timestamps on samples)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+@dataclass
+class ProcessorStats:
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    windows: Counter[str] = field(default_factory=Counter)  # by source
+    last_window_end_ns: int = 0
+    duplicates: Callable[[], int] = lambda: 0
+    gap_seqs: Callable[[], int] = lambda: 0
+    pending: Callable[[], int] = lambda: 0
+
+    def window(self, source: str, end_ns: int) -> None:
+        self.windows[source] += 1
+        self.last_window_end_ns = max(self.last_window_end_ns, end_ns)
+
+
+class StatsCollector(Collector):
+    def __init__(self, stats: ProcessorStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.stats
+        dead = CounterMetricFamily(
+            "joulestream_processor_dead_letters", "Inputs sent to the dead-letter topic",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, count in sorted(stats.dead_letters.items()):
+            dead.add_metric([reason], count)
+        yield dead
+        windows = CounterMetricFamily(
+            "joulestream_processor_windows", "NodeEnergy windows produced", labels=["source"]
+        )
+        for source in ("measured", "estimated", "unmeasured"):
+            windows.add_metric([source], stats.windows[source])
+        yield windows
+        yield CounterMetricFamily(
+            "joulestream_processor_duplicate_samples",
+            "Samples whose (instance, seq) was already a window",
+            value=stats.duplicates(),
+        )
+        yield CounterMetricFamily(
+            "joulestream_processor_gap_seqs", "Missing sample seqs (accounted as gap windows)",
+            value=stats.gap_seqs(),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "joulestream_processor_waiting_samples", "Samples waiting for power readings",
+            value=stats.pending(),
+        )  # fmt: skip
+        lag = (time.time_ns() - stats.last_window_end_ns) / 1e9 if stats.last_window_end_ns else 0
+        yield GaugeMetricFamily(
+            "joulestream_processor_lag_seconds",
+            "Wall clock minus the end of the newest window produced",
+            value=lag,
+        )
+
+
+def serve(stats: ProcessorStats, port: int, addr: str = "0.0.0.0") -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StatsCollector(stats))
+    start_http_server(port, addr=addr, registry=registry)
+    return registry

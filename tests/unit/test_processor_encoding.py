@@ -1,0 +1,39 @@
+"""The unvalidated hot-path encoder writes the codec's bytes and still refuses bad records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from schemas.codec import Codec
+from schemas.errors import SchemaViolation
+from schemas.features import FEATURE_NAMES
+from stream_processors.attribution import AttributionConfig, Carbon, Energy, attribute
+from stream_processors.encoding import FastEncoder
+
+S = 1_000_000_000
+
+
+def window() -> dict[str, Any]:
+    totals = {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": S}
+    sample = {
+        "cluster": "c", "node": "n", "agent_instance": "a", "seq": 1,
+        "window_start_ns": 0, "window_end_ns": 2 * S, "node_totals": totals,
+        "workloads": [{"kind": "kernel", "workload_id": "kernel", "counters": totals}],
+    }  # fmt: skip
+    energy = Energy({"package-0": 3.0}, {}, "measured", "rapl", 0.05)
+    return attribute(sample, energy, AttributionConfig(), Carbon())
+
+
+def test_same_bytes_as_the_validating_codec() -> None:
+    codec = Codec()
+
+    assert FastEncoder(codec, "NodeEnergy").encode(window()) == codec.encode("NodeEnergy", window())
+
+
+def test_a_record_the_schema_rejects_raises_the_codec_error() -> None:
+
+    bad = window() | {"source": "guessed"}
+    with pytest.raises(SchemaViolation):
+        FastEncoder(Codec(), "NodeEnergy").encode(bad)
