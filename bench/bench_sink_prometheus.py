@@ -5,9 +5,11 @@
 Builds --rounds windows for each of --nodes nodes with --workloads workloads each (zones
 package-0 and dram-0), Avro-encodes them (not timed), then times decoding and folding them
 into one EnergyState, round by round (the first round creates every series, later ones only
-add), and the decode alone for reference. Then times full scrapes (collect + text
-exposition, as /metrics does) with the Kepler families on and off. Prints the figures and
-appends them to bench/RESULTS.md with the date, git commit and machine.
+add), and the decode alone for reference. Then times full scrapes with the Kepler families
+on and off: what /metrics serves (SinkRegistry.exposition: snapshot + the sink's own text
+rendering) and, for reference, prometheus_client's generate_latest of the same registry (the
+path /metrics took before exposition.py; --skip-generate-latest leaves it out). Prints the
+figures and appends them to bench/RESULTS.md with the date, git commit and machine.
 """
 
 from __future__ import annotations
@@ -80,11 +82,11 @@ def decode_only(codec: Codec, payloads: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def scrape(state: EnergyState) -> tuple[float, int, int]:
-    """Seconds, bytes and samples of one full exposition."""
+def scrape(state: EnergyState, served: bool = True) -> tuple[float, int, int]:
+    """Seconds, bytes and samples of one full exposition (served, or generate_latest's)."""
     registry = build_registry(state)
     started = time.perf_counter()
-    text = generate_latest(registry)
+    text = registry.exposition() if served else generate_latest(registry)
     seconds = time.perf_counter() - started
     samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
     return seconds, len(text), samples
@@ -118,6 +120,11 @@ def main() -> None:
     parser.add_argument("--workloads", type=int, default=100, help="workloads per node window")
     parser.add_argument("--rounds", type=int, default=3, help="windows per node")
     parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument(
+        "--skip-generate-latest",
+        action="store_true",
+        help="do not time prometheus_client's generate_latest for reference",
+    )
     args = parser.parse_args()
 
     codec = Codec()
@@ -148,7 +155,10 @@ def main() -> None:
             )
         )
         seconds, size, exported = scrape(state)
-        scrapes.append((label, seconds, size, exported))
+        scrapes.append((f"{label}, served (/metrics)", seconds, size, exported))
+        if not args.skip_generate_latest:
+            seconds, size, exported = scrape(state, served=False)
+            scrapes.append((f"{label}, prometheus_client generate_latest", seconds, size, exported))
         del state
     decode_s = decode_only(codec, [p for payloads in rounds for p in payloads])
     rows.append(

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from sinks.prometheus import kepler
+from sinks.prometheus.exposition import FamilyTemplate, render
 from sinks.prometheus.state import (
     CONSUMER_LAG_LABELS,
     NODE_LABELS,
@@ -224,10 +225,23 @@ def _family(spec: FamilySpec, series: Series) -> Metric:
     return family
 
 
+def _template(spec: FamilySpec) -> FamilyTemplate:
+    constant = None if spec.source is None else ("source", spec.source)
+    return FamilyTemplate.build(spec.name, spec.kind, spec.documentation, spec.labels, constant)
+
+
 class EnergyCollector(Collector):
+    """Families for prometheus_client (``collect``), and the same families as text without
+    it (``render``, what /metrics serves: see exposition.py for why)."""
+
     def __init__(self, state: EnergyState) -> None:
         self._state = state
         self._specs = FAMILIES + (KEPLER_FAMILIES if state.kepler_compat else ())
+        self._templates = [(spec, _template(spec)) for spec in self._specs]
+
+    def render(self) -> str:
+        snapshot = self._state.snapshot()
+        return render((template, spec.series(snapshot)) for spec, template in self._templates)
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._state.snapshot()

@@ -1,0 +1,170 @@
+"""What the pipeline benchmarks share: a throwaway broker, pipeline processes, consumer lag,
+CPU time of a process, and the RESULTS.md entry with date, commit, machine and load."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import TopicPartition
+
+from joulestream.kafka import clients
+from joulestream.kafka.broker import LocalKafka
+from joulestream.kafka.topics import create_topics
+from joulestream.settings import Topics
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextlib.contextmanager
+def local_kafka(data_dir: Path) -> Iterator[str]:
+    port, controller = free_ports(2)
+    broker = LocalKafka(data_dir, port=port, controller_port=controller)
+    broker.start(timeout=120)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+def fresh_topics(bootstrap: str, partitions: int) -> Topics:
+    topics = Topics(prefix=f"b{uuid.uuid4().hex[:8]}.")
+    create_topics(clients.admin(bootstrap), topics, partitions=partitions)
+    return topics
+
+
+class Proc:
+    """A pipeline command as a child process, its output in a log file; stopped by its pid."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        self._file = self.log.open("w")
+        self.popen = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, stdout=self._file, stderr=subprocess.STDOUT
+        )
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._file.close()
+
+    def tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def joulestream(command: str, *args: str) -> list[str]:
+    """Arguments after ``python`` that run a joulestream command."""
+    return ["-m", "joulestream.cli", command, *args]
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int]:
+    """(messages between the group's committed offsets and the high watermarks, total high
+    watermark) over every partition of ``topics``."""
+    consumer = clients.consumer(group, bootstrap)
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ]
+        committed = consumer.committed(partitions, timeout=10)
+        lag = total = 0
+        for tp in committed:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            total += high
+            lag += high - (tp.offset if tp.offset >= 0 else 0)
+        return lag, total
+    finally:
+        consumer.close()
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return (
+        f"{os.cpu_count()} CPUs, {cpu}, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}"
+    )
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min)"
+
+
+def git_commit() -> str:
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
+    ).stdout.strip()
+    return head + (" (uncommitted changes)" if dirty else "")
+
+
+def append_results(title: str, preamble: list[str], table: list[str], notes: list[str]) -> None:
+    entry = [
+        f"\n## {title}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- commit: {git_commit()}",
+        f"- machine: {machine()}",
+        *(f"- {line}" for line in preamble),
+        "",
+        *table,
+        "",
+        *notes,
+        "",
+    ]
+    with RESULTS.open("a") as results:
+        results.write("\n".join(entry))
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not within {timeout:.0f} s")

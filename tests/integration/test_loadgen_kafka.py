@@ -1,0 +1,85 @@
+"""loadgen against the real broker: every message decodes, a node's samples and readings share
+a partition number (murmur2_random), seqs arrive contiguous, and the report adds up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from joulestream.kafka import clients
+from joulestream.settings import Topics
+from schemas.codec import Codec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def consume_all(bootstrap: str, names: list[str], expected: int) -> list[Any]:
+    consumer = clients.consumer(f"loadgen-test-{uuid.uuid4().hex[:8]}", bootstrap)
+    consumer.subscribe(names)
+    messages: list[Any] = []
+    idle = 0
+    try:
+        while len(messages) < expected and idle < 20:
+            batch = consumer.consume(1000, timeout=0.5)
+            idle = 0 if batch else idle + 1
+            for message in batch:
+                assert message.error() is None, message.error()
+                messages.append(message)
+    finally:
+        consumer.close()
+    return messages
+
+
+@pytest.mark.integration
+def test_loadgen_publishes_co_partitioned_decodable_messages(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "joulestream.cli", "loadgen", "--bootstrap-servers", kafka_bootstrap,
+         "--topic-prefix", topics.prefix, "--clusters", "2", "--nodes", "6", "--workloads", "15",
+         "--interval", "0.5", "--duration", "2.4", "--no-power-fraction", "0.25",
+         "--churn", "0.1", "--seed", "3", "--json", "--progress", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["windows"] >= 12 * 3 and report["failed"] == 0
+    assert report["delivered"] == report["windows"] + report["readings"]
+    assert "msg/s" in result.stderr  # progress lines
+
+    messages = consume_all(kafka_bootstrap, [topics.samples, topics.power], report["delivered"])
+    assert len(messages) == report["delivered"]
+    codec = Codec()
+    partitions: dict[bytes, set[tuple[str, int]]] = {}
+    seqs: dict[tuple[str, bytes], list[int]] = {}
+    powered: set[bytes] = set()
+    with_readings: set[bytes] = set()
+    for message in messages:
+        record = codec.decode(message.value())
+        key = message.key()
+        assert key == f"{record['cluster']}/{record['node']}".encode()
+        partitions.setdefault(key, set()).add((message.topic(), message.partition()))
+        seqs.setdefault((message.topic(), key), []).append(record["seq"])
+        if message.topic() == topics.samples:
+            assert len(record["workloads"]) == 15
+            if record["power_source"] is not None:
+                powered.add(key)
+        else:
+            with_readings.add(key)
+    assert len(partitions) == 12
+    assert {p for places in partitions.values() for _t, p in places} == {0, 1}
+    for key, places in partitions.items():
+        assert len({p for _t, p in places}) == 1, f"{key!r} split over partitions {places}"
+        if key in powered:
+            assert {t for t, _p in places} == {topics.samples, topics.power}
+    for (_topic, _key), numbers in seqs.items():
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        assert numbers[0] == 0
+    assert 0 < len(powered) < 12
+    assert with_readings == powered  # nodes without a power source publish no readings

@@ -1,0 +1,178 @@
+"""The simulated fleet: records valid and byte-identical to Codec's, counters sane and
+conservation-friendly, RAPL following load, churn, determinism."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from joulestream.loadgen import (
+    MAX_WORKLOADS,
+    Encoder,
+    FleetConfig,
+    fleet,
+    new_node,
+    next_window,
+    reading,
+)
+from schemas.codec import Codec
+from schemas.features import FEATURE_NAMES
+
+S = 1_000_000_000
+CODEC = Codec()
+
+
+def windows(config: FleetConfig, rounds: int):
+    nodes = fleet(config)
+    step = config.interval_ns
+    return nodes, [
+        [next_window(n, k * step, (k + 1) * step, config.churn) for n in nodes]
+        for k in range(rounds)
+    ]
+
+
+def test_fast_encoding_is_codecs_encoding_and_valid() -> None:
+    config = FleetConfig(2, 30, 25, 2.0, no_power_fraction=0.5, churn=0.2, seed=7)
+    encoder = Encoder()
+    nodes, rounds = windows(config, 3)
+    profiles = {(n.collector, n.power_source, len(n.counters)) for n in nodes}
+    assert len(profiles) >= 3  # metal, VM with eBPF, VM on procfs all covered
+    for batch in rounds:
+        for window in batch:
+            record = window.sample()
+            assert encoder.sample(window) == CODEC.encode("NodeSample", record)  # validates
+            assert CODEC.decode(encoder.sample(window), expect="NodeSample") == record
+            if window.reading is not None:
+                assert encoder.reading(window.reading) == CODEC.encode(
+                    "PowerReading", window.reading
+                )
+
+
+def test_one_workload_and_the_largest_sample_encode() -> None:
+    encoder = Encoder()
+    for workloads in (1, 4, 5, MAX_WORKLOADS):
+        sim = new_node(FleetConfig(1, 1, workloads, 2.0, no_power_fraction=0.0), 0, 0)
+        window = next_window(sim, 0, 2 * S)
+        data = encoder.sample(window)
+        assert data == CODEC.encode("NodeSample", window.sample())
+        assert len(window.rows) == workloads
+        assert len(data) < 1_000_000  # the broker's default message.max.bytes
+
+
+def test_cpu_time_within_the_node_and_totals_are_the_sums() -> None:
+    config = FleetConfig(1, 40, 60, 2.0, seed=3)
+    _nodes, rounds = windows(config, 5)
+    for batch in rounds:
+        for window in batch:
+            sample = window.sample()
+            cores = window.node.cores
+            capacity = cores * (sample["window_end_ns"] - sample["window_start_ns"])
+            totals = sample["node_totals"]
+            assert 0 < totals["cpu_time_ns"] <= capacity
+            for name in FEATURE_NAMES:
+                values = [w["counters"][name] for w in sample["workloads"]]
+                if totals[name] is None:
+                    assert values == [None] * len(values)
+                else:
+                    assert all(v is not None and v >= 0 for v in values)
+                    assert sum(values) == totals[name]
+
+
+def test_nulls_match_capabilities_and_power() -> None:
+    config = FleetConfig(1, 200, 10, 2.0, no_power_fraction=0.4, seed=5)
+    nodes, (batch,) = windows(config, 1)
+    for window in batch:
+        sample = window.sample()
+        caps = {c["name"]: c["available"] for c in sample["capabilities"]}
+        for name in FEATURE_NAMES:
+            assert (sample["node_totals"][name] is not None) == caps[name]
+        assert caps["rapl"] == (sample["power_source"] is not None)
+        assert (window.reading is None) == (sample["power_source"] is None)
+        if sample["power_source"] is None:
+            assert sample["node_info"]["cores"] == window.node.cores  # selects a model
+    unpowered = sum(n.power_source is None for n in nodes) / len(nodes)
+    assert 0.3 < unpowered < 0.5
+    assert not any(n.power_source is None for n in fleet(FleetConfig(1, 50, 5, 2.0, 0.0)))
+    assert all(n.power_source is None for n in fleet(FleetConfig(1, 50, 5, 2.0, 1.0)))
+
+
+def test_cpu_time_is_heavy_tailed_across_containers() -> None:
+    config = FleetConfig(1, 20, 104, 2.0, no_power_fraction=0.0, seed=11)
+    _nodes, (batch,) = windows(config, 1)
+    shares = []
+    for window in batch:
+        containers = [
+            row[0]
+            for w, row in zip(window.workloads, window.rows, strict=True)
+            if w.header["kind"] == "container"
+        ]
+        top = sorted(containers, reverse=True)[: len(containers) // 10]
+        shares.append(sum(top) / sum(containers))
+    assert statistics.median(shares) > 0.35  # top 10 % of containers use > 35 % of CPU
+
+
+def test_rapl_counters_follow_utilisation_and_never_decrease() -> None:
+    sim = new_node(FleetConfig(1, 1, 20, 2.0, no_power_fraction=0.0, seed=2), 0, 0)
+    first = reading(sim, 0, 0)
+    cpu, package = [], []
+    previous = {z["zone"]: z["energy_uj"] for z in first["zones"]}
+    for k in range(200):
+        window = next_window(sim, k * 2 * S, (k + 1) * 2 * S)
+        assert window.reading is not None
+        assert window.reading["seq"] == window.seq + 1 == k + 1
+        assert window.reading["timestamp_ns"] == window.end_ns
+        now = {z["zone"]: z["energy_uj"] for z in window.reading["zones"]}
+        assert all(now[z] > previous[z] for z in now)
+        cpu.append(window.totals[0])
+        package.append(now["package-0"] - previous["package-0"])
+        previous = now
+    watts = [uj / 2e6 for uj in package]
+    assert min(watts) > 15 and max(watts) < 250
+    assert statistics.correlation(cpu, package) > 0.8
+
+
+def test_seqs_are_contiguous_and_windows_adjacent() -> None:
+    sim = new_node(FleetConfig(1, 1, 8, 1.0), 0, 0)
+    seqs = [next_window(sim, k * S, (k + 1) * S).seq for k in range(5)]
+    assert seqs == [0, 1, 2, 3, 4]
+
+
+def test_churn_replaces_pods_and_keeps_the_workload_count() -> None:
+    still = FleetConfig(1, 5, 30, 2.0, churn=0.0, seed=1)
+    busy = FleetConfig(1, 5, 30, 2.0, churn=0.3, seed=1)
+    for config, changes in ((still, False), (busy, True)):
+        _nodes, rounds = windows(config, 6)
+        for first, last in zip(rounds[0], rounds[-1], strict=True):
+            ids = {w.header["workload_id"] for w in first.workloads}
+            later = {w.header["workload_id"] for w in last.workloads}
+            assert len(later) == len(ids) == 30
+            assert (ids != later) == changes
+            assert {"kernel", *(f"/system.slice{p}" for p in ("", "/kubelet.service"))} <= later
+
+
+def test_same_seed_same_bytes_other_seed_other_fleet() -> None:
+    def run(seed: int) -> list[bytes]:
+        encoder = Encoder()
+        _nodes, rounds = windows(FleetConfig(1, 10, 12, 2.0, churn=0.1, seed=seed), 3)
+        return [encoder.sample(w) for batch in rounds for w in batch]
+
+    assert run(4) == run(4)
+    assert run(4) != run(5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"clusters": 0},
+        {"workloads": 0},
+        {"workloads": MAX_WORKLOADS + 1},
+        {"interval_s": 0.0},
+        {"churn": 1.5},
+        {"no_power_fraction": -0.1},
+    ],
+)
+def test_bad_fleet_configs_are_refused(kwargs: dict[str, float]) -> None:
+    base = {"clusters": 1, "nodes": 1, "workloads": 1, "interval_s": 2.0}
+    with pytest.raises(ValueError):
+        FleetConfig(**{**base, **kwargs})  # type: ignore[arg-type]
