@@ -3,11 +3,13 @@
 Produces ``--nodes`` x ``--windows`` NodeSamples (``--workloads`` each) and their covering
 PowerReadings to fresh topics, then in the same run measures
   1. raw: one confluent-kafka consumer reading both topics and decoding every message;
-  2. processor: ``joulestream process`` (a subprocess, fresh consumer group), from its first
-     NodeEnergy window to its last (start-up excluded);
+  2. processor: ``joulestream process`` (``--workers`` subprocesses in one fresh consumer group),
+     from the first NodeEnergy window to the last (start-up excluded); ``--profile-processor``
+     runs a single worker under cProfile and prints where its time goes;
   3. in-process decision path (decode, join, attribute, encode; no Kafka) under cProfile, to
      show where processor time goes.
-Prints the figures and appends them to bench/RESULTS.md with date, git commit and machine.
+Prints the figures and appends them to bench/RESULTS.md with date, git commit, machine and load
+average (the machine is shared: figures of runs under different load are not comparable).
 Set JOULESTREAM_BOOTSTRAP_SERVERS to use a running broker; otherwise a local one is started.
 """
 
@@ -20,6 +22,7 @@ import io
 import os
 import platform
 import pstats
+import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +41,6 @@ from joulestream.settings import Topics, node_key
 from schemas.codec import Codec
 from schemas.features import FEATURE_NAMES
 from stream_processors.attribution import AttributionConfig
-from stream_processors.encoding import FastEncoder
 from stream_processors.join import add_reading
 from stream_processors.windows import WindowJoin
 
@@ -129,15 +131,32 @@ def raw_rate(bootstrap: str, topics: Topics, total: int) -> float:
     return seen / elapsed
 
 
-def processor_rate(bootstrap: str, topics: Topics, windows: int, workdir: Path) -> float:
-    """NodeEnergy windows/s of ``joulestream process``, first window to last."""
-    exe = Path(sys.executable).with_name("joulestream")
-    log = (workdir / "processor.log").open("ab")
-    proc = subprocess.Popen(
-        [str(exe), "process", "--bootstrap-servers", bootstrap, "--topic-prefix", topics.prefix,
-         "--state-dir", str(workdir / "state"), "--lateness", "60"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-    )  # fmt: skip
+PROFILE_SCRIPT = """
+import atexit, cProfile, sys
+from joulestream.cli import main
+profile = cProfile.Profile()
+atexit.register(lambda: (profile.disable(), profile.dump_stats("processor.prof")))
+sys.argv = ["joulestream", *sys.argv[1:]]
+profile.enable()
+sys.exit(main())
+"""
+
+
+def processor_rate(
+    bootstrap: str, topics: Topics, windows: int, workdir: Path, workers: int, profile: bool
+) -> float:
+    """NodeEnergy windows/s of ``joulestream process`` workers, first window to last."""
+    procs = []
+    for n in range(workers):
+        args = ["process", "--bootstrap-servers", bootstrap, "--topic-prefix", topics.prefix,
+                "--state-dir", str(workdir / f"state{n}"), "--lateness", "60"]  # fmt: skip
+        command = (
+            [sys.executable, "-c", PROFILE_SCRIPT, *args]
+            if profile
+            else [str(Path(sys.executable).with_name("joulestream")), *args]
+        )
+        log = (workdir / f"processor{n}.log").open("ab")
+        procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir))
     consumer = clients.consumer(f"out-{uuid.uuid4().hex}", bootstrap)
     consumer.subscribe([topics.energy])
     seen, first, last = 0, None, 0.0
@@ -151,38 +170,54 @@ def processor_rate(bootstrap: str, topics: Topics, windows: int, workdir: Path) 
                     first = first or last
     finally:
         consumer.close()
-        proc.terminate()
-        proc.wait(60)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    if profile:
+        pstats.Stats(str(workdir / "processor.prof")).sort_stats("tottime").print_stats(30)
     if seen < windows or first is None:
         raise RuntimeError(f"processor produced {seen}/{windows} windows; see {workdir}")
     return (seen - 1) / (last - first)
 
 
 def in_process(nodes: int, windows: int, workloads: int) -> tuple[float, str]:
-    """Windows/s of the pure decision path, and its top functions by cumulative time."""
+    """Windows/s of the pure decision path (timed without a profiler), and its top functions by
+    own time from a second, profiled pass."""
     data = messages(nodes, min(windows, 50), workloads)
-    join: WindowJoin[int] = WindowJoin(AttributionConfig(), 60.0)
-    series: dict[bytes, Any] = {}
-    encoder = FastEncoder(codec, "NodeEnergy")
-    profile = cProfile.Profile()
+
+    def run() -> int:
+        join: WindowJoin[int] = WindowJoin(AttributionConfig(), 60.0)
+        series: dict[bytes, Any] = {}
+        count = 0
+        for i, (kind, key, value) in enumerate(data):
+            record = codec.decode(value)
+            if kind == "power":
+                series[key] = add_reading(series.get(key), record)[0]
+                out = join.on_series(key.decode(), series[key])
+            else:
+                out = join.on_sample(key.decode(), record, series.get(key), i, 0.0) or []
+            for emitted in out:
+                codec.encode("NodeEnergy", emitted.record, validate=False)
+                count += 1
+        return count
+
     start = time.perf_counter()
-    profile.enable()
-    count = 0
-    for i, (kind, key, value) in enumerate(data):
-        record = codec.decode(value)
-        if kind == "power":
-            series[key] = add_reading(series.get(key), record)[0]
-            out = join.on_series(key.decode(), series[key])
-        else:
-            out = join.on_sample(key.decode(), record, series.get(key), i, 0.0) or []
-        for emitted in out:
-            encoder.encode(emitted.record)
-            count += 1
-    profile.disable()
+    count = run()
     elapsed = time.perf_counter() - start
+    profile = cProfile.Profile()
+    profile.runcall(run)
     text = io.StringIO()
-    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(8)
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(12)
     return count / elapsed, text.getvalue()
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def machine() -> str:
@@ -208,6 +243,13 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=50)
     parser.add_argument("--windows", type=int, default=40, help="windows per node")
     parser.add_argument("--workloads", type=int, default=100, help="workloads per sample")
+    parser.add_argument("--workers", type=int, default=1, help="processor worker processes")
+    parser.add_argument(
+        "--profile-processor",
+        action="store_true",
+        help="run one worker under cProfile and print its top functions",
+    )
+    parser.add_argument("--note", default="", help="what this run changed, for RESULTS.md")
     args = parser.parse_args()
     data = messages(args.nodes, args.windows, args.workloads)
     samples = args.nodes * args.windows
@@ -220,12 +262,18 @@ def main() -> None:
             producer.poll(0)
         producer.flush(120)
         raw_msgs = raw_rate(bootstrap, topics, len(data))
-        proc_windows = processor_rate(bootstrap, topics, samples, Path(tmp))
+        load_raw = load_average()
+        proc_windows = processor_rate(
+            bootstrap, topics, samples, Path(tmp), args.workers, args.profile_processor
+        )
+        load_proc = load_average()
     pure_windows, profile = in_process(args.nodes, args.windows, args.workloads)
     # raw rate in samples/s: the same share of samples among the messages
     raw_samples = raw_msgs * samples / len(data)
     ratio = proc_windows / raw_samples
-    per_core = proc_windows * args.workloads  # the processor is one single-threaded worker
+    load_pure = load_average()
+    cores = min(args.workers, os.cpu_count() or 1)  # each worker is single-threaded
+    per_core = proc_windows * args.workloads / cores
     lines = [
         f"## Processor throughput (bench/bench_processor.py) — "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -234,14 +282,19 @@ def main() -> None:
         f"- machine: {machine()}",
         f"- input: {args.nodes} nodes x {args.windows} windows x {args.workloads} workloads "
         f"= {samples} samples ({samples * args.workloads:,} workload-samples) + "
-        f"{len(data) - samples} power readings, 2 partitions, local Kafka 4.1.1",
+        f"{len(data) - samples} power readings, 2 partitions, local Kafka 4.1.1, "
+        f"{args.workers} processor worker(s)"
+        + (" under cProfile" if args.profile_processor else ""),
+        f"- load average (1/5/15 min) after each measure: raw {load_raw}, processor {load_proc}, "
+        f"in-process {load_pure} (2 cores shared with other engineers' runs)",
+        *([f"- change: {args.note}"] if args.note else []),
         "",
         "| measure | samples/s | workload-samples/s |",
         "|---|---:|---:|",
         f"| raw consume+decode (confluent-kafka + Codec) | {raw_samples:,.0f} | "
         f"{raw_samples * args.workloads:,.0f} |",
-        f"| `joulestream process` (faust, 1 worker = 1 core) | {proc_windows:,.0f} | "
-        f"{per_core:,.0f} |",
+        f"| `joulestream process` (faust, {args.workers} worker(s)) | {proc_windows:,.0f} | "
+        f"{proc_windows * args.workloads:,.0f} |",
         f"| decision path in-process (decode+join+attribute+encode, no Kafka) | "
         f"{pure_windows:,.0f} | {pure_windows * args.workloads:,.0f} |",
         "",

@@ -1,7 +1,7 @@
 """Avro single object encoding: ``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint + body.
 
-fastavro writes and reads the body only; the prefix and the fingerprint lookup are ours.
-Every message names its writer schema, and readers resolve it to their own (latest) version.
+fastavro writes and reads the body; the prefix and the fingerprint lookup are ours. Every message
+names its writer schema, and readers resolve it to their own (latest) version.
 """
 
 from __future__ import annotations
@@ -30,19 +30,44 @@ class Codec:
     def __init__(self, registry: SchemaRegistry | None = None) -> None:
         self.registry = registry or SchemaRegistry.shipped()
 
-    def encode(self, name: str, record: Record, version: int | None = None) -> bytes:
+    def encode(
+        self, name: str, record: Record, version: int | None = None, *, validate: bool = True
+    ) -> bytes:
+        """Raises SchemaViolation for a record the schema rejects.
+
+        ``validate=False`` is for hot paths whose records are typed by construction: fastavro's
+        validation costs several times the write itself (it builds error objects for every union
+        branch it tries), so the record is written directly and only validated when the write
+        fails, to say what is wrong. A record fastavro writes without complaint is valid for it
+        either way; the bytes are the same.
+        """
         schema = (
             self.registry.latest(name) if version is None else self.registry.version(name, version)
         )
-        try:
-            validate(record, schema.parsed, raise_errors=True)
-        except ValidationError as exc:
-            raise SchemaViolation(f"{name} v{schema.version} rejects the record: {exc}") from None
+        if validate:
+            self._validate(schema, record)
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(schema.fingerprint)
-        schemaless_writer(buf, schema.parsed, record)
+        try:
+            schemaless_writer(buf, schema.parsed, record)
+        except Exception as exc:  # wrong types surface as assorted errors: let the validator say
+            if validate:
+                raise
+            self._validate(schema, record)
+            raise SchemaViolation(
+                f"{name} v{schema.version} cannot write the record: {exc!r}"
+            ) from exc
         return buf.getvalue()
+
+    @staticmethod
+    def _validate(schema: SchemaVersion, record: Record) -> None:
+        try:
+            validate(record, schema.parsed, raise_errors=True)
+        except ValidationError as exc:
+            raise SchemaViolation(
+                f"{schema.name} v{schema.version} rejects the record: {exc}"
+            ) from None
 
     def writer_of(self, data: bytes) -> SchemaVersion:
         if len(data) < HEADER_LEN:
