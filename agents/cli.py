@@ -13,7 +13,7 @@ from agents.collectors.ebpf import DEFAULT_MAP_ENTRIES
 from agents.power.rapl import DEFAULT_ROOT
 from agents.publisher import BufferLimits
 from agents.self_metrics import DEFAULT_METRICS_PORT
-from joulestream.settings import Topics, bootstrap_servers
+from joulestream.options import add_kafka_options, topics_from
 
 
 def _positive_seconds(text: str) -> float:
@@ -34,11 +34,7 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=bootstrap_servers(),
-        help="Kafka bootstrap servers (default: %(default)s)",
-    )
+    add_kafka_options(parser)
     parser.add_argument("--cluster", default="default", help="cluster name in every key")
     parser.add_argument(
         "--node", default=socket.gethostname(), help="node name (default: this host, %(default)s)"
@@ -68,11 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--once",
         action="store_true",
         help="publish one window (and its two power readings), flush, exit",
-    )
-    parser.add_argument(
-        "--topic-prefix",
-        default=Topics().prefix,
-        help="prefix of every topic name (default: %(default)r)",
     )
     parser.add_argument(
         "--collector",
@@ -148,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         cgroup_root=args.cgroup_root,
         proc_root=args.proc_root,
         once=args.once,
-        topics=Topics(prefix=args.topic_prefix),
+        topics=topics_from(args),
         max_workloads=args.max_workloads,
         collector=args.collector,
         map_entries=args.map_entries,

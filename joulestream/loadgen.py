@@ -53,6 +53,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from fastavro import parse_schema, schemaless_writer
 
 from joulestream.kafka import clients
+from joulestream.options import add_kafka_options, topics_from
 from joulestream.settings import Topics, node_key
 from joulestream.signals import stop_on_signals
 from schemas.codec import MAGIC
@@ -822,8 +823,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration", type=_positive, default=None, help="seconds to run (default: until Ctrl-C)"
     )
-    parser.add_argument("--bootstrap-servers", help="Kafka host:port[,...]")
-    parser.add_argument("--topic-prefix", help="prefix of every topic name")
+    add_kafka_options(parser)
     parser.add_argument(
         "--no-power-fraction",
         type=_fraction,
@@ -866,7 +866,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("loadgen: %s", exc)
         return 2
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     producer = clients.producer(args.bootstrap_servers)
     log.info(
         "simulating %d clusters x %d nodes x %d workloads every %g s -> %s, %s",

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from joulestream.kafka.clients import consumer, producer
+from joulestream.options import topics_from
 from joulestream.settings import Topics, node_key
 from joulestream.signals import stop_on_signals
 from models.default import default_model
@@ -681,7 +682,7 @@ def open_source(args: argparse.Namespace, topics: Topics, kinds: tuple[Kind, ...
 
 
 def run(args: argparse.Namespace) -> int:
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     kinds: tuple[Kind, ...] = KINDS if args.kind == "all" or args.recompute else (args.kind,)
     stop = threading.Event()
     try:

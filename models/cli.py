@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from joulestream.kafka.clients import consumer, producer
+from joulestream.options import add_kafka_options, topics_from
 from joulestream.settings import Topics
 from models.artifact import ModelRejected, PowerModel
 from models.kepler import (
@@ -169,8 +170,7 @@ def models_table(entries: list[Entry]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap-servers", help="Kafka host:port[,...]")
-    parser.add_argument("--topic-prefix", help="prefix of every topic name")
+    add_kafka_options(parser)
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="models in the registry (latest per selector)")
     show = sub.add_parser("show", help="one model's record as JSON")
@@ -205,7 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     try:
         if args.action == "import-kepler":
             return _import(args, topics)

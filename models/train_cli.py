@@ -15,8 +15,8 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 
+from joulestream.options import add_kafka_options, topics_from
 from joulestream.replay import ReplayError, add_source_arguments, open_source
-from joulestream.settings import Topics
 from models.cli import publish
 from models.training import TRAINERS, TrainingError, results_table, train_models, training_examples
 from schemas.errors import FeatureNameError
@@ -25,8 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap-servers", help="Kafka host:port[,...]")
-    parser.add_argument("--topic-prefix", help="prefix of every topic name")
+    add_kafka_options(parser)
     add_source_arguments(parser)
     parser.add_argument("--zone", help="train this zone only (e.g. package-0)")
     parser.add_argument(
@@ -44,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     features = None if args.features == "auto" else [f.strip() for f in args.features.split(",")]
     try:
         source = open_source(args, topics, ("samples", "power"))

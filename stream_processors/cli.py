@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from joulestream.settings import Topics, bootstrap_servers
+from joulestream.options import add_kafka_options, topics_from
+from joulestream.settings import bootstrap_servers
 from stream_processors.app import (
     DEFAULT_APP_ID,
     DEFAULT_LATENESS_S,
@@ -32,15 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap-servers",
-        help="Kafka host:port[,...] (default $JOULESTREAM_BOOTSTRAP_SERVERS or 127.0.0.1:9092); "
-        "TLS/SASL from $JOULESTREAM_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, "
-        "_SASL_PASSWORD, _SSL_CA_LOCATION",
-    )
-    parser.add_argument(
-        "--topic-prefix", help="prefix of every topic name (default $JOULESTREAM_TOPIC_PREFIX)"
-    )
+    add_kafka_options(parser)
     parser.add_argument(
         "--app-id",
         default=DEFAULT_APP_ID,
@@ -138,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ProcessorSettings:
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     pue = dict(p for p in args.pue if p[0] is not None)
     defaults = [value for cluster, value in args.pue if cluster is None]
     regions = dict(args.region)

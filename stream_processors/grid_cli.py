@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from joulestream.kafka.clients import producer
-from joulestream.settings import Topics, bootstrap_servers
+from joulestream.options import add_kafka_options, topics_from
+from joulestream.settings import bootstrap_servers
 from schemas.codec import Codec
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     imp.add_argument("--source", default="electricitymaps", help="default %(default)s")
     imp.add_argument("--skip-bad", action="store_true", help="send the good rows anyway")
-    imp.add_argument("--bootstrap-servers", help="Kafka host:port[,...]")
-    imp.add_argument("--topic-prefix", help="prefix of every topic name")
+    add_kafka_options(imp)
 
 
 def parse_time(text: str) -> int:
@@ -91,7 +91,7 @@ def read_rows(
 
 
 def run(args: argparse.Namespace) -> int:
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     try:
         rows = list(
             read_rows(args.file, args.region_column, args.time_column, args.intensity_column,

@@ -17,6 +17,7 @@ from joulestream.kafka.topics import (
     layout_problems,
     partition_counts,
 )
+from joulestream.options import add_kafka_options, topics_from
 from joulestream.settings import Topics, bootstrap_servers
 
 # Enough for the §9 target of four processor cores to each own a share of the nodes.
@@ -36,16 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--replication", type=int, default=1, help="replication factor")
     describe = sub.add_parser("describe", help="show the topics; exit 1 if missing or wrong")
     for command in (create, describe):
-        command.add_argument(
-            "--bootstrap-servers",
-            default=None,
-            help=f"Kafka (default $JOULESTREAM_BOOTSTRAP_SERVERS or {bootstrap_servers()})",
-        )
-        command.add_argument(
-            "--topic-prefix",
-            default=None,
-            help="prefix of every topic name (default $JOULESTREAM_TOPIC_PREFIX or none)",
-        )
+        add_kafka_options(command)
         command.add_argument("--timeout", type=float, default=30, help="seconds per request")
 
 
@@ -65,7 +57,7 @@ def reachable(bootstrap: str, timeout: float = 3.0) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     where = bootstrap_servers(args.bootstrap_servers)
     if not reachable(where):
         print(f"joulestream topics: cannot connect to Kafka at {where}", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from joulestream.kafka import clients
-from joulestream.settings import Topics
+from joulestream.options import add_kafka_options, topics_from
 from joulestream.signals import stop_on_signals
 from sinks.archive.files import ArchiveMismatch
 from sinks.archive.service import (
@@ -48,20 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="... or once its first message is this many seconds old "
         f"(default {DEFAULT_ROLL_SECONDS:g})",
     )
-    parser.add_argument(
-        "--bootstrap-servers",
-        help="Kafka bootstrap servers (default $JOULESTREAM_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
-    parser.add_argument(
-        "--topic-prefix", help="topic name prefix (default $JOULESTREAM_TOPIC_PREFIX or none)"
-    )
+    add_kafka_options(parser)
     parser.add_argument(
         "--group-id", default=DEFAULT_GROUP_ID, help=f"consumer group (default {DEFAULT_GROUP_ID})"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     stop = threading.Event()
     try:
         sink = ArchiveSink(

@@ -8,7 +8,7 @@ import threading
 
 from confluent_kafka import KafkaException
 
-from joulestream.settings import Topics
+from joulestream.options import add_kafka_options, topics_from
 from joulestream.signals import stop_on_signals
 from sinks.prometheus.service import (
     DEFAULT_GROUP_ID,
@@ -29,13 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
     )
-    parser.add_argument(
-        "--bootstrap-servers",
-        help="Kafka bootstrap servers (default $JOULESTREAM_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
-    parser.add_argument(
-        "--topic-prefix", help="topic name prefix (default $JOULESTREAM_TOPIC_PREFIX or none)"
-    )
+    add_kafka_options(parser)
     parser.add_argument(
         "--group-id",
         default=DEFAULT_GROUP_ID,
@@ -84,7 +78,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     instance_id = default_instance_id() if args.instance_id is None else args.instance_id or None
     stop = threading.Event()
     try:

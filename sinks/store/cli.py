@@ -10,7 +10,7 @@ import threading
 from confluent_kafka import KafkaException
 
 from joulestream.kafka import clients
-from joulestream.settings import Topics
+from joulestream.options import add_kafka_options, topics_from
 from joulestream.signals import stop_on_signals
 from sinks.store.backend import WRITE_METHODS, open_store
 from sinks.store.migrations import SchemaTooNew
@@ -57,20 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="copy",
         help="PostgreSQL batch upsert: COPY into a temporary table (default), or executemany",
     )
-    parser.add_argument(
-        "--bootstrap-servers",
-        help="Kafka bootstrap servers (default $JOULESTREAM_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
-    parser.add_argument(
-        "--topic-prefix", help="topic name prefix (default $JOULESTREAM_TOPIC_PREFIX or none)"
-    )
+    add_kafka_options(parser)
     parser.add_argument(
         "--group-id", default=DEFAULT_GROUP_ID, help=f"consumer group (default {DEFAULT_GROUP_ID})"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    topics = Topics() if args.topic_prefix is None else Topics(prefix=args.topic_prefix)
+    topics = topics_from(args)
     stop = threading.Event()
     try:
         store = open_store(args.dsn, pg_write_method=args.pg_write_method)
