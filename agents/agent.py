@@ -33,7 +33,10 @@ from agents.collectors.ebpf import (
 )
 from agents.kubernetes import ApiEndpoint, KubernetesUnavailable, PodWatcher
 from agents.node_info import node_info
-from agents.power.rapl import DEFAULT_ROOT, PowerUnavailable, RaplReader, node_energy_zones
+from agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT
+from agents.power.rapl import DEFAULT_ROOT, node_energy_zones
+from agents.power.select import select_power_source
+from agents.power.types import PowerChoice, PowerSource, PowerStatus, PowerUnavailable
 from agents.publisher import BufferLimits, Publisher, PublishStats
 from agents.self_metrics import AgentCollector, LoopState, MetricsServer
 from joulestream.settings import Topics
@@ -53,7 +56,9 @@ class AgentConfig:
     node: str = field(default_factory=socket.gethostname)
     bootstrap_servers: str | None = None  # None: joulestream.settings.bootstrap_servers()
     interval_s: float = 2.0
+    power: PowerChoice = "auto"
     powercap_root: Path = DEFAULT_ROOT
+    hwmon_root: Path = DEFAULT_HWMON_ROOT
     cgroup_root: Path = Path("/sys/fs/cgroup")
     proc_root: Path = Path("/proc")
     once: bool = False
@@ -122,7 +127,7 @@ def run_agent(
         log.error("agent cannot start: %s", exc)
         return EXIT_CONFIG
     log.info("collector: %s", collector.kind)
-    rapl = RaplReader(config.powercap_root)
+    power = select_power_source(config.power, config.powercap_root, config.hwmon_root)
     sink = sink or Publisher(
         config.cluster,
         config.node,
@@ -131,7 +136,7 @@ def run_agent(
         limits=config.buffer,
     )
     with stop_on_signals(stop):  # also through the flush: a second SIGTERM does not cut it
-        code, undelivered = _run(config, collector, ebpf, rapl, sink, stop)
+        code, undelivered = _run(config, collector, ebpf, power, sink, stop)
     if code != EXIT_OK:
         return code
     lost = sink.lost + undelivered
@@ -145,7 +150,7 @@ def _run(
     config: AgentConfig,
     collector: Collector,
     ebpf: Capability,
-    rapl: RaplReader,
+    power: tuple[PowerSource | None, dict[str, PowerStatus]],
     sink: RecordSink,
     stop: threading.Event,
 ) -> tuple[int, int]:
@@ -156,7 +161,7 @@ def _run(
     code = EXIT_OK
     try:
         watcher, kubernetes = _pod_watcher(config)
-        loop = _Loop(config, collector, rapl, sink, stop, ebpf, watcher, kubernetes)
+        loop = _Loop(config, collector, power, sink, stop, ebpf, watcher, kubernetes)
         if config.metrics_port:
             pods = watcher.index.__len__ if watcher is not None else lambda: None
             try:
@@ -201,7 +206,7 @@ class _Loop:
         self,
         config: AgentConfig,
         collector: Collector,
-        rapl: RaplReader,
+        power: tuple[PowerSource | None, dict[str, PowerStatus]],
         sink: RecordSink,
         stop: threading.Event,
         ebpf: Capability,
@@ -210,21 +215,22 @@ class _Loop:
     ) -> None:
         self.config = config
         self.collector = collector
-        self.rapl = rapl
+        self.power, statuses = power
         self.sink = sink
         self.stop = stop
         self.instance = uuid.uuid4().hex
         self.node_info = node_info(config.proc_root)
-        status = rapl.detect()
-        self.power_source = rapl.source if status.available else None
-        if status.available:
-            log.info("power: %s", status.reason)
+        self.power_source = self.power.source if self.power is not None else None
+        if self.power is not None:
+            log.info("power: %s", statuses[self.power.capability].reason)
         else:
-            log.warning("no power readings: %s", status.reason)
+            log.warning(
+                "no power readings: %s", "; ".join(f"{n}: {s.reason}" for n, s in statuses.items())
+            )
         self.watcher = watcher
         self.capabilities = node_capabilities(
             [ebpf, *collector.capabilities()],
-            status,
+            statuses,
             [*environment_capabilities(), kubernetes or kubernetes_capability()],
         )
         self._power_warned = False
@@ -295,10 +301,10 @@ class _Loop:
         self.state.capabilities = self.capabilities
 
     def _publish_power(self, timestamp_ns: int, seq: int) -> None:
-        if self.power_source is None:
+        if self.power is None:
             return
         try:
-            zones = self.rapl.read()
+            zones = self.power.read()
         except PowerUnavailable as exc:  # the gap in seq shows it; no zero is published
             log.log(
                 logging.DEBUG if self._power_warned else logging.WARNING,

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agents.power.rapl import PowerStatus
+from agents.power.types import PowerStatus
 from schemas.features import FEATURE_NAMES, validate_feature_names
 
 
@@ -59,11 +59,15 @@ def kubernetes_capability(environ: Mapping[str, str] = os.environ) -> Capability
 
 
 def node_capabilities(
-    collector: Iterable[Capability], power: PowerStatus, node: Iterable[Capability] = ()
+    collector: Iterable[Capability],
+    power: Mapping[str, PowerStatus],
+    node: Iterable[Capability] = (),
 ) -> list[dict[str, object]]:
-    """The NodeSample list: the collector's own entries, the power source ("rapl"), then
-    facts about the node (eBPF prerequisites, PMU, Kubernetes API)."""
-    return to_records([*collector, Capability("rapl", power.available, power.reason), *node])
+    """The NodeSample list: the collector's own entries, each power source ("rapl", "hwmon")
+    with why it is or is not read, then facts about the node (eBPF prerequisites, PMU,
+    Kubernetes API)."""
+    sources = [Capability(name, status.available, status.reason) for name, status in power.items()]
+    return to_records([*collector, *sources, *node])
 
 
 def to_records(capabilities: Iterable[Capability]) -> list[dict[str, object]]:

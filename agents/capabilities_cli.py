@@ -11,7 +11,6 @@ import json
 import shutil
 import sys
 import textwrap
-from pathlib import Path
 
 from agents.capabilities import Capability, kubernetes_capability, node_capabilities
 from agents.collectors.cgroup import CgroupLayoutError
@@ -21,7 +20,8 @@ from agents.collectors.ebpf import (
     environment_capabilities,
     open_collector,
 )
-from agents.power.rapl import DEFAULT_ROOT, RaplReader
+from agents.options import add_root_options
+from agents.power.select import select_power_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,21 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="collector to probe, as the agent would choose it (default: %(default)s)",
     )
-    parser.add_argument(
-        "--cgroup-root",
-        type=Path,
-        default=Path("/sys/fs/cgroup"),
-        help="cgroup filesystem root (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--proc-root", type=Path, default=Path("/proc"), help="procfs root (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--powercap-root",
-        type=Path,
-        default=DEFAULT_ROOT,
-        help="powercap sysfs root (default: %(default)s)",
-    )
+    add_root_options(parser)
 
 
 def gather(args: argparse.Namespace) -> list[dict[str, object]]:
@@ -64,7 +50,7 @@ def gather(args: argparse.Namespace) -> list[dict[str, object]]:
         finally:
             if isinstance(collector, EbpfCollector):
                 collector.close()
-    power = RaplReader(args.powercap_root).detect()
+    _, power = select_power_source(args.power, args.powercap_root, args.hwmon_root)
     return node_capabilities(
         collector_caps, power, [*environment_capabilities(), kubernetes_capability()]
     )

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import socket
 from collections.abc import Callable
-from pathlib import Path
 
 from agents.agent import AgentConfig, run_agent
 from agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS
 from agents.collectors.ebpf import DEFAULT_MAP_ENTRIES
-from agents.power.rapl import DEFAULT_ROOT
+from agents.options import add_root_options
 from agents.publisher import BufferLimits
 from agents.self_metrics import DEFAULT_METRICS_PORT
 from joulestream.options import add_kafka_options, topics_from
@@ -45,21 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="seconds per window (default: %(default)s)",
     )
-    parser.add_argument(
-        "--powercap-root",
-        type=Path,
-        default=DEFAULT_ROOT,
-        help="powercap sysfs root (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--cgroup-root",
-        type=Path,
-        default=Path("/sys/fs/cgroup"),
-        help="cgroup filesystem root (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--proc-root", type=Path, default=Path("/proc"), help="procfs root (default: %(default)s)"
-    )
+    add_root_options(parser)
     parser.add_argument(
         "--once",
         action="store_true",
@@ -135,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
         node=args.node,
         bootstrap_servers=args.bootstrap_servers,
         interval_s=args.interval,
+        power=args.power,
         powercap_root=args.powercap_root,
+        hwmon_root=args.hwmon_root,
         cgroup_root=args.cgroup_root,
         proc_root=args.proc_root,
         once=args.once,

@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,12 +33,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common import ROOT, free_ports, git_commit, local_kafka, machine
+
 from joulestream.kafka import clients
-from joulestream.kafka.broker import LocalKafka
 from joulestream.kafka.topics import create_topics
 from joulestream.settings import Topics
 
-ROOT = Path(__file__).resolve().parents[1]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 BENCH_DIR = "jsbench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -55,17 +53,6 @@ int main(void) {
     for (;;) { double end = now() + 100e-6; while (now() < end) x++; nanosleep(&pause, 0); }
 }
 """
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def hierarchies() -> list[Path]:
@@ -211,36 +198,13 @@ def measure(collector: str, bootstrap: str, topics: Topics, args: argparse.Names
     )
 
 
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return f"{os.cpu_count()} CPUs, {model}, {mem_kb / 2**20:.1f} GiB RAM, {platform.platform()}"
-
-
-def commit() -> str:
-    def git(*argv: str) -> str:
-        return subprocess.run(
-            ["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    dirty = " (uncommitted changes)" if git("status", "--porcelain") else ""
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + dirty
-
-
 def report(results: list[Result], args: argparse.Namespace, processes: int) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "",
         f"## Agent overhead (bench/bench_agent.py) — {now}",
         "",
-        f"- commit: {commit()}",
+        f"- commit: {git_commit()}",
         f"- machine: {machine()}",
         f"- {args.cgroups} cgroups ({processes} processes: per cgroup a ticker spinning "
         f"~100 µs every 50 ms and an idle sleeper), interval {args.interval} s, "
@@ -276,16 +240,11 @@ def main() -> int:
         parser.error("needs root: it creates cgroups and loads eBPF")
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         workdir = Path(tmp)
-        port, controller = free_ports(2)
-        broker = LocalKafka(workdir / "kafka", port=port, controller_port=controller)
-        broker.start(timeout=120)
-        try:
+        with local_kafka(workdir / "kafka") as bootstrap:
             topics = Topics(prefix=f"bench{uuid.uuid4().hex[:6]}.")
-            create_topics(clients.admin(broker.bootstrap), topics, partitions=1)
+            create_topics(clients.admin(bootstrap), topics, partitions=1)
             with busy_cgroups(args.cgroups, workdir) as processes:
-                results = [measure(c, broker.bootstrap, topics, args) for c in args.collectors]
-        finally:
-            broker.stop()
+                results = [measure(c, bootstrap, topics, args) for c in args.collectors]
     text = report(results, args, processes)
     print(text)
     if not args.no_record:

@@ -20,10 +20,8 @@ import contextlib
 import cProfile
 import io
 import os
-import platform
 import pstats
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,8 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common import git_commit, local_kafka, machine
+
 from joulestream.kafka import clients
-from joulestream.kafka.broker import LocalKafka
 from joulestream.kafka.topics import create_topics
 from joulestream.settings import Topics, node_key
 from schemas.codec import Codec
@@ -99,18 +98,8 @@ def broker() -> Iterator[str]:
     if external:
         yield external
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        ports = []
-        for _ in range(2):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                ports.append(sock.getsockname()[1])
-        kafka = LocalKafka(Path(tmp), port=ports[0], controller_port=ports[1])
-        kafka.start(timeout=120)
-        try:
-            yield kafka.bootstrap
-        finally:
-            kafka.stop()
+    with tempfile.TemporaryDirectory() as tmp, local_kafka(Path(tmp)) as bootstrap:
+        yield bootstrap
 
 
 def raw_rate(bootstrap: str, topics: Topics, total: int) -> float:
@@ -218,24 +207,6 @@ def in_process(nodes: int, windows: int, workloads: int) -> tuple[float, str]:
 
 def load_average() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")  # fmt: skip
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return (
-        f"{os.cpu_count()} CPUs, {cpu}, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}"
-    )
-
-
-def git_commit() -> str:
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()  # fmt: skip
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"],
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
-    return head + (" (uncommitted changes)" if dirty else "")
 
 
 def main() -> None:

@@ -15,22 +15,17 @@ figures and appends them to bench/RESULTS.md with the date, git commit and machi
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
-import subprocess
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from common import append_results
 from prometheus_client import generate_latest
 
 from schemas.codec import Codec
 from sinks.prometheus.service import build_registry
 from sinks.prometheus.state import EnergyState
 
-ROOT = Path(__file__).resolve().parents[1]
 S = 1_000_000_000
 ZONES = ("package-0", "dram-0")
 
@@ -90,28 +85,6 @@ def scrape(state: EnergyState, served: bool = True) -> tuple[float, int, int]:
     seconds = time.perf_counter() - started
     samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
     return seconds, len(text), samples
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return (
-        f"{os.cpu_count()} CPUs, {cpu}, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}"
-    )
-
-
-def git_commit() -> str:
-    result = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
-    ).stdout.strip()
-    return result.stdout.strip() + (" (uncommitted changes)" if dirty else "")
 
 
 def main() -> None:
@@ -187,23 +160,12 @@ def main() -> None:
     print("\n".join(lines))
     if args.no_append:
         return
-    entry = "\n".join(
-        [
-            "\n## Prometheus sink ingest and scrape (bench/bench_sink_prometheus.py), "
-            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-            "",
-            f"- commit: {git_commit()}",
-            f"- machine: {machine()}",
-            f"- {header}",
-            "",
-            "| what | figure |",
-            "|---|---|",
-            *lines,
-            "",
-        ]
+    append_results(
+        "Prometheus sink ingest and scrape (bench/bench_sink_prometheus.py)",
+        [header],
+        ["| what | figure |", "|---|---|", *lines],
+        [],
     )
-    with (ROOT / "bench" / "RESULTS.md").open("a") as results_file:
-        results_file.write(entry)
 
 
 if __name__ == "__main__":

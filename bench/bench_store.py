@@ -12,27 +12,23 @@ bench/RESULTS.md with the date, git commit and machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from common import ROOT, append_results, free_ports
 from psycopg import sql
 
 from sinks.store.backend import WRITE_METHODS
 from sinks.store.postgres import PostgresStore
 from sinks.store.rows import WindowRows, window_rows
 
-ROOT = Path(__file__).resolve().parents[1]
 S = 1_000_000_000
 
 
@@ -73,9 +69,7 @@ def energy(start_ns: int, node: str, workloads: int) -> dict[str, Any]:
 def throwaway_postgres() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="joulestream-bench-pg-", dir="/tmp"))
     root.chmod(0o755)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    (port,) = free_ports(1)
     script = [str(ROOT / "scripts" / "postgres.sh")]
     dsn = subprocess.run(
         [*script, "start", str(root / "data"), str(port)], check=True, capture_output=True,
@@ -102,28 +96,6 @@ def timed_writes(store: PostgresStore, windows: list[WindowRows], batch: int) ->
     for i in range(0, len(windows), batch):
         store.write(windows[i : i + batch])
     return time.perf_counter() - started
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return (
-        f"{os.cpu_count()} CPUs, {cpu}, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}"
-    )
-
-
-def git_commit() -> str:
-    result = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
-    ).stdout.strip()
-    return result.stdout.strip() + (" (uncommitted changes)" if dirty else "")
 
 
 def main() -> None:
@@ -159,22 +131,16 @@ def main() -> None:
     print("method | rows/s first delivery (insert) | rows/s redelivery (no-op upsert)")
     print("\n".join(lines))
 
-    entry = "\n".join(
+    append_results(
+        "Store write rate (bench/bench_store.py)",
+        [f"PostgreSQL 15, local, {header}"],
         [
-            f"\n## Store write rate (bench/bench_store.py), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-            "",
-            f"- commit: {git_commit()}",
-            f"- machine: {machine()}",
-            f"- PostgreSQL 15, local, {header}",
-            "",
             "| method | rows/s, first delivery | rows/s, redelivery (no-op) |",
             "|---|---:|---:|",
             *lines,
-            "",
-        ]
+        ],
+        [],
     )
-    with (ROOT / "bench" / "RESULTS.md").open("a") as results_file:
-        results_file.write(entry)
 
 
 @contextmanager

@@ -27,6 +27,16 @@ from typing import Literal
 
 from agents.capabilities import Capability, counter_capabilities
 from agents.collectors.base import CollectedWindow, Counters, Workload
+from agents.collectors.cgroupfs import (
+    V1_IO_FILE,
+    cpu_ns,
+    has_procs,
+    io_bytes,
+    memory_working_set,
+    read_text,
+    v2_controllers,
+)
+from agents.collectors.grouping import OVERFLOW_ID, add_cgroup, fold_overflow
 from agents.collectors.procfs import (
     CLOCK_TICKS,
     NS_PER_S,
@@ -34,16 +44,13 @@ from agents.collectors.procfs import (
     node_busy_ticks,
     process_stat,
 )
-from agents.workloads import resolve
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_WORKLOADS = 500
-OVERFLOW_ID = "overflow"
 KERNEL_ID = "kernel"
 ROOT = "/"
 _V1_CPUACCT_DIRS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
-_V1_IO_FILE = "blkio.throttle.io_service_bytes_recursive"  # hierarchical, like the rest
 
 
 class CgroupLayoutError(RuntimeError):
@@ -65,15 +72,8 @@ class CgroupLayout:
         return ", ".join(parts)
 
 
-def _v2_controllers(root: Path) -> set[str]:
-    try:
-        return set((root / "cgroup.subtree_control").read_text().split())
-    except OSError:
-        return set()
-
-
 def _v2_layout(root: Path, version: Literal["v2", "hybrid"]) -> CgroupLayout:
-    enabled = _v2_controllers(root)
+    enabled = v2_controllers(root)
     return CgroupLayout(
         version,
         root,
@@ -96,7 +96,7 @@ def detect_layout(root: Path) -> CgroupLayout:
                 root / name,
                 cpu_v2=False,
                 memory_root=memory if (memory / "memory.usage_in_bytes").exists() else None,
-                io_root=blkio if (blkio / _V1_IO_FILE).exists() else None,
+                io_root=blkio if (blkio / V1_IO_FILE).exists() else None,
             )
     if hybrid:
         return _v2_layout(root / "unified", "hybrid")
@@ -105,94 +105,6 @@ def detect_layout(root: Path) -> CgroupLayout:
         f"v1 cpuacct hierarchy ({', '.join(_V1_CPUACCT_DIRS)}); in a container, mount the "
         "host's /sys/fs/cgroup and pass --cgroup-root"
     )
-
-
-# --- raw file readers: None when the file (or the cgroup) is gone or not provided ---------
-
-
-# Plain os calls on str paths: these run for every cgroup every interval (overhead budget).
-
-
-def _read_bytes(path: str, limit: int | None = None) -> bytes | None:
-    """The whole file, or its first ``limit`` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # ENOENT, or ENODEV when the cgroup is removed mid-read
-        return None
-    try:
-        if limit is not None:
-            return os.read(fd, limit)
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _read_text(path: str) -> str | None:
-    data = _read_bytes(path)
-    return None if data is None else data.decode()
-
-
-def _read_int(path: str) -> int | None:
-    data = _read_bytes(path)
-    return int(data) if data and data.strip() else None
-
-
-def _has_procs(directory: str) -> bool:
-    """Only the first bytes: a busy cgroup's pid list can be long."""
-    return bool((_read_bytes(directory + "/cgroup.procs", 64) or b"").strip())
-
-
-def _stat_value(text: str | None, key: str) -> int | None:
-    for line in (text or "").splitlines():
-        name, _, value = line.partition(" ")
-        if name == key:
-            return int(value)
-    return None
-
-
-def _cpu_ns(directory: str, v2: bool) -> int | None:
-    if not v2:
-        return _read_int(directory + "/cpuacct.usage")
-    usec = _stat_value(_read_text(directory + "/cpu.stat"), "usage_usec")
-    return None if usec is None else usec * 1000
-
-
-def _memory_working_set(directory: str, v2: bool) -> int | None:
-    usage = _read_int(directory + ("/memory.current" if v2 else "/memory.usage_in_bytes"))
-    if usage is None:
-        return None
-    stat = _read_text(directory + "/memory.stat")
-    inactive = _stat_value(stat, "inactive_file" if v2 else "total_inactive_file")
-    if usage is None or inactive is None:
-        return None
-    return max(usage - inactive, 0)
-
-
-def _io_bytes(directory: str, v2: bool) -> tuple[int, int] | None:
-    text = _read_text(directory + ("/io.stat" if v2 else "/" + _V1_IO_FILE))
-    if text is None:
-        return None
-    read = write = 0
-    for line in text.splitlines():
-        fields = line.split()
-        if v2:  # "8:0 rbytes=1 wbytes=2 rios=.. wios=.. ..."
-            for item in fields[1:]:
-                key, _, value = item.partition("=")
-                if key == "rbytes":
-                    read += int(value)
-                elif key == "wbytes":
-                    write += int(value)
-        elif len(fields) == 3 and fields[1] in ("Read", "Write"):  # "8:0 Read 4096"
-            if fields[1] == "Read":
-                read += int(fields[2])
-            else:
-                write += int(fields[2])
-    return read, write
 
 
 # --- snapshots and deltas ----------------------------------------------------------------
@@ -280,7 +192,7 @@ class CgroupCollector:
             unavailable["memory_working_set_bytes"] = "memory controller not found"
         for name in ("block_read_bytes", "block_write_bytes"):
             if layout.io_root is not None:
-                available[name] = "io.stat" if layout.cpu_v2 else _V1_IO_FILE
+                available[name] = "io.stat" if layout.cpu_v2 else V1_IO_FILE
             else:
                 unavailable[name] = "io/blkio controller not found"
         return [
@@ -319,28 +231,28 @@ class CgroupCollector:
 
     def _read_cgroup(self, directory: str, rel: str) -> CgroupReading | None:
         layout = self.layout
-        cpu = _cpu_ns(directory, layout.cpu_v2)
+        cpu = cpu_ns(directory, layout.cpu_v2)
         if cpu is None and rel == ROOT:  # v2 root lacks cpu.stat before Linux 5.8
             cpu = node_busy_ticks(self.proc_root) * self._ns_per_tick
         if cpu is None:
             return None  # not a cgroup, or removed while walking
         sub = "" if rel == ROOT else rel
         memory = (
-            _memory_working_set(f"{layout.memory_root}{sub}", layout.cpu_v2)
+            memory_working_set(f"{layout.memory_root}{sub}", layout.cpu_v2)
             if layout.memory_root is not None
             else None
         )
         io = (
-            _io_bytes(f"{layout.io_root}{sub}", layout.cpu_v2)
+            io_bytes(f"{layout.io_root}{sub}", layout.cpu_v2)
             if layout.io_root is not None
             else None
         )
-        has_procs = _has_procs(directory)
-        return CgroupReading(cpu, memory, io[0] if io else None, io[1] if io else None, has_procs)
+        populated = has_procs(directory)
+        return CgroupReading(cpu, memory, io[0] if io else None, io[1] if io else None, populated)
 
     def _read_kernel_threads(self, snapshot: Snapshot) -> None:
         """Kernel threads live in the root cgroup; only its processes need /proc reads."""
-        text = _read_text(f"{self.layout.cpu_root}/cgroup.procs") or ""
+        text = read_text(f"{self.layout.cpu_root}/cgroup.procs") or ""
         for token in text.split():
             stat = process_stat(self.proc_root, int(token))
             if stat is not None and stat.kernel_thread:
@@ -388,20 +300,7 @@ class CgroupCollector:
                 continue
             if not current.cgroups[path].has_procs and not exclusive.cpu_time_ns:
                 continue  # an intermediate slice with nothing of its own this window
-            identity = resolve(path)
-            key = identity.container_id or identity.cgroup_path
-            known = by_id.get(key)
-            if known is None:
-                by_id[key] = Workload(
-                    kind="container" if identity.container_id else "system",
-                    workload_id=key,
-                    cgroup_path=identity.cgroup_path,
-                    container_id=identity.container_id,
-                    pod_uid=identity.pod_uid,
-                    counters=exclusive,
-                )
-            else:  # a cgroup nested inside a container belongs to that container
-                known.counters.add(exclusive)
+            add_cgroup(by_id, path, exclusive)
 
         root = deltas.get(ROOT)
         node_totals = Counters(
@@ -436,24 +335,20 @@ class CgroupCollector:
         ]
 
     def _bound(self, workloads: list[Workload]) -> tuple[list[Workload], int]:
-        """Keep the busiest workloads; fold the rest into one system "overflow" workload,
-        so their time still counts towards the node and nothing is silently dropped."""
-        if len(workloads) <= self.max_workloads:
-            return workloads, 0
-        workloads.sort(key=lambda w: w.counters.cpu_time_ns or 0, reverse=True)
-        kept, rest = workloads[: self.max_workloads - 1], workloads[self.max_workloads - 1 :]
-        overflow = Workload("system", OVERFLOW_ID, OVERFLOW_ID, counters=Counters())
-        for workload in rest:
-            overflow.counters.add(workload.counters)
+        """Fold the least busy past the bound (``fold_overflow``), warning the first time."""
+        total = len(workloads)
+        bounded, folded = fold_overflow(workloads, self.max_workloads)
+        if not folded:
+            return bounded, 0
         level = logging.DEBUG if self._overflow_logged else logging.WARNING
         log.log(
             level,
             "%d workloads exceed the bound of %d: %d folded into the %r workload "
             "(raise --max-workloads to keep them apart)",
-            len(workloads),
+            total,
             self.max_workloads,
-            len(rest),
+            folded,
             OVERFLOW_ID,
         )
         self._overflow_logged = True
-        return [*kept, overflow], len(rest)
+        return bounded, folded

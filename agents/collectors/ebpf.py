@@ -36,17 +36,10 @@ from typing import Any, Literal
 
 from agents.capabilities import Capability, counter_capabilities
 from agents.collectors.base import CollectedWindow, Collector, Counters, Workload
-from agents.collectors.cgroup import (
-    DEFAULT_MAX_WORKLOADS,
-    KERNEL_ID,
-    OVERFLOW_ID,
-    ROOT,
-    CgroupCollector,
-    _memory_working_set,
-    _v2_controllers,
-)
+from agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS, KERNEL_ID, ROOT, CgroupCollector
+from agents.collectors.cgroupfs import memory_working_set, v2_controllers
+from agents.collectors.grouping import OVERFLOW_ID, add_cgroup, fold_overflow
 from agents.collectors.procfs import memory_working_set_bytes, process_stat
-from agents.workloads import resolve
 
 log = logging.getLogger(__name__)
 
@@ -382,20 +375,7 @@ def aggregate(
                 by_id[key] = Workload("system", key, key, counters=_zero(measured))
             by_id[key].counters.add(counters)
             continue
-        identity = resolve(path)
-        key = identity.container_id or identity.cgroup_path
-        known = by_id.get(key)
-        if known is None:
-            by_id[key] = Workload(
-                kind="container" if identity.container_id else "system",
-                workload_id=key,
-                cgroup_path=identity.cgroup_path,
-                container_id=identity.container_id,
-                pod_uid=identity.pod_uid,
-                counters=counters,
-            )
-        else:  # a cgroup nested inside a container belongs to that container
-            known.counters.add(counters)
+        add_cgroup(by_id, path, counters)
     return list(by_id.values())
 
 
@@ -407,18 +387,6 @@ def node_totals(workloads: Iterable[Workload], measured: frozenset[str]) -> Coun
         counts = Counters(**{n: getattr(workload.counters, n) for n in MAP_FIELDS})
         total.add(counts)
     return total
-
-
-def fold_overflow(workloads: list[Workload], max_workloads: int) -> tuple[list[Workload], int]:
-    """Keep the busiest; fold the rest into one system "overflow" workload (still counted)."""
-    if len(workloads) <= max_workloads:
-        return workloads, 0
-    workloads.sort(key=lambda w: w.counters.cpu_time_ns or 0, reverse=True)
-    kept, rest = workloads[: max_workloads - 1], workloads[max_workloads - 1 :]
-    overflow = Workload("system", OVERFLOW_ID, OVERFLOW_ID, counters=Counters())
-    for workload in rest:
-        overflow.counters.add(workload.counters)
-    return [*kept, overflow], len(rest)
 
 
 # --- the kernel side ------------------------------------------------------------------------
@@ -824,7 +792,7 @@ class _MemoryReader:
     whose runtimes mirror paths). System ``/`` gets the node's working set minus the others."""
 
     def __init__(self, cgroup_root: Path, v2: Path) -> None:
-        if "memory" in _v2_controllers(v2):
+        if "memory" in v2_controllers(v2):
             self.root: Path | None = v2
             self.v2 = True
         elif (cgroup_root / "memory" / "memory.usage_in_bytes").exists():
@@ -848,7 +816,7 @@ class _MemoryReader:
         for workload in workloads:
             if workload.kind == "kernel" or workload.cgroup_path in (ROOT, UNRESOLVED_ID):
                 continue
-            value = _memory_working_set(f"{self.root}{workload.cgroup_path}", self.v2)
+            value = memory_working_set(f"{self.root}{workload.cgroup_path}", self.v2)
             workload.counters.memory_working_set_bytes = value
             others += value or 0
         if node_bytes is not None:

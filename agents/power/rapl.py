@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.power.types import PowerStatus, PowerUnavailable
+
 SOURCE = "rapl-powercap"
 DEFAULT_ROOT = Path("/sys/class/powercap")
 _CONTROL_TYPES = ("intel-rapl", "amd-rapl", "intel-rapl-mmio")  # priority on name clashes
@@ -28,21 +30,6 @@ _ZONE_DIR = re.compile(
     r"^(?P<type>intel-rapl|amd-rapl|intel-rapl-mmio):(?P<zone>\d+)(?::(?P<sub>\d+))?$"
 )
 _INDEXED_NAME = re.compile(r"^[a-z]+-\d+$")
-
-
-class PowerUnavailable(RuntimeError):
-    """Energy cannot be read; ``reason`` says why (never report it as zero power)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class PowerStatus:
-    available: bool
-    reason: str  # why not, or which zones are read
-    zones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,17 +109,19 @@ def discover(root: Path) -> tuple[list[RaplZone], list[str]]:
 
 
 def node_energy_zones(zones: Iterable[str]) -> list[str]:
-    """Zones whose energies add up to the node's without overlap: ``psys`` (the platform)
+    """Zones whose energies add up to the node's without overlap: ``psys``/``platform``
     alone if present, else packages plus DRAM (DRAM is outside the package even where sysfs
     nests it); core and uncore are inside their package and never added."""
     names = list(zones)
-    if "psys" in names:
-        return ["psys"]
+    for whole_node in ("psys", "platform"):
+        if whole_node in names:
+            return [whole_node]
     return [n for n in names if n.startswith(("package-", "dram-"))]
 
 
 class RaplReader:
     source = SOURCE
+    capability = "rapl"
 
     def __init__(self, root: Path = DEFAULT_ROOT) -> None:
         self.root = root

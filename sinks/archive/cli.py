@@ -10,8 +10,7 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 
-from joulestream.kafka import clients
-from joulestream.options import add_kafka_options, topics_from
+from joulestream.options import topics_from
 from joulestream.signals import stop_on_signals
 from sinks.archive.files import ArchiveMismatch
 from sinks.archive.service import (
@@ -20,6 +19,7 @@ from sinks.archive.service import (
     DEFAULT_ROLL_SECONDS,
     ArchiveSink,
 )
+from sinks.consume import add_consumer_options, manual_commit_consumer
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="... or once its first message is this many seconds old "
         f"(default {DEFAULT_ROLL_SECONDS:g})",
     )
-    add_kafka_options(parser)
-    parser.add_argument(
-        "--group-id", default=DEFAULT_GROUP_ID, help=f"consumer group (default {DEFAULT_GROUP_ID})"
-    )
+    add_consumer_options(parser, DEFAULT_GROUP_ID)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         sink = ArchiveSink(
-            clients.consumer(
-                args.group_id, args.bootstrap_servers, **{"enable.auto.commit": False}
-            ),
+            manual_commit_consumer(args),
             {"samples": topics.samples, "power": topics.power},
             args.dir,
             roll_messages=args.roll_messages,

@@ -30,7 +30,8 @@ from sinks.archive.files import ArchiveMismatch, claim_kind, remove_stale_temps,
 from sinks.archive.layout import SCHEMA, Kind, PartName, hour_of, part_path
 from sinks.archive.reader import archived_offsets, digest
 from sinks.archive.rows import Row, message_row
-from sinks.store.service import Backoff
+from sinks.backoff import Backoff
+from sinks.consume import commit_offsets, consume_messages
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +176,12 @@ class ArchiveSink:
         return [*self._full, *self._buffers.values()]
 
     def _messages(self, timeout: float) -> list[Message]:
-        good: list[Message] = []
-        for message in self._consumer.consume(CONSUME_BATCH, timeout):
-            error = message.error()
-            if error is None:
-                good.append(message)
-            elif error.fatal():
-                raise KafkaException(error)
-            else:
-                log.warning("consumer error: %s", error)
-        return good
+        return consume_messages(
+            self._consumer,
+            CONSUME_BATCH,
+            timeout,
+            lambda error: log.warning("consumer error: %s", error),
+        )
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
@@ -276,10 +273,7 @@ class ArchiveSink:
         if not advanced:
             return
         try:
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in advanced.items()],
-                asynchronous=False,
-            )
+            commit_offsets(self._consumer, advanced)
         except KafkaException as exc:
             # Partitions moved meanwhile: their new owner re-reads and skips what is in files.
             log.warning("offsets not committed (%s); the messages will be read again", exc)

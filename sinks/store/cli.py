@@ -9,9 +9,9 @@ import threading
 
 from confluent_kafka import KafkaException
 
-from joulestream.kafka import clients
-from joulestream.options import add_kafka_options, topics_from
+from joulestream.options import topics_from
 from joulestream.signals import stop_on_signals
+from sinks.consume import add_consumer_options, manual_commit_consumer
 from sinks.store.backend import WRITE_METHODS, open_store
 from sinks.store.migrations import SchemaTooNew
 from sinks.store.service import (
@@ -57,10 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="copy",
         help="PostgreSQL batch upsert: COPY into a temporary table (default), or executemany",
     )
-    add_kafka_options(parser)
-    parser.add_argument(
-        "--group-id", default=DEFAULT_GROUP_ID, help=f"consumer group (default {DEFAULT_GROUP_ID})"
-    )
+    add_consumer_options(parser, DEFAULT_GROUP_ID)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,9 +65,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         store = open_store(args.dsn, pg_write_method=args.pg_write_method)
-        consumer = clients.consumer(
-            args.group_id, args.bootstrap_servers, **{"enable.auto.commit": False}
-        )
+        consumer = manual_commit_consumer(args)
         sink = StoreSink(
             consumer,
             topics.energy,

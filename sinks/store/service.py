@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message
 
 from schemas.codec import Codec
 from schemas.errors import CodecError
+from sinks.backoff import Backoff
+from sinks.consume import commit_offsets, consume_messages
 from sinks.store.backend import RejectedWindows, Store, StoreUnavailable
 from sinks.store.rows import WindowRows, latest_per_window, window_rows
 from sinks.windows import InvalidWindow
@@ -31,25 +33,7 @@ DEFAULT_BATCH_SIZE = 500
 DEFAULT_BATCH_WAIT_S = 1.0
 RETENTION_SWEEP_S = 3600.0
 NS_PER_DAY = 86_400 * 1_000_000_000
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential waits between retries of a write to a database that is down."""
-
-    initial_s: float = 0.5
-    factor: float = 2.0
-    max_s: float = 10.0
-
-    def delays(self) -> Callable[[], float]:
-        delay = self.initial_s
-
-        def next_delay() -> float:
-            nonlocal delay
-            current, delay = delay, min(delay * self.factor, self.max_s)
-            return current
-
-        return next_delay
+DEFAULT_BACKOFF = Backoff()
 
 
 @dataclass
@@ -79,7 +63,7 @@ class StoreSink:
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
         retention_days: float | None = None,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = DEFAULT_BACKOFF,
         codec: Codec | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -178,10 +162,7 @@ class StoreSink:
             tp = (message.topic() or "", message.partition() or 0)
             offsets[tp] = max(offsets.get(tp, -1), (message.offset() or 0) + 1)
         try:
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                asynchronous=False,
-            )
+            commit_offsets(self._consumer, offsets)
         except KafkaException as exc:
             # Partitions were taken away meanwhile; their new owner re-reads the batch and
             # its upserts change nothing.
@@ -205,16 +186,12 @@ class StoreSink:
             )
 
     def _messages(self) -> list[Message]:
-        good: list[Message] = []
-        for message in self._consumer.consume(self._batch_size, self._batch_wait_s):
-            error = message.error()
-            if error is None:
-                good.append(message)
-            elif error.fatal():
-                raise KafkaException(error)
-            else:
-                log.warning("consumer error on %s: %s", self._topic, error)
-        return good
+        return consume_messages(
+            self._consumer,
+            self._batch_size,
+            self._batch_wait_s,
+            lambda error: log.warning("consumer error on %s: %s", self._topic, error),
+        )
 
     def migrate(self, stop: threading.Event) -> bool:
         """Bring the schema up to date, waiting for the database; False if stopped first."""

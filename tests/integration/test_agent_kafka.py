@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from agent_fakes import fake_powercap
 
 from agents.agent import AgentConfig, run_agent
 from joulestream.kafka import clients
@@ -15,15 +16,6 @@ from joulestream.settings import Topics
 from schemas.codec import Codec
 
 pytestmark = pytest.mark.integration
-
-
-def fake_powercap(root: Path) -> Path:
-    zone = root / "intel-rapl:0"
-    zone.mkdir(parents=True)
-    (zone / "name").write_text("package-0\n")
-    (zone / "energy_uj").write_text("1000\n")
-    (zone / "max_energy_range_uj").write_text("262143328850\n")
-    return root
 
 
 def test_once_publishes_sample_and_readings(

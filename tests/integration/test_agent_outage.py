@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from agent_fakes import fake_cgroup, fake_powercap
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.agent import EXIT_OK, AgentConfig, run_agent
@@ -29,23 +30,6 @@ pytestmark = pytest.mark.integration
 
 INTERVAL_S = 0.5
 OUTAGE_S = 60
-
-
-def fake_cgroup(root: Path) -> Path:
-    root.mkdir()
-    (root / "cgroup.controllers").write_text("cpu\n")
-    (root / "cpu.stat").write_text("usage_usec 1000\n")
-    (root / "cgroup.procs").write_text("")
-    return root
-
-
-def fake_powercap(root: Path) -> Path:
-    zone = root / "intel-rapl:0"
-    zone.mkdir(parents=True)
-    (zone / "name").write_text("package-0\n")
-    (zone / "energy_uj").write_text("1000\n")
-    (zone / "max_energy_range_uj").write_text("262143328850\n")
-    return root
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -27,7 +27,7 @@ from schemas.codec import Codec
 from sinks.archive.layout import part_files
 from sinks.archive.reader import read_archive
 from sinks.archive.service import ArchiveSink
-from sinks.store.service import Backoff
+from sinks.backoff import Backoff
 
 pytestmark = pytest.mark.integration
 

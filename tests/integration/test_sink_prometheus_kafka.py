@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sink_helpers import running_loop
 
 from joulestream.kafka import clients
 from joulestream.settings import Topics, node_key
@@ -121,26 +121,14 @@ def running_sink(bootstrap: str, topics: Topics, group_id: str) -> Iterator[int]
     port; stopped and closed on exit."""
     state = EnergyState()
     server = MetricsServer(build_registry(state), "127.0.0.1", 0)
-    stop = threading.Event()
-    errors: list[BaseException] = []
     loop = EnergyConsumer(clients.consumer(group_id, bootstrap), topics.energy, state)
-
-    def consume() -> None:
-        try:
-            loop.run(stop)
-        except BaseException as exc:  # surfaced in the test thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=consume, name="sink-under-test")
-    thread.start()
     try:
-        yield server.port
+        with running_loop(
+            loop.run, name="sink-under-test", what="consumer loop", timeout_s=TIMEOUT_S
+        ):
+            yield server.port
     finally:
-        stop.set()
-        thread.join(TIMEOUT_S)
         server.close()
-    assert not thread.is_alive(), "consumer loop did not stop"
-    assert not errors, errors
 
 
 def test_windows_reach_metrics_once_and_bad_messages_are_counted(

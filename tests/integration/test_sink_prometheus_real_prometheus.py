@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sink_helpers import produce_energy, running_loop
 
 from joulestream.kafka import clients
 from joulestream.settings import Topics, node_key
-from schemas.codec import Codec
 from sinks.prometheus.service import EnergyConsumer, MetricsServer, build_registry
 from sinks.prometheus.state import EnergyState
 
@@ -105,18 +104,6 @@ def energy(node: str, start_s: int) -> dict[str, Any]:
     }
 
 
-def produce(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:
-    codec = Codec()
-    producer = clients.producer(bootstrap)
-    for record in records:
-        producer.produce(
-            topic,
-            key=node_key(record["cluster"], record["node"]),
-            value=codec.encode("NodeEnergy", record),
-        )
-    assert producer.flush(30) == 0, "messages left unsent"
-
-
 def produce_dead_letter(bootstrap: str, topic: str, reason: str) -> None:
     producer = clients.producer(bootstrap)
     producer.produce(
@@ -139,25 +126,13 @@ def running_sink(bootstrap: str, topics: Topics) -> Iterator[int]:
     loop = EnergyConsumer(
         consumer, topics.energy, state, deadletter_topic=topics.deadletter, lag_refresh_s=0.5
     )
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def consume() -> None:
-        try:
-            loop.run(stop)
-        except BaseException as exc:  # surfaced in the test thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=consume, name="sink-under-test")
-    thread.start()
     try:
-        yield server.port
+        with running_loop(
+            loop.run, name="sink-under-test", what="consumer loop", timeout_s=TIMEOUT_S
+        ):
+            yield server.port
     finally:
-        stop.set()
-        thread.join(TIMEOUT_S)
         server.close()
-    assert not thread.is_alive(), "consumer loop did not stop"
-    assert not errors, errors
 
 
 @contextmanager
@@ -240,7 +215,7 @@ def test_prometheus_scrapes_the_joules_produced_and_a_redelivery_changes_nothing
     kafka_bootstrap: str, topics: Topics, tmp_path: Path, unused_ports: Callable[[int], list[int]]
 ) -> None:
     windows = [energy(node, start) for node in ("n1", "n2") for start in (100, 102, 104)]
-    produce(kafka_bootstrap, topics.energy, windows)
+    produce_energy(kafka_bootstrap, topics.energy, windows)
     produce_dead_letter(kafka_bootstrap, topics.deadletter, "negative-delta")
     (prom_port,) = unused_ports(1)
 
@@ -271,7 +246,7 @@ def test_prometheus_scrapes_the_joules_produced_and_a_redelivery_changes_nothing
         )
 
         # The same six windows again, then one new window that proves they were all read.
-        produce(kafka_bootstrap, topics.energy, [*windows, energy("n1", 106)])
+        produce_energy(kafka_bootstrap, topics.energy, [*windows, energy("n1", 106)])
         wait_for(
             lambda: (
                 scalar(url, "sum(joulestream_windows_total)") == 7
@@ -305,7 +280,7 @@ def test_prometheus_scrapes_the_joules_produced_and_a_redelivery_changes_nothing
 def test_promtool_check_metrics_is_clean_on_the_served_exposition(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
-    produce(kafka_bootstrap, topics.energy, [energy("n1", 100), energy("n2", 100)])
+    produce_energy(kafka_bootstrap, topics.energy, [energy("n1", 100), energy("n2", 100)])
     produce_dead_letter(kafka_bootstrap, topics.deadletter, "truncated")
     with running_sink(kafka_bootstrap, topics) as port:
 

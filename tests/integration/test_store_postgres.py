@@ -9,7 +9,6 @@ import logging
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,13 +20,14 @@ import psycopg
 import pytest
 from confluent_kafka import TopicPartition
 from postgres_fixtures import PostgresServer
+from sink_helpers import produce_energy, running_loop
 
 from joulestream.kafka import clients
-from joulestream.settings import Topics, node_key
-from schemas.codec import Codec
+from joulestream.settings import Topics
+from sinks.backoff import Backoff
 from sinks.store.postgres import PostgresStore
 from sinks.store.rows import ns_to_datetime, window_rows
-from sinks.store.service import Backoff, StoreSink
+from sinks.store.service import StoreSink
 
 pytestmark = pytest.mark.integration
 
@@ -107,18 +107,6 @@ def stored_windows(dsn: str) -> list[tuple[str, int]]:
         return [(str(n), int(s)) for n, s in rows.fetchall()]
 
 
-def produce(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:
-    codec = Codec()
-    producer = clients.producer(bootstrap)
-    for record in records:
-        producer.produce(
-            topic,
-            key=node_key(record["cluster"], record["node"]),
-            value=codec.encode("NodeEnergy", record),
-        )
-    assert producer.flush(30) == 0, "messages left unsent"
-
-
 def committed_total(bootstrap: str, topic: str, group: str, partitions: int = 2) -> int:
     """Sum over partitions of the group's committed offsets (0 where none)."""
     consumer = clients.consumer(group, bootstrap)
@@ -149,24 +137,8 @@ def running_sink(bootstrap: str, topics: Topics, dsn: str, group: str) -> Iterat
         batch_wait_s=0.2,
         backoff=Backoff(initial_s=0.2, max_s=2.0),
     )
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def consume() -> None:
-        try:
-            sink.run(stop)
-        except BaseException as exc:  # surfaced in the test thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=consume, name="store-sink-under-test")
-    thread.start()
-    try:
+    with running_loop(sink.run, name="store-sink-under-test", what="sink", timeout_s=TIMEOUT_S):
         yield sink
-    finally:
-        stop.set()
-        thread.join(TIMEOUT_S)
-    assert not thread.is_alive(), "sink did not stop"
-    assert not errors, errors
 
 
 def test_migrations_partitions_idempotent_upserts_and_retention(postgres_db: str) -> None:
@@ -230,13 +202,13 @@ def test_kafka_to_postgres_once_even_when_delivered_twice(
     kafka_bootstrap: str, topics: Topics, postgres_db: str
 ) -> None:
     records = [energy(TODAY_NS + s * S, node=f"n{s % 4}") for s in range(0, 80, 2)]
-    produce(kafka_bootstrap, topics.energy, records)
+    produce_energy(kafka_bootstrap, topics.energy, records)
     group = f"store-it-{uuid.uuid4().hex}"
     with running_sink(kafka_bootstrap, topics, postgres_db, group) as sink:
         wait_for(lambda: len(stored_windows(postgres_db)) == 40, "40 windows")
         first = counts(postgres_db)
         # The same 40 windows delivered again, then a new one that proves they were read.
-        produce(kafka_bootstrap, topics.energy, [*records, energy(TODAY_NS + 1000 * S)])
+        produce_energy(kafka_bootstrap, topics.energy, [*records, energy(TODAY_NS + 1000 * S)])
         wait_for(lambda: len(stored_windows(postgres_db)) == 41, "the 41st window")
         wait_for(
             lambda: committed_total(kafka_bootstrap, topics.energy, group) == 81,
@@ -266,7 +238,7 @@ def test_postgres_stopped_for_30_s_mid_stream_loses_and_doubles_nothing(
     before = [energy(TODAY_NS + s * S, node=f"n{s % 3}") for s in range(0, 60, 2)]
     during = [energy(TODAY_NS + s * S, node=f"n{s % 3}") for s in range(60, 200, 2)]
     group = f"store-outage-{uuid.uuid4().hex}"
-    produce(kafka_bootstrap, topics.energy, before)
+    produce_energy(kafka_bootstrap, topics.energy, before)
     caplog.set_level(logging.INFO, logger="sinks.store.service")
     with running_sink(kafka_bootstrap, topics, postgres_db, group) as sink:
         wait_for(lambda: len(stored_windows(postgres_db)) == 30, "the first 30 windows")
@@ -276,7 +248,7 @@ def test_postgres_stopped_for_30_s_mid_stream_loses_and_doubles_nothing(
         )
         postgres_server.stop()
         try:
-            produce(kafka_bootstrap, topics.energy, during)
+            produce_energy(kafka_bootstrap, topics.energy, during)
             time.sleep(OUTAGE_S)
             # Down all along: windows were read and held, and no offset moved.
             assert committed_total(kafka_bootstrap, topics.energy, group) == 30
@@ -300,7 +272,7 @@ def test_postgres_stopped_for_30_s_mid_stream_loses_and_doubles_nothing(
 def test_cli_stores_windows_and_stops_cleanly_on_sigterm(
     kafka_bootstrap: str, topics: Topics, postgres_db: str
 ) -> None:
-    produce(kafka_bootstrap, topics.energy, [energy(TODAY_NS + 4 * S)])
+    produce_energy(kafka_bootstrap, topics.energy, [energy(TODAY_NS + 4 * S)])
     command = [
         sys.executable,
         "-m",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.capabilities import Capability, counter_capabilities, node_capabilities
-from agents.power.rapl import PowerStatus
+from agents.power.types import PowerStatus
 from schemas.errors import FeatureNameError
 from schemas.features import FEATURE_NAMES
 
@@ -28,13 +28,15 @@ def test_unknown_counter_name_is_an_error() -> None:
         counter_capabilities({n: "" for n in FEATURE_NAMES}, {"irq_net_tx_bpf": ""})
 
 
-def test_power_status_becomes_the_rapl_capability() -> None:
+def test_power_statuses_become_capabilities() -> None:
     records = node_capabilities(
-        [Capability("cgroup", True, "v2")], PowerStatus(False, "no powercap at /x")
+        [Capability("cgroup", True, "v2")],
+        {"rapl": PowerStatus(False, "no powercap at /x"), "hwmon": PowerStatus(True, "meter")},
     )
     assert records == [
         {"name": "cgroup", "available": True, "detail": "v2"},
         {"name": "rapl", "available": False, "detail": "no powercap at /x"},
+        {"name": "hwmon", "available": True, "detail": "meter"},
     ]
     with pytest.raises(ValueError, match="repeat"):
-        node_capabilities([Capability("rapl", True)], PowerStatus(True, "x"))
+        node_capabilities([Capability("rapl", True)], {"rapl": PowerStatus(True, "x")})

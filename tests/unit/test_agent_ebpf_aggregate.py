@@ -20,12 +20,12 @@ from agents.collectors.ebpf import (
     KernelThreads,
     MapEntry,
     aggregate,
-    fold_overflow,
     node_totals,
     open_collector,
     v2_hierarchy,
 )
-from agents.power.rapl import PowerStatus
+from agents.collectors.grouping import fold_overflow
+from agents.power.types import PowerStatus
 
 CID = "a" * 64
 POD = "0d3b6a9e-5a4c-4f0e-9c1b-3e2d1f0a9b8c"
@@ -179,7 +179,9 @@ def test_kubernetes_capability_from_the_in_cluster_environment() -> None:
 
 
 def test_node_facts_follow_the_collector_and_power_entries() -> None:
-    records = node_capabilities([], PowerStatus(False, "none"), [kubernetes_capability({})])
+    records = node_capabilities(
+        [], {"rapl": PowerStatus(False, "none")}, [kubernetes_capability({})]
+    )
     assert [r["name"] for r in records] == ["rapl", "kubernetes_api"]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_fakes import fake_cgroup, fake_powercap
 
 from agents.agent import EXIT_CONFIG, EXIT_LOST, EXIT_OK, AgentConfig, run_agent
 from agents.publisher import PublishStats
@@ -51,23 +52,6 @@ class RecordingSink:
     def close(self, timeout_s: float) -> int:
         self.closed = True
         return 0
-
-
-def fake_cgroup(root: Path) -> Path:
-    root.mkdir()
-    (root / "cgroup.controllers").write_text("cpu\n")
-    (root / "cpu.stat").write_text("usage_usec 1000\n")
-    (root / "cgroup.procs").write_text("")
-    return root
-
-
-def fake_powercap(root: Path) -> Path:
-    zone = root / "intel-rapl:0"
-    zone.mkdir(parents=True)
-    (zone / "name").write_text("package-0\n")
-    (zone / "energy_uj").write_text("1000\n")
-    (zone / "max_energy_range_uj").write_text("262143328850\n")
-    return root
 
 
 def config(tmp_path: Path, **overrides: Any) -> AgentConfig:
@@ -156,7 +140,7 @@ def test_sigterm_finishes_flushes_and_exits_zero(tmp_path: Path) -> None:
         f"""
         import sys
         from pathlib import Path
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
         from test_agent_loop import RecordingSink
         from agents.agent import AgentConfig, run_agent
 

@@ -20,7 +20,7 @@ from sinks.archive.files import ArchiveMismatch
 from sinks.archive.layout import part_files
 from sinks.archive.reader import read_archive
 from sinks.archive.service import ArchiveSink
-from sinks.store.service import Backoff
+from sinks.backoff import Backoff
 
 S = 1_000_000_000
 HOUR = 3600 * S

@@ -15,9 +15,10 @@ from confluent_kafka import TopicPartition
 from test_store_sqlite import S, energy
 
 from schemas.codec import Codec
+from sinks.backoff import Backoff
 from sinks.store.backend import RejectedWindows, StoreUnavailable
 from sinks.store.rows import WindowRows, window_rows
-from sinks.store.service import Backoff, StoreSink
+from sinks.store.service import StoreSink
 from sinks.store.sqlite import SqliteStore
 
 TOPIC = "joulestream.energy.v1"

@@ -1,0 +1,101 @@
+"""Raw cgroup file readers, shared by the cgroup and eBPF collectors: None when the file (or
+the cgroup) is gone or not provided.
+
+Plain os calls on str paths: these run for every cgroup every interval (overhead budget).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+V1_IO_FILE = "blkio.throttle.io_service_bytes_recursive"  # hierarchical, like the rest
+
+
+def v2_controllers(root: Path) -> set[str]:
+    try:
+        return set((root / "cgroup.subtree_control").read_text().split())
+    except OSError:
+        return set()
+
+
+def _read_bytes(path: str, limit: int | None = None) -> bytes | None:
+    """The whole file, or its first ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # ENOENT, or ENODEV when the cgroup is removed mid-read
+        return None
+    try:
+        if limit is not None:
+            return os.read(fd, limit)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str) -> str | None:
+    data = _read_bytes(path)
+    return None if data is None else data.decode()
+
+
+def _read_int(path: str) -> int | None:
+    data = _read_bytes(path)
+    return int(data) if data and data.strip() else None
+
+
+def has_procs(directory: str) -> bool:
+    """Only the first bytes: a busy cgroup's pid list can be long."""
+    return bool((_read_bytes(directory + "/cgroup.procs", 64) or b"").strip())
+
+
+def _stat_value(text: str | None, key: str) -> int | None:
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return None
+
+
+def cpu_ns(directory: str, v2: bool) -> int | None:
+    if not v2:
+        return _read_int(directory + "/cpuacct.usage")
+    usec = _stat_value(read_text(directory + "/cpu.stat"), "usage_usec")
+    return None if usec is None else usec * 1000
+
+
+def memory_working_set(directory: str, v2: bool) -> int | None:
+    usage = _read_int(directory + ("/memory.current" if v2 else "/memory.usage_in_bytes"))
+    if usage is None:
+        return None
+    stat = read_text(directory + "/memory.stat")
+    inactive = _stat_value(stat, "inactive_file" if v2 else "total_inactive_file")
+    if usage is None or inactive is None:
+        return None
+    return max(usage - inactive, 0)
+
+
+def io_bytes(directory: str, v2: bool) -> tuple[int, int] | None:
+    text = read_text(directory + ("/io.stat" if v2 else "/" + V1_IO_FILE))
+    if text is None:
+        return None
+    read = write = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if v2:  # "8:0 rbytes=1 wbytes=2 rios=.. wios=.. ..."
+            for item in fields[1:]:
+                key, _, value = item.partition("=")
+                if key == "rbytes":
+                    read += int(value)
+                elif key == "wbytes":
+                    write += int(value)
+        elif len(fields) == 3 and fields[1] in ("Read", "Write"):  # "8:0 Read 4096"
+            if fields[1] == "Read":
+                read += int(fields[2])
+            else:
+                write += int(fields[2])
+    return read, write

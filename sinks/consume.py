@@ -1,0 +1,54 @@
+"""Consuming with manual, synchronous commits, as the store and archive sinks do: a sink
+commits an offset only after what it read there is durable in its output."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from joulestream.kafka import clients
+from joulestream.options import add_kafka_options
+
+
+def add_consumer_options(parser: argparse.ArgumentParser, default_group_id: str) -> None:
+    """The Kafka options and the sink's consumer group."""
+    add_kafka_options(parser)
+    parser.add_argument(
+        "--group-id", default=default_group_id, help=f"consumer group (default {default_group_id})"
+    )
+
+
+def manual_commit_consumer(args: argparse.Namespace) -> Consumer:
+    """The consumer of ``add_consumer_options``' group; offsets are committed by the sink."""
+    return clients.consumer(args.group_id, args.bootstrap_servers, **{"enable.auto.commit": False})
+
+
+def consume_messages(
+    consumer: Consumer,
+    num_messages: int,
+    timeout: float,
+    on_error: Callable[[KafkaError], None],
+) -> list[Message]:
+    """Up to ``num_messages`` messages; a fatal consumer error raises, another one is passed
+    to ``on_error`` (logged by the sink) and left out."""
+    good: list[Message] = []
+    for message in consumer.consume(num_messages, timeout):
+        error = message.error()
+        if error is None:
+            good.append(message)
+        elif error.fatal():
+            raise KafkaException(error)
+        else:
+            on_error(error)
+    return good
+
+
+def commit_offsets(consumer: Consumer, offsets: Mapping[tuple[str, int], int]) -> None:
+    """Commit ``{(topic, partition): next offset}`` synchronously; KafkaException if refused
+    (partitions taken away meanwhile)."""
+    consumer.commit(
+        offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+        asynchronous=False,
+    )
