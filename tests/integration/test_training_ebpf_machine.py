@@ -26,9 +26,9 @@ pytestmark = pytest.mark.integration
 
 IDLE_W = 20.0
 W_PER_CPU = 10.0  # watts per CPU-second per second
-DURATION_S = 100.0
-SEGMENT_S = 5.0
-INTERVAL_S = 2.0
+DURATION_S = 60.0
+SEGMENT_S = 3.0
+INTERVAL_S = 1.0
 CPUACCT = Path("/sys/fs/cgroup/cpuacct/cpuacct.usage")
 CPUS = os.cpu_count() or 1
 
