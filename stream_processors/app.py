@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 Event = EventT[Any]  # a Kafka message in faust; raw bytes key and value
 
 DEFAULT_APP_ID = "joulestream-processor"
+DEFAULT_SESSION_TIMEOUT_S = 15.0
 DEFAULT_LATENESS_S = 10.0
 SERIES_TABLE = "power-series"
 PROGRESS_TABLE = "node-progress"
@@ -95,6 +96,9 @@ class ProcessorSettings:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     carbon: CarbonConfig = field(default_factory=CarbonConfig)
     web_port: int = 0  # 0: faust's web server is off
+    # A worker that dies holds its partitions until the broker stops hearing from it: faust's
+    # 60 s default stalls every node of those partitions for a minute after a crash.
+    session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
     store: str = "memory://"
     max_readings: int = DEFAULT_MAX_READINGS
     max_workloads: int = DEFAULT_MAX_WORKLOADS
@@ -257,6 +261,7 @@ class Processor:
             topic_partitions=partitions,
             topic_disable_leader=True,
             consumer_auto_offset_reset="earliest",
+            broker_session_timeout=settings.session_timeout_s,
             # Waiting samples hold acks back until their window is produced: on shutdown, commit
             # what is safe instead of waiting for them.
             stream_wait_empty=False,

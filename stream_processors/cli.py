@@ -11,6 +11,7 @@ from joulestream.settings import bootstrap_servers
 from stream_processors.app import (
     DEFAULT_APP_ID,
     DEFAULT_LATENESS_S,
+    DEFAULT_SESSION_TIMEOUT_S,
     Processor,
     ProcessorSettings,
     StartupError,
@@ -123,6 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve the processor's own Prometheus metrics on this port (default: off)",
     )
     parser.add_argument(
+        "--session-timeout",
+        type=float,
+        default=DEFAULT_SESSION_TIMEOUT_S,
+        help="seconds before a worker that stopped answering loses its partitions to the others "
+        "(default %(default)s; faust's own default is 60)",
+    )
+    parser.add_argument(
         "--web-port",
         type=int,
         default=0,
@@ -154,6 +162,7 @@ def settings_from_args(args: argparse.Namespace) -> ProcessorSettings:
             static_intensity=args.grid_intensity,
         ),
         web_port=args.web_port,
+        session_timeout_s=args.session_timeout,
         max_workloads=args.max_workloads,
         default_model=not args.no_default_model,
         learn_idle=args.learn_idle,
