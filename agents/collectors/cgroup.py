@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -116,7 +117,7 @@ class CgroupReading:
     memory_bytes: int | None  # gauge, hierarchical
     read_bytes: int | None
     write_bytes: int | None
-    has_procs: bool
+    directory: str  # cgroup.procs is read only for cgroups whose exclusive time is zero
 
 
 @dataclass
@@ -136,8 +137,8 @@ def _counter_delta(current: int | None, previous: int | None) -> int | None:
 
 
 def _exclusive(own: int | None, children: list[int | None]) -> int | None:
-    if own is None:
-        return None
+    if own is None or not children:  # a leaf (deltas and gauges are never negative)
+        return own
     return max(own - sum(c for c in children if c is not None), 0)
 
 
@@ -146,6 +147,29 @@ def _parent(path: str) -> str | None:
         return None
     head = path.rsplit("/", 1)[0]
     return head or ROOT
+
+
+def _cgroup_dirs(base: str) -> Iterator[str]:
+    """``base`` and the directories below it, parents first (os.walk's top-down order).
+
+    Cheaper than os.walk, which runs every interval: no lstat per directory nor lists of file
+    names, and no listing of leaves. cgroupfs (kernfs) counts subdirectories in a directory's
+    link count (2 + subdirectories), so a leaf is known from one stat; on filesystems that do
+    not count them (btrfs and overlayfs report 1) every directory is listed.
+    """
+    stack = [base]
+    while stack:
+        directory = stack.pop()
+        try:
+            if os.stat(directory).st_nlink == 2:
+                yield directory
+                continue
+            with os.scandir(directory) as entries:
+                subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError:  # removed while walking
+            continue
+        yield directory
+        stack.extend(reversed(subdirs))
 
 
 class CgroupCollector:
@@ -221,7 +245,7 @@ class CgroupCollector:
         # clamped at 0, is not credited with it. Read bottom-up, every busy child would leave
         # a sliver of its time in each process-less slice above it.
         base = str(layout.cpu_root)
-        for directory, _, _ in os.walk(base):
+        for directory in _cgroup_dirs(base):
             rel = directory[len(base) :] or ROOT
             reading = self._read_cgroup(directory, rel)
             if reading is not None:
@@ -247,8 +271,7 @@ class CgroupCollector:
             if layout.io_root is not None
             else None
         )
-        populated = has_procs(directory)
-        return CgroupReading(cpu, memory, io[0] if io else None, io[1] if io else None, populated)
+        return CgroupReading(cpu, memory, io[0] if io else None, io[1] if io else None, directory)
 
     def _read_kernel_threads(self, snapshot: Snapshot) -> None:
         """Kernel threads live in the root cgroup; only its processes need /proc reads."""
@@ -282,23 +305,24 @@ class CgroupCollector:
 
         by_id: dict[str, Workload] = {}
         for path, own in deltas.items():
-            kids = [deltas[c] for c in children[path]]
+            kids = [deltas[c] for c in children.get(path, ())]
             exclusive = Counters(
-                **{
-                    name: _exclusive(getattr(own, name), [getattr(k, name) for k in kids])
-                    for name in (
-                        "cpu_time_ns",
-                        "block_read_bytes",
-                        "block_write_bytes",
-                        "memory_working_set_bytes",
-                    )
-                }
+                cpu_time_ns=_exclusive(own.cpu_time_ns, [k.cpu_time_ns for k in kids]),
+                block_read_bytes=_exclusive(
+                    own.block_read_bytes, [k.block_read_bytes for k in kids]
+                ),
+                block_write_bytes=_exclusive(
+                    own.block_write_bytes, [k.block_write_bytes for k in kids]
+                ),
+                memory_working_set_bytes=_exclusive(
+                    own.memory_working_set_bytes, [k.memory_working_set_bytes for k in kids]
+                ),
             )
             if path == ROOT:
                 for workload in self._root_workloads(exclusive, previous, current):
                     by_id[workload.workload_id] = workload
                 continue
-            if not current.cgroups[path].has_procs and not exclusive.cpu_time_ns:
+            if not exclusive.cpu_time_ns and not has_procs(current.cgroups[path].directory):
                 continue  # an intermediate slice with nothing of its own this window
             add_cgroup(by_id, path, exclusive)
 

@@ -19,8 +19,15 @@ def v2_controllers(root: Path) -> set[str]:
         return set()
 
 
+_CHUNK = 16384  # holds every file read here in one read(); bigger ones take more
+
+
 def _read_bytes(path: str, limit: int | None = None) -> bytes | None:
-    """The whole file, or its first ``limit`` bytes."""
+    """The whole file, or its first ``limit`` bytes.
+
+    A read shorter than asked for is the end of the file (cgroupfs and /proc fill the buffer up
+    to the end), which saves the second, empty read per file.
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # ENOENT, or ENODEV when the cgroup is removed mid-read
@@ -28,8 +35,11 @@ def _read_bytes(path: str, limit: int | None = None) -> bytes | None:
     try:
         if limit is not None:
             return os.read(fd, limit)
-        chunks = []
-        while chunk := os.read(fd, 65536):
+        data = os.read(fd, _CHUNK)
+        if len(data) < _CHUNK:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, _CHUNK):
             chunks.append(chunk)
         return b"".join(chunks)
     except OSError:
@@ -53,18 +63,27 @@ def has_procs(directory: str) -> bool:
     return bool((_read_bytes(directory + "/cgroup.procs", 64) or b"").strip())
 
 
-def _stat_value(text: str | None, key: str) -> int | None:
-    for line in (text or "").splitlines():
-        name, _, value = line.partition(" ")
-        if name == key:
-            return int(value)
-    return None
+def _stat_value(data: bytes | None, key: bytes) -> int | None:
+    """The value of the first ``key value`` line: a search, not a parse of every line (a v1
+    memory.stat has ~40 lines and only one is needed)."""
+    if not data:
+        return None
+    prefix = key + b" "
+    if data.startswith(prefix):
+        start = len(prefix)
+    else:
+        at = data.find(b"\n" + prefix)
+        if at < 0:
+            return None
+        start = at + 1 + len(prefix)
+    end = data.find(b"\n", start)
+    return int(data[start:] if end < 0 else data[start:end])
 
 
 def cpu_ns(directory: str, v2: bool) -> int | None:
     if not v2:
         return _read_int(directory + "/cpuacct.usage")
-    usec = _stat_value(read_text(directory + "/cpu.stat"), "usage_usec")
+    usec = _stat_value(_read_bytes(directory + "/cpu.stat"), b"usage_usec")
     return None if usec is None else usec * 1000
 
 
@@ -72,15 +91,15 @@ def memory_working_set(directory: str, v2: bool) -> int | None:
     usage = _read_int(directory + ("/memory.current" if v2 else "/memory.usage_in_bytes"))
     if usage is None:
         return None
-    stat = read_text(directory + "/memory.stat")
-    inactive = _stat_value(stat, "inactive_file" if v2 else "total_inactive_file")
-    if usage is None or inactive is None:
+    stat = _read_bytes(directory + "/memory.stat")
+    inactive = _stat_value(stat, b"inactive_file" if v2 else b"total_inactive_file")
+    if inactive is None:
         return None
     return max(usage - inactive, 0)
 
 
 def io_bytes(directory: str, v2: bool) -> tuple[int, int] | None:
-    text = read_text(directory + ("/io.stat" if v2 else "/" + V1_IO_FILE))
+    text = _read_bytes(directory + ("/io.stat" if v2 else "/" + V1_IO_FILE))
     if text is None:
         return None
     read = write = 0
@@ -88,13 +107,13 @@ def io_bytes(directory: str, v2: bool) -> tuple[int, int] | None:
         fields = line.split()
         if v2:  # "8:0 rbytes=1 wbytes=2 rios=.. wios=.. ..."
             for item in fields[1:]:
-                key, _, value = item.partition("=")
-                if key == "rbytes":
+                key, _, value = item.partition(b"=")
+                if key == b"rbytes":
                     read += int(value)
-                elif key == "wbytes":
+                elif key == b"wbytes":
                     write += int(value)
-        elif len(fields) == 3 and fields[1] in ("Read", "Write"):  # "8:0 Read 4096"
-            if fields[1] == "Read":
+        elif len(fields) == 3 and fields[1] in (b"Read", b"Write"):  # "8:0 Read 4096"
+            if fields[1] == b"Read":
                 read += int(fields[2])
             else:
                 write += int(fields[2])

@@ -38,10 +38,16 @@ class ProcessStat:
 
 def process_stat(proc_root: Path, pid: int) -> ProcessStat | None:
     """None if the process is gone (it may exit between listing and reading)."""
-    try:
-        text = (proc_root / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+    try:  # os calls, not Path.read_text: this runs for every root process every interval
+        fd = os.open(f"{proc_root}/{pid}/stat", os.O_RDONLY)
+    except FileNotFoundError:
         return None
+    try:
+        text = os.read(fd, 4096).decode()
+    except ProcessLookupError:
+        return None
+    finally:
+        os.close(fd)
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     rest = text[text.rindex(")") + 2 :].split()
     flags, utime, stime, start = int(rest[6]), int(rest[11]), int(rest[12]), int(rest[19])
