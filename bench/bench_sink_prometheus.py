@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-from typing import Any
 
-from common import append_results
+from common import append_results, energy_window
 from prometheus_client import generate_latest
 
 from schemas.codec import Codec
@@ -28,39 +27,6 @@ from sinks.prometheus.state import EnergyState
 
 S = 1_000_000_000
 ZONES = ("package-0", "dram-0")
-
-
-def energy(node: int, start_ns: int, workloads: int) -> dict[str, Any]:
-    return {
-        "cluster": "bench",
-        "node": f"node-{node:05d}",
-        "agent_instance": f"agent-{node:05d}",
-        "seq": start_ns // S,
-        "window_start_ns": start_ns,
-        "window_end_ns": start_ns + 2 * S,
-        "source": "measured",
-        "source_detail": "rapl-powercap",
-        "model_id": None,
-        "idle_policy": "none",
-        "pue": 1.1,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": 0.5,
-        "zones": [
-            {"zone": z, "driver": "cpu_time_ns", "total_j": 10.0, "idle_j": 4.0,
-             "dynamic_j": 6.0, "idle_unassigned_j": 4.0, "unattributed_j": 0.0,
-             "residual_j": 0.0}
-            for z in ZONES
-        ],
-        "workloads": [
-            {"kind": "container", "workload_id": f"cid-{node:05d}-{i:03d}",
-             "container_id": f"cid-{node:05d}-{i:03d}", "pod_uid": f"uid-{node}-{i}",
-             "namespace": f"ns-{i % 10}", "pod": f"pod-{node}-{i}", "container": "app",
-             "co2e_g": 0.001,
-             "zones": [{"zone": z, "dynamic_j": 0.06, "idle_j": 0.0, "lower_j": 0.05,
-                        "upper_j": 0.07} for z in ZONES]}
-            for i in range(workloads)
-        ],
-    }  # fmt: skip
 
 
 def ingest(state: EnergyState, codec: Codec, payloads: list[bytes]) -> float:
@@ -103,7 +69,10 @@ def main() -> None:
     codec = Codec()
     rounds = [
         [
-            codec.encode("NodeEnergy", energy(n, (1_700_000_000 + 2 * r) * S, args.workloads))
+            codec.encode(
+                "NodeEnergy",
+                energy_window(f"node-{n:05d}", (1_700_000_000 + 2 * r) * S, args.workloads),
+            )
             for n in range(args.nodes)
         ]
         for r in range(args.rounds)

@@ -19,10 +19,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import psycopg
-from common import ROOT, append_results, free_ports
+from common import ROOT, append_results, energy_window, free_ports
 from psycopg import sql
 
 from sinks.store.backend import WRITE_METHODS
@@ -30,39 +29,6 @@ from sinks.store.postgres import PostgresStore
 from sinks.store.rows import WindowRows, window_rows
 
 S = 1_000_000_000
-
-
-def energy(start_ns: int, node: str, workloads: int) -> dict[str, Any]:
-    zones = ("package-0", "dram-0")
-    return {
-        "cluster": "bench",
-        "node": node,
-        "agent_instance": "agent-a",
-        "seq": start_ns // S,
-        "window_start_ns": start_ns,
-        "window_end_ns": start_ns + 2 * S,
-        "source": "measured",
-        "source_detail": "rapl-powercap",
-        "model_id": None,
-        "idle_policy": "none",
-        "pue": 1.1,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": 0.5,
-        "zones": [
-            {"zone": z, "driver": "cpu_time_ns", "total_j": 10.0, "idle_j": 4.0,
-             "dynamic_j": 6.0, "idle_unassigned_j": 4.0, "unattributed_j": 0.0,
-             "residual_j": 0.0}
-            for z in zones
-        ],
-        "workloads": [
-            {"kind": "container", "workload_id": f"cid-{i:04d}", "container_id": f"cid-{i:04d}",
-             "pod_uid": f"uid-{i:04d}", "namespace": f"ns-{i % 10}", "pod": f"pod-{i}",
-             "container": "app", "co2e_g": 0.001,
-             "zones": [{"zone": z, "dynamic_j": 0.06, "idle_j": 0.0, "lower_j": 0.05,
-                        "upper_j": 0.07} for z in zones]}
-            for i in range(workloads)
-        ],
-    }  # fmt: skip
 
 
 @contextmanager
@@ -107,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
 
     windows = [
-        window_rows(energy(1_700_000_000 * S + (i // 100) * 2 * S, f"node-{i % 100:03d}",
-                           args.workloads))
+        window_rows(energy_window(f"node-{i % 100:03d}", 1_700_000_000 * S + (i // 100) * 2 * S,
+                                  args.workloads))
         for i in range(args.windows)
     ]  # fmt: skip
     rows = sum(w.row_count() for w in windows)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import TopicPartition
 
@@ -168,3 +169,43 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
             return
         time.sleep(0.5)
     raise TimeoutError(f"{what} not within {timeout:.0f} s")
+
+
+NS_PER_S = 1_000_000_000
+
+
+def energy_window(
+    node: str, start_ns: int, workloads: int, zones: tuple[str, ...] = ("package-0", "dram-0")
+) -> dict[str, Any]:
+    """A measured 2 s NodeEnergy window of ``node`` with ``workloads`` containers whose ids are
+    unique per node, as the sink and store benchmarks feed them."""
+    return {
+        "cluster": "bench",
+        "node": node,
+        "agent_instance": f"agent-{node}",
+        "seq": start_ns // NS_PER_S,
+        "window_start_ns": start_ns,
+        "window_end_ns": start_ns + 2 * NS_PER_S,
+        "source": "measured",
+        "source_detail": "rapl-powercap",
+        "model_id": None,
+        "idle_policy": "none",
+        "pue": 1.1,
+        "grid_intensity_g_per_kwh": 475.0,
+        "co2e_g": 0.5,
+        "zones": [
+            {"zone": z, "driver": "cpu_time_ns", "total_j": 10.0, "idle_j": 4.0,
+             "dynamic_j": 6.0, "idle_unassigned_j": 4.0, "unattributed_j": 0.0,
+             "residual_j": 0.0}
+            for z in zones
+        ],
+        "workloads": [
+            {"kind": "container", "workload_id": f"cid-{node}-{i:03d}",
+             "container_id": f"cid-{node}-{i:03d}", "pod_uid": f"uid-{node}-{i}",
+             "namespace": f"ns-{i % 10}", "pod": f"pod-{node}-{i}", "container": "app",
+             "co2e_g": 0.001,
+             "zones": [{"zone": z, "dynamic_j": 0.06, "idle_j": 0.0, "lower_j": 0.05,
+                        "upper_j": 0.07} for z in zones]}
+            for i in range(workloads)
+        ],
+    }  # fmt: skip
