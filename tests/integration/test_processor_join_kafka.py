@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException
+from processor_helpers import start_processor, stop_processor
 
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
@@ -33,7 +33,6 @@ pytestmark = pytest.mark.integration
 
 S = 1_000_000_000
 TIMEOUT_S = 90.0
-JOULESTREAM = Path(sys.executable).with_name("joulestream")
 codec = Codec()
 Message = tuple[str, bytes, bytes | None]
 
@@ -116,27 +115,6 @@ class Reader:
         self.consumer.close()
 
 
-def start(bootstrap: str, topics: Topics, workdir: Path, *extra: str) -> subprocess.Popen[bytes]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [str(JOULESTREAM), "process", "--bootstrap-servers", bootstrap,
-         "--topic-prefix", topics.prefix, "--state-dir", str(workdir / "state"), *extra],
-        stdout=(workdir / "processor.log").open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[bytes], workdir: Path) -> None:
-    proc.terminate()
-    try:
-        code = proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    assert code == 0, (workdir / "processor.log").read_text(errors="replace")[-5000:]
-
-
 @contextlib.contextmanager
 def fresh_topics(bootstrap: str) -> Iterator[Topics]:
     names = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
@@ -156,8 +134,8 @@ def shared(
 ) -> Iterator[tuple[Topics, subprocess.Popen[bytes], Reader, Reader]]:
     workdir = tmp_path_factory.mktemp("processor")
     with fresh_topics(kafka_bootstrap) as topics:
-        proc = start(kafka_bootstrap, topics, workdir, "--lateness", "3", "--max-workloads", "5",
-                     "--metrics-port", str(_free_port()))  # fmt: skip
+        extra = ("--lateness", "3", "--max-workloads", "5", "--metrics-port", str(_free_port()))
+        proc = start_processor(kafka_bootstrap, topics, workdir, *extra)
         energy = Reader(kafka_bootstrap, topics.energy)
         dead = Reader(kafka_bootstrap, topics.deadletter)
         try:
@@ -165,7 +143,7 @@ def shared(
         finally:
             energy.close()
             dead.close()
-            stop(proc, workdir)
+            stop_processor(proc, workdir)
             assert not list(workdir.glob("*-data")), "faust wrote into the working directory"
             assert list((workdir / "state").glob("*-data"))
 
@@ -415,18 +393,18 @@ def test_kill_9_mid_stream_loses_no_window_and_repeats_only_identical_bytes(
             produce(kafka_bootstrap, crash_input(topics, t, nodes, windows))
             workdir = tmp_path / ("crash" if crash else "clean")
             args = ("--lateness", "60")
-            proc = start(kafka_bootstrap, topics, workdir, *args)
+            proc = start_processor(kafka_bootstrap, topics, workdir, *args)
             if crash:
                 reader = Reader(kafka_bootstrap, topics.energy)
                 reader.until(lambda m: len(m) >= want // 4, proc)
                 reader.close()
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(30)
-                proc = start(kafka_bootstrap, topics, workdir, *args)
+                proc = start_processor(kafka_bootstrap, topics, workdir, *args)
             try:
                 outputs.append(collect(kafka_bootstrap, topics, want, proc))
             finally:
-                stop(proc, workdir)
+                stop_processor(proc, workdir)
     clean, crashed = outputs
     clean_by_id = {_window_id(m): m.value() for m in clean}
     assert len(clean_by_id) == want == len(clean)

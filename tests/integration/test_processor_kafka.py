@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka.admin import NewTopic
+from processor_helpers import JOULESTREAM, start_processor, stop_processor
 
 from joulestream.kafka import clients
 from joulestream.settings import Topics, node_key
@@ -22,7 +22,6 @@ pytestmark = pytest.mark.integration
 
 S = 1_000_000_000
 TIMEOUT_S = 90.0
-JOULESTREAM = Path(sys.executable).with_name("joulestream")
 codec = Codec()
 
 
@@ -126,35 +125,6 @@ def consume(
     finally:
         consumer.close()
     return got
-
-
-def start_processor(
-    bootstrap: str, topics: Topics, workdir: Path, *extra: str
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            str(JOULESTREAM), "process",
-            "--bootstrap-servers", bootstrap,
-            "--topic-prefix", topics.prefix,
-            "--state-dir", str(workdir / "state"),
-            *extra,
-        ],
-        stdout=(workdir / "processor.log").open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )  # fmt: skip
-
-
-def stop_processor(proc: subprocess.Popen[bytes], workdir: Path) -> None:
-    """SIGTERM, and the processor must exit cleanly (code 0)."""
-    proc.terminate()
-    try:
-        code = proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    output = (workdir / "processor.log").read_text(errors="replace")
-    assert code == 0, output[-5000:]
 
 
 @pytest.fixture
