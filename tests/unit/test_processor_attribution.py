@@ -391,3 +391,10 @@ def test_estimated_bounds_come_from_the_model_error() -> None:
     assert record["source"] == "estimated" and record["model_id"] == "m1"
     wz = workload_zone(record, "a", "package")
     assert (wz["lower_j"], wz["upper_j"]) == (pytest.approx(8.0), pytest.approx(12.0))
+
+
+def test_a_negative_driver_delta_is_refused_naming_the_workload() -> None:
+    """validation dead-letters such samples first; attribution still refuses to charge with one."""
+    s = sample([workload("w1", cpu_time_ns=5), workload("w2", cpu_time_ns=-3)], cpu_time_ns=2)
+    with pytest.raises(ValueError, match="workload w2 has negative cpu_time_ns -3"):
+        attribute_measured(s, {"package-0": 10.0}, AttributionConfig(), "rapl-powercap")
