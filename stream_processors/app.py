@@ -23,6 +23,7 @@ credentials; other librdkafka settings have no aiokafka equivalent and are ignor
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import ssl
@@ -73,6 +74,11 @@ SERIES_TABLE = "power-series"
 PROGRESS_TABLE = "node-progress"
 PRODUCER_BATCH_BYTES = 1_000_000  # = aiokafka's max request size
 PRODUCER_LINGER_S = 0.05  # DESIGN.md §5: linger >= 50 ms
+# A 100-workload window allocates ~1,000 short-lived containers (the decoded sample, the records
+# for the encoder). At CPython's default gen-0 threshold of 700 the collector ran ~600 times per
+# 1,000 windows and its older generations rescanned everything faust had built at start-up:
+# 0.26-0.32 ms per window, ~8 % of a worker's CPU (bench/RESULTS.md, 2026-11-28).
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def default_state_dir() -> Path:
@@ -300,6 +306,8 @@ class Processor:
         if settings.metrics_port is not None:
             serve(self.stats, settings.metrics_port)
         worker = faust.Worker(self.app, loglevel="INFO", redirect_stdouts=False)
+        gc.freeze()  # what exists now lives as long as the worker: keep it out of every scan
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
