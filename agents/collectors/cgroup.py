@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,7 +118,7 @@ class CgroupReading:
     memory_bytes: int | None  # gauge, hierarchical
     read_bytes: int | None
     write_bytes: int | None
-    directory: str  # cgroup.procs is read only for cgroups whose exclusive time is zero
+    directory: str  # cgroup.procs is read only for cgroups without exclusive time beyond skew
 
 
 @dataclass
@@ -125,6 +126,7 @@ class Snapshot:
     cgroups: dict[str, CgroupReading] = field(default_factory=dict)
     kthread_ticks: dict[tuple[int, int], int] = field(default_factory=dict)
     node_busy_ticks: int = 0
+    read_ns: int = 0  # how long the top-down walk took: bounds the parent/child read skew
 
 
 def _counter_delta(current: int | None, previous: int | None) -> int | None:
@@ -245,11 +247,13 @@ class CgroupCollector:
         # clamped at 0, is not credited with it. Read bottom-up, every busy child would leave
         # a sliver of its time in each process-less slice above it.
         base = str(layout.cpu_root)
+        started = time.monotonic_ns()
         for directory in _cgroup_dirs(base):
             rel = directory[len(base) :] or ROOT
             reading = self._read_cgroup(directory, rel)
             if reading is not None:
                 snapshot.cgroups[rel] = reading
+        snapshot.read_ns = time.monotonic_ns() - started
         self._read_kernel_threads(snapshot)
         return snapshot
 
@@ -303,6 +307,11 @@ class CgroupCollector:
             if parent is not None and parent in deltas:
                 children[parent].append(path)
 
+        # A slice's exclusive delta is (P2 - C2) - (P1 - C1): each read of the children trails
+        # the parent's by up to one walk, so a process-less slice can be left a sliver of its
+        # children's time when the first walk was slower than the second (a busy or throttled
+        # node). At most the walk's duration on every CPU: below that, it is read skew.
+        skew_ns = max(previous.read_ns, current.read_ns) * (os.cpu_count() or 1)
         by_id: dict[str, Workload] = {}
         for path, own in deltas.items():
             kids = [deltas[c] for c in children.get(path, ())]
@@ -322,7 +331,9 @@ class CgroupCollector:
                 for workload in self._root_workloads(exclusive, previous, current):
                     by_id[workload.workload_id] = workload
                 continue
-            if not exclusive.cpu_time_ns and not has_procs(current.cgroups[path].directory):
+            if (exclusive.cpu_time_ns or 0) <= skew_ns and not has_procs(
+                current.cgroups[path].directory
+            ):
                 continue  # an intermediate slice with nothing of its own this window
             add_cgroup(by_id, path, exclusive)
 
