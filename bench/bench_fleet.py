@@ -31,7 +31,9 @@ from pathlib import Path
 
 from common import (
     Proc,
+    Steal,
     append_results,
+    cpu_capacity,
     fresh_topics,
     group_lag,
     joulestream,
@@ -208,6 +210,7 @@ def main() -> None:
     steps: list[Step] = []
     scaling: list[tuple[int, float, float, float]] = []
     backlog: dict[str, float] = {}
+    capacity, steal = cpu_capacity(), Steal()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         work = Path(tmp)
         with local_kafka(work / "kafka") as bootstrap:
@@ -292,8 +295,9 @@ def main() -> None:
         append_results(
             "Processor fleet capacity and scaling (bench/bench_fleet.py)",
             [
-                f"{load()} at the end (2 cores shared by broker, loadgen, processors and other "
-                "engineers' tests)"
+                f"{load()} at the end (2 cores shared by broker, loadgen and processors)",
+                f"{capacity} (before the run); CPU stolen by the hypervisor during it: "
+                f"{steal.share():.1%}",
             ],
             table,
             notes,

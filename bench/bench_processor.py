@@ -1,16 +1,22 @@
 """Processor throughput against the raw consume+decode rate of the same messages.
 
-Produces ``--nodes`` x ``--windows`` NodeSamples (``--workloads`` each) and their covering
-PowerReadings to fresh topics, then in the same run measures
-  1. raw: one confluent-kafka consumer reading both topics and decoding every message;
-  2. processor: ``joulestream process`` (``--workers`` subprocesses in one fresh consumer group),
-     from the first NodeEnergy window to the last (start-up excluded); ``--profile-processor``
-     runs a single worker under cProfile and prints where its time goes;
-  3. in-process decision path (decode, join, attribute, encode; no Kafka) under cProfile, to
-     show where processor time goes.
+Input: a ``joulestream loadgen`` fleet — ``--nodes`` x ``--windows`` NodeSamples of
+``--workloads`` realistic workloads (real-looking ids, every counter a node can measure; ~10 %
+of the nodes without a power source, estimated by the model) and the PowerReadings that cover
+them — on fresh 2-partition topics. Then, in the same run:
+  1. raw: one confluent-kafka consumer reading both topics and decoding every message, before and
+     after the processor runs (the machine is shared: the two figures show the drift);
+  2. processor: for each count in ``--workers``, ``joulestream process`` workers in a fresh
+     consumer group, timed with the workers' own CPU time over the steady 20-90 % of the output
+     (start-up and the first rebalances excluded); ``--profile-processor`` runs a single worker
+     under cProfile and prints where its time goes;
+  3. in-process decision path (decode, check, join, attribute, encode; no Kafka), timed, then
+     profiled.
+Per core = workload-samples per CPU-second of the measured process (the broker's CPU is not
+counted): on 2 shared cores, wall-clock rates mix in the broker and the measuring consumer.
 Prints the figures and appends them to bench/RESULTS.md with date, git commit, machine and load
-average (the machine is shared: figures of runs under different load are not comparable).
-Set JOULESTREAM_BOOTSTRAP_SERVERS to use a running broker; otherwise a local one is started.
+average. Set JOULESTREAM_BOOTSTRAP_SERVERS to use a running broker; otherwise a local one is
+started.
 """
 
 from __future__ import annotations
@@ -21,74 +27,53 @@ import cProfile
 import io
 import os
 import pstats
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import git_commit, local_kafka, machine
+from common import Proc, Steal, cpu_capacity, git_commit, joulestream, local_kafka, machine
+from confluent_kafka import OFFSET_END, TopicPartition
 
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
-from joulestream.settings import Topics, node_key
+from joulestream.loadgen import Encoder, FleetConfig, fleet, window_messages
+from joulestream.settings import Topics
+from models.default import default_model
 from schemas.codec import Codec
-from schemas.features import FEATURE_NAMES
 from stream_processors.attribution import AttributionConfig
+from stream_processors.carbon import CarbonConfig
 from stream_processors.join import add_reading
-from stream_processors.windows import WindowJoin
+from stream_processors.reference import ReferenceData
+from stream_processors.validation import check_sample
+from stream_processors.windows import JoinContext, WindowJoin
 
 ROOT = Path(__file__).resolve().parent.parent
 S = 1_000_000_000
+INTERVAL_NS = 2 * S
 codec = Codec()
 
-
-def counters(cpu: int) -> dict[str, int | None]:
-    return {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": cpu, "irq_block": 3}
-
-
-def sample(node: str, seq: int, t0: int, workloads: int) -> dict[str, Any]:
-    return {
-        "cluster": "bench", "node": node, "agent_instance": f"{node}-a", "seq": seq,
-        "window_start_ns": t0, "window_end_ns": t0 + 2 * S, "collector": "ebpf",
-        "power_source": "rapl-powercap", "capabilities": [], "node_info": None,
-        "node_totals": counters(workloads * 10_000_000),
-        "workloads": [
-            {"kind": "container", "workload_id": f"c{i:04d}", "cgroup_path": f"/kubepods/c{i}",
-             "container_id": f"c{i:04d}", "pod_uid": f"uid-{i}", "namespace": "bench",
-             "pod": f"pod-{i}", "container": "app", "counters": counters(10_000_000)}
-            for i in range(workloads)
-        ],
-    }  # fmt: skip
+STEADY_FROM, STEADY_TO = 0.2, 0.9  # share of the output between which a processor is timed
+Message = tuple[str, bytes, bytes]  # topic kind, key, value
 
 
-def reading(node: str, seq: int, ts: int) -> dict[str, Any]:
-    return {
-        "cluster": "bench", "node": node, "agent_instance": f"{node}-a", "seq": seq,
-        "timestamp_ns": ts, "source": "rapl-powercap",
-        "zones": [{"zone": "package-0", "energy_uj": seq * 40_000_000},
-                  {"zone": "dram-0", "energy_uj": seq * 4_000_000}],
-    }  # fmt: skip
-
-
-def messages(nodes: int, windows: int, workloads: int) -> list[tuple[str, bytes, bytes]]:
-    t = (time.time_ns() // S - 3600) * S
+def messages(nodes: int, windows: int, workloads: int) -> list[Message]:
+    """A loadgen fleet's messages in publishing order, the first window an hour ago."""
+    sims = fleet(FleetConfig(clusters=1, nodes=nodes, workloads=workloads, interval_s=2.0))
+    encoder = Encoder()
+    start = (time.time_ns() // S - 3600) * S
     out = []
-    for i in range(windows + 1):
-        for n in range(nodes):
-            node = f"node-{n:04d}"
-            key = node_key("bench", node)
-            out.append(
-                ("power", key, codec.encode("PowerReading", reading(node, i, t + 2 * i * S)))
+    for k in range(windows):
+        for sim in sims:
+            begin = start + k * INTERVAL_NS
+            _window, values = window_messages(
+                sim, encoder, k, begin, begin + INTERVAL_NS, churn=0.0
             )
-            if i < windows:
-                value = codec.encode("NodeSample", sample(node, i, t + 2 * i * S, workloads))
-                out.append(("samples", key, value))
+            out += [(kind, sim.key, value) for kind, value in values]
     return out
 
 
@@ -102,22 +87,28 @@ def broker() -> Iterator[str]:
         yield bootstrap
 
 
-def raw_rate(bootstrap: str, topics: Topics, total: int) -> float:
-    """Messages/s of consume + decode of both input topics."""
+@dataclass(frozen=True)
+class Rate:
+    samples_per_s: float
+    cpu_s_per_sample: float  # CPU of the measured process(es) per sample
+
+
+def raw_rate(bootstrap: str, topics: Topics, total: int, samples: int) -> Rate:
+    """Consume + decode of both input topics, as samples/s (the messages' share of samples)."""
     consumer = clients.consumer(f"raw-{uuid.uuid4().hex}", bootstrap)
     consumer.subscribe([topics.samples, topics.power])
-    seen, first = 0, None
+    seen, first, cpu0 = 0, 0.0, 0.0
     while seen < total:
         batch = consumer.consume(1000, 1.0)
+        if batch and not seen:
+            first, cpu0 = time.perf_counter(), time.process_time()
         for msg in batch:
             if msg.error() is None:
-                codec.decode(msg.value())
+                codec.decode(msg.value() or b"")
                 seen += 1
-        if batch and first is None:
-            first = time.perf_counter()
-    elapsed = time.perf_counter() - (first or time.perf_counter())
+    elapsed, cpu = time.perf_counter() - first, time.process_time() - cpu0
     consumer.close()
-    return seen / elapsed
+    return Rate(samples / elapsed, cpu / samples)
 
 
 PROFILE_SCRIPT = """
@@ -133,88 +124,115 @@ sys.exit(main())
 
 def processor_rate(
     bootstrap: str, topics: Topics, windows: int, workdir: Path, workers: int, profile: bool
-) -> float:
-    """NodeEnergy windows/s of ``joulestream process`` workers, first window to last."""
+) -> Rate:
+    """NodeEnergy windows/s of ``joulestream process`` workers in a fresh group, and the
+    workers' CPU seconds per window, both over the steady span from the window that completes
+    the first ``STEADY_FROM`` of the output to the one that completes ``STEADY_TO``: start-up,
+    the first rebalances (a second worker joins seconds after the first produced) and the
+    ragged end stay out of the figure."""
+    out = clients.consumer(f"out-{uuid.uuid4().hex}", bootstrap)
+    metadata = out.list_topics(topics.energy, timeout=10).topics[topics.energy]
+    # Earlier measurements of this run wrote to the same topic: count from its current end.
+    ends = [TopicPartition(topics.energy, p, OFFSET_END) for p in metadata.partitions]
+    out.assign([TopicPartition(tp.topic, tp.partition, out.get_watermark_offsets(tp)[1])
+                for tp in ends])  # fmt: skip
+    app_id = f"bench-{uuid.uuid4().hex[:8]}"
     procs = []
     for n in range(workers):
         args = ["process", "--bootstrap-servers", bootstrap, "--topic-prefix", topics.prefix,
-                "--state-dir", str(workdir / f"state{n}"), "--lateness", "60"]  # fmt: skip
-        command = (
-            [sys.executable, "-c", PROFILE_SCRIPT, *args]
-            if profile
-            else [str(Path(sys.executable).with_name("joulestream")), *args]
-        )
-        log = (workdir / f"processor{n}.log").open("ab")
-        procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir))
-    consumer = clients.consumer(f"out-{uuid.uuid4().hex}", bootstrap)
-    consumer.subscribe([topics.energy])
-    seen, first, last = 0, None, 0.0
+                "--app-id", app_id, "--state-dir", str(workdir / f"{app_id}-{n}"),
+                "--lateness", "60"]  # fmt: skip
+        command = ["-c", PROFILE_SCRIPT, *args] if profile else joulestream(*args)
+        procs.append(Proc(f"{app_id}-{n}", command, workdir))
+    marks = [round(windows * STEADY_FROM), round(windows * STEADY_TO)]
+    spans: list[tuple[int, float, float]] = []  # (windows seen, time s, workers' CPU s)
+    seen = 0
     deadline = time.monotonic() + 900
     try:
         while seen < windows and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 1.0):
+            # A short poll keeps the CPU readings close to the marks; wall time is the
+            # producer's timestamp of the marking window (consume() returns in bursts).
+            for msg in out.consume(500, 0.1):
                 if msg.error() is None:
                     seen += 1
-                    last = time.perf_counter()
-                    first = first or last
+                    if marks and seen >= marks[0]:
+                        marks.pop(0)
+                        cpu = sum(p.cpu_seconds() for p in procs)
+                        spans.append((seen, msg.timestamp()[1] / 1000, cpu))
+            if not all(p.alive() for p in procs):
+                break
     finally:
-        consumer.close()
+        out.close()
         for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.stop(60)
     if profile:
-        pstats.Stats(str(workdir / "processor.prof")).sort_stats("tottime").print_stats(30)
-    if seen < windows or first is None:
-        raise RuntimeError(f"processor produced {seen}/{windows} windows; see {workdir}")
-    return (seen - 1) / (last - first)
+        pstats.Stats(str(ROOT / "processor.prof")).sort_stats("tottime").print_stats(30)
+        (ROOT / "processor.prof").unlink()
+    if seen < windows or len(spans) < 2:
+        logs = "\n".join(proc.tail() for proc in procs)
+        raise RuntimeError(f"processor produced {seen}/{windows} windows:\n{logs}")
+    (n0, t0, cpu0), (n1, t1, cpu1) = spans
+    return Rate((n1 - n0) / (t1 - t0), (cpu1 - cpu0) / (n1 - n0))
 
 
-def in_process(nodes: int, windows: int, workloads: int) -> tuple[float, str]:
-    """Windows/s of the pure decision path (timed without a profiler), and its top functions by
-    own time from a second, profiled pass."""
+def in_process(nodes: int, windows: int, workloads: int) -> tuple[Rate, str]:
+    """The pure decision path (timed without a profiler), and its top functions by own time
+    from a second, profiled pass."""
     data = messages(nodes, min(windows, 50), workloads)
+    reference = ReferenceData(CarbonConfig(), [default_model()])
+    context = JoinContext(pricing=reference.pricing, models=reference.models)
 
     def run() -> int:
-        join: WindowJoin[int] = WindowJoin(AttributionConfig(), 60.0)
+        join: WindowJoin[int] = WindowJoin(AttributionConfig(), 60.0, context=context)
         series: dict[bytes, Any] = {}
         count = 0
+        now = time.time_ns()
         for i, (kind, key, value) in enumerate(data):
             record = codec.decode(value)
             if kind == "power":
                 series[key] = add_reading(series.get(key), record)[0]
                 out = join.on_series(key.decode(), series[key])
             else:
+                check_sample(record, now)
                 out = join.on_sample(key.decode(), record, series.get(key), i, 0.0) or []
             for emitted in out:
                 codec.encode("NodeEnergy", emitted.record, validate=False)
                 count += 1
         return count
 
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     count = run()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
     profile = cProfile.Profile()
     profile.runcall(run)
     text = io.StringIO()
     pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(12)
-    return count / elapsed, text.getvalue()
+    return Rate(count / elapsed, cpu / count), text.getvalue()
 
 
 def load_average() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def produce(bootstrap: str, topics: Topics, data: list[Message]) -> None:
+    producer = clients.producer(bootstrap)
+    for kind, key, value in data:
+        producer.produce(getattr(topics, kind), key=key, value=value)
+        producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("input not delivered within 120 s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nodes", type=int, default=50)
-    parser.add_argument("--windows", type=int, default=40, help="windows per node")
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--windows", type=int, default=60, help="windows per node")
     parser.add_argument("--workloads", type=int, default=100, help="workloads per sample")
-    parser.add_argument("--workers", type=int, default=1, help="processor worker processes")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="comma-separated worker counts, each measured in its own consumer group",
+    )
     parser.add_argument(
         "--profile-processor",
         action="store_true",
@@ -222,55 +240,72 @@ def main() -> None:
     )
     parser.add_argument("--note", default="", help="what this run changed, for RESULTS.md")
     args = parser.parse_args()
+    worker_counts = [int(n) for n in args.workers.split(",")]
+    if args.profile_processor:
+        worker_counts = [1]
     data = messages(args.nodes, args.windows, args.workloads)
     samples = args.nodes * args.windows
+    ws = args.workloads
+    rows = []
     with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         topics = Topics(prefix=f"b{uuid.uuid4().hex[:8]}.")
         create_topics(clients.admin(bootstrap), topics, partitions=2)
-        producer = clients.producer(bootstrap)
-        for kind, key, value in data:
-            producer.produce(getattr(topics, kind), key=key, value=value)
-            producer.poll(0)
-        producer.flush(120)
-        raw_msgs = raw_rate(bootstrap, topics, len(data))
-        load_raw = load_average()
-        proc_windows = processor_rate(
-            bootstrap, topics, samples, Path(tmp), args.workers, args.profile_processor
+        produce(bootstrap, topics, data)
+        capacity = cpu_capacity()
+        steal = Steal()
+        raws = [raw_rate(bootstrap, topics, len(data), samples)]
+        loads = [f"raw {load_average()}"]
+        for workers in worker_counts:
+            rate = processor_rate(
+                bootstrap, topics, samples, Path(tmp), workers, args.profile_processor
+            )
+            rows.append((workers, rate))
+            loads.append(f"{workers} worker(s) {load_average()}")
+        raws.append(raw_rate(bootstrap, topics, len(data), samples))
+        loads.append(f"raw again {load_average()}")
+        stolen = steal.share()
+    pure, profile = in_process(args.nodes, args.windows, args.workloads)
+    raw = sum(r.samples_per_s for r in raws) / len(raws)
+    raw_cpu = sum(r.cpu_s_per_sample for r in raws) / len(raws)
+
+    def row(name: str, rate: Rate) -> str:
+        return (
+            f"| {name} | {rate.samples_per_s:,.0f} | {rate.samples_per_s * ws:,.0f} | "
+            f"{rate.cpu_s_per_sample * 1000:.2f} | {ws / rate.cpu_s_per_sample:,.0f} |"
         )
-        load_proc = load_average()
-    pure_windows, profile = in_process(args.nodes, args.windows, args.workloads)
-    # raw rate in samples/s: the same share of samples among the messages
-    raw_samples = raw_msgs * samples / len(data)
-    ratio = proc_windows / raw_samples
-    load_pure = load_average()
-    cores = min(args.workers, os.cpu_count() or 1)  # each worker is single-threaded
-    per_core = proc_windows * args.workloads / cores
+
     lines = [
         f"## Processor throughput (bench/bench_processor.py) — "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"- commit: {git_commit()}",
         f"- machine: {machine()}",
-        f"- input: {args.nodes} nodes x {args.windows} windows x {args.workloads} workloads "
-        f"= {samples} samples ({samples * args.workloads:,} workload-samples) + "
-        f"{len(data) - samples} power readings, 2 partitions, local Kafka 4.1.1, "
-        f"{args.workers} processor worker(s)"
-        + (" under cProfile" if args.profile_processor else ""),
-        f"- load average (1/5/15 min) after each measure: raw {load_raw}, processor {load_proc}, "
-        f"in-process {load_pure} (2 cores shared with other engineers' runs)",
+        f"- input: loadgen fleet, {args.nodes} nodes x {args.windows} windows x {ws} workloads "
+        f"= {samples} samples ({samples * ws:,} workload-samples, "
+        f"{sum(len(v) for k, _, v in data if k == 'samples') / samples / 1000:.1f} KB each) + "
+        f"{len(data) - samples} power readings, 2 partitions, local Kafka 4.1.1"
+        + (", processor under cProfile" if args.profile_processor else ""),
+        f"- load average (1/5/15 min) after each measure: {'; '.join(loads)}",
+        f"- {capacity} (before the measures); CPU stolen by the hypervisor during them: "
+        f"{stolen:.1%}",
         *([f"- change: {args.note}"] if args.note else []),
         "",
-        "| measure | samples/s | workload-samples/s |",
-        "|---|---:|---:|",
-        f"| raw consume+decode (confluent-kafka + Codec) | {raw_samples:,.0f} | "
-        f"{raw_samples * args.workloads:,.0f} |",
-        f"| `joulestream process` (faust, {args.workers} worker(s)) | {proc_windows:,.0f} | "
-        f"{proc_windows * args.workloads:,.0f} |",
-        f"| decision path in-process (decode+join+attribute+encode, no Kafka) | "
-        f"{pure_windows:,.0f} | {pure_windows * args.workloads:,.0f} |",
+        "| measure | samples/s | workload-samples/s | CPU ms per sample | "
+        "workload-samples per CPU-second |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            row(f"raw consume+decode, run {i + 1} (confluent-kafka + Codec)", r)
+            for i, r in enumerate(raws)
+        ),
+        *(row(f"`joulestream process`, {n} worker(s)", r) for n, r in rows),
+        row("decision path in-process (decode+check+join+attribute+encode, no Kafka)", pure),
         "",
-        f"- processor / raw = {ratio:.2f} (target >= 0.5); per core "
-        f"{per_core:,.0f} workload-samples/s (target >= 100,000)",
+        *(
+            f"- {n} worker(s): processor / raw = {r.samples_per_s / raw:.2f} (target >= 0.5); "
+            f"{ws / r.cpu_s_per_sample:,.0f} workload-samples per CPU-second "
+            f"(target >= 100,000 per core); raw spends {raw_cpu * 1000:.2f} ms CPU per sample"
+            for n, r in rows
+        ),
         "",
     ]
     print("\n".join(lines))

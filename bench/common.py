@@ -1,9 +1,11 @@
 """What the pipeline benchmarks share: a throwaway broker, pipeline processes, consumer lag,
-CPU time of a process, and the RESULTS.md entry with date, commit, machine and load."""
+CPU time of a process, what the (virtual) machine really gives, and the RESULTS.md entry with
+date, commit, machine and load."""
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import platform
 import signal
@@ -128,6 +130,54 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} CPUs, {cpu}, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}"
     )
+
+
+def _spin(seconds: float, result: Any) -> None:
+    start, cpu, n = time.perf_counter(), time.process_time(), 0
+    while time.perf_counter() - start < seconds:
+        n += 1
+    result.put((time.process_time() - cpu) / (time.perf_counter() - start))
+
+
+def cpu_capacity(seconds: float = 3.0) -> str:
+    """Cores of CPU time that 1 and then ``os.cpu_count()`` busy processes really get.
+
+    A cloud VM's vCPUs can be hyper-threads or share their host cores: on the machine of
+    2026-11-28 two busy processes got ~0.5 of a core each, so two workers cannot beat one
+    there however well they scale. Wall-clock rates must be read against this.
+    """
+    shares = []
+    for count in (1, os.cpu_count() or 1):
+        result: Any = multiprocessing.Queue()
+        procs = [
+            multiprocessing.Process(target=_spin, args=(seconds, result)) for _ in range(count)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        shares.append(sum(result.get() for _ in procs))
+    one, many = shares
+    return (
+        f"CPU capacity: 1 busy process gets {one:.2f} of a core, {os.cpu_count()} together get "
+        f"{many:.2f} cores"
+    )
+
+
+class Steal:
+    """Share of CPU time the hypervisor gave to other guests while this was open."""
+
+    def __init__(self) -> None:
+        self._start = self._ticks()
+
+    @staticmethod
+    def _ticks() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[7], sum(fields[:8])  # steal, user..steal
+
+    def share(self) -> float:
+        steal, total = self._ticks()
+        return (steal - self._start[0]) / max(1, total - self._start[1])
 
 
 def load() -> str:

@@ -562,6 +562,22 @@ class Encoder:
 # Publishing on schedule.
 
 
+def window_messages(
+    sim: SimNode, encoder: Encoder, k: int, start_ns: int, end_ns: int, churn: float
+) -> tuple[Window, list[tuple[str, bytes]]]:
+    """Node ``sim``'s k-th window and its messages as (topic kind, value) in publishing order:
+    before the first window the node's opening reading, then the reading that closes the
+    window, then the sample (a node without a power source sends only samples)."""
+    messages = []
+    if k == 0 and sim.power_source is not None:
+        messages.append(("power", encoder.reading(reading(sim, start_ns, 0))))
+    window = next_window(sim, start_ns, end_ns, churn)
+    if window.reading is not None:
+        messages.append(("power", encoder.reading(window.reading)))
+    messages.append(("samples", encoder.sample(window)))
+    return window, messages
+
+
 @dataclass
 class Stats:
     """What a run achieved; rates are per second of the run."""
@@ -690,16 +706,12 @@ class LoadGenerator:
         """Node g's k-th window (and, before its first one, its opening reading)."""
         sim = self._nodes[g]
         start_ns, end_ns = schedule.end_ns(g, k - 1), schedule.end_ns(g, k)
-        if k == 0 and sim.power_source is not None:
-            self._produce(
-                self._topics.power, sim.key, self._encoder.reading(reading(sim, start_ns, 0))
-            )
-            self.stats.readings += 1
-        window = next_window(sim, start_ns, end_ns, self.config.churn)
-        if window.reading is not None:  # the reading that closes the window goes first
-            self._produce(self._topics.power, sim.key, self._encoder.reading(window.reading))
-            self.stats.readings += 1
-        self._produce(self._topics.samples, sim.key, self._encoder.sample(window))
+        window, messages = window_messages(
+            sim, self._encoder, k, start_ns, end_ns, self.config.churn
+        )
+        for kind, value in messages:
+            self._produce(getattr(self._topics, kind), sim.key, value)
+        self.stats.readings += len(messages) - 1
         self.stats.windows += 1
         self.stats.workload_samples += len(window.rows)
 
