@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from joulestream.kafka import clients
 from joulestream.kafka.broker import LocalKafka
@@ -109,7 +109,14 @@ def group_lag(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int]:
             for topic in topics
             for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ]
-        committed = consumer.committed(partitions, timeout=10)
+        for attempt in range(5):  # the group coordinator moves while a group (re)forms
+            try:
+                committed = consumer.committed(partitions, timeout=10)
+                break
+            except KafkaException:
+                if attempt == 4:
+                    raise
+                time.sleep(1.0)
         lag = total = 0
         for tp in committed:
             _low, high = consumer.get_watermark_offsets(tp, timeout=10)
