@@ -296,6 +296,22 @@ def test_counter_racing_its_parent_never_goes_negative(tree: FakeTree, proc: Fak
     assert cpu(c.collect().workloads)["/"] == 0
 
 
+def test_read_skew_leaves_no_phantom_parent(tree: FakeTree, proc: FakeProc) -> None:
+    """The child is read after its parent: if it ran 50 µs between the two reads of the first
+    walk and not in the second, the empty slice's delta exceeds its child's by 50 µs. That is
+    read skew (shorter than the walk on every CPU), not work the slice did."""
+    tree.set("/kubepods.slice", 1_000 * MS)
+    tree.set("/kubepods.slice/pod.scope", 1_000 * MS + 50_000, procs=(7,))
+    c = collector(tree, proc)
+    c.start()
+    tree.set("/kubepods.slice", 1_300 * MS)
+    tree.set("/kubepods.slice/pod.scope", 1_300 * MS, procs=(7,))
+    tree.set("/", 1_300 * MS)
+    workloads = cpu(c.collect().workloads)
+    assert "/kubepods.slice" not in workloads
+    assert workloads["/kubepods.slice/pod.scope"] == 300 * MS - 50_000
+
+
 def test_memory_and_block_io_are_exclusive_too(tree: FakeTree, proc: FakeProc) -> None:
     tree.set("/svc", 0, procs=(1,), memory=1000, io=(1000, 2000))
     tree.set("/svc/child", 0, procs=(2,), memory=300, io=(400, 500))
