@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from common import Proc, Steal, cpu_capacity, git_commit, joulestream, local_kafka, machine
-from confluent_kafka import OFFSET_END, TopicPartition
+from confluent_kafka import TopicPartition
 
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
@@ -133,9 +133,9 @@ def processor_rate(
     out = clients.consumer(f"out-{uuid.uuid4().hex}", bootstrap)
     metadata = out.list_topics(topics.energy, timeout=10).topics[topics.energy]
     # Earlier measurements of this run wrote to the same topic: count from its current end.
-    ends = [TopicPartition(topics.energy, p, OFFSET_END) for p in metadata.partitions]
+    tps = [TopicPartition(topics.energy, p) for p in metadata.partitions]
     out.assign([TopicPartition(tp.topic, tp.partition, out.get_watermark_offsets(tp)[1])
-                for tp in ends])  # fmt: skip
+                for tp in tps])  # fmt: skip
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     procs = []
     for n in range(workers):
