@@ -23,6 +23,7 @@ credentials; other librdkafka settings have no aiokafka equivalent and are ignor
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -343,8 +344,7 @@ class Processor:
                 reading = self.codec.decode(bytes(value), expect="PowerReading")
                 check_key(message.key, reading)
                 check_reading(reading, now_ns)
-                emitted = self._on_reading(reading)
-                event.ack()
+                emitted = self._on_reading(reading, event)
         except (CodecError, InvalidRecord, RejectedReading, StaleInstance) as exc:
             await self._dead_letter(event, exc.reason, str(exc))
             return
@@ -354,12 +354,20 @@ class Processor:
             return
         await self._send(emitted)
 
-    def _on_reading(self, reading: dict[str, Any]) -> list[Emitted[Event]]:
+    def _on_reading(self, reading: dict[str, Any], event: Event) -> list[Emitted[Event]]:
+        """The reading's offset is released once its series is in the changelog: faust's
+        commit flushes its producer buffer for at most 0.1 s, so an offset committed ahead of
+        the write would, after a crash, leave the reading out of the restored series."""
         key = f"{reading['cluster']}/{reading['node']}"
         series, changed = add_reading(self._series_of(key), reading, self.settings.max_readings)
         if not changed:
+            event.ack()
             return []
-        self.series[key] = series.to_state()
+        state = series.to_state()
+        self.series.data[key] = state
+        self.series.send_changelog(event.message.partition, key, state).add_done_callback(
+            partial(_ack_when_written, event)
+        )
         self._series_cache[key] = series
         return self.join.on_series(key, series)
 
@@ -402,13 +410,18 @@ class Processor:
 
     def _delivered(self, window: Emitted[Event], _sent: Any) -> None:
         """Producer delivery callback: only now is the node's progress persisted and, once the
-        token's last window is out, the source offset released for commit."""
-        if window.progress is not None:
-            partition = window.token.message.partition
-            self.progress.data[window.key] = window.progress
-            self.progress.send_changelog(partition, window.key, window.progress)
+        token's last window is out and that progress is in the changelog, the source offset
+        released for commit (a progress lost behind a committed offset would turn the next
+        seq into a gap over windows that exist)."""
+        if window.progress is None:
+            if window.last:
+                window.token.ack()
+            return
+        partition = window.token.message.partition
+        self.progress.data[window.key] = window.progress
+        written = self.progress.send_changelog(partition, window.key, window.progress)
         if window.last:
-            window.token.ack()
+            written.add_done_callback(partial(_ack_when_written, window.token))
 
     def _count_dead(self, reason: str) -> None:
         self.stats.dead_letters[reason] += 1
@@ -451,3 +464,12 @@ class Processor:
 def _ack_when_sent(event: Event, _sent: Any) -> None:
     """Producer delivery callback: only now may the source offset be committed."""
     event.ack()
+
+
+def _ack_when_written(event: Event, written: asyncio.Future[Any]) -> None:
+    """A changelog write's completion: a failed write leaves the offset uncommitted, so the
+    message is processed again after a restart instead of being lost."""
+    if not written.cancelled() and written.exception() is None:
+        event.ack()
+    else:
+        log.error("changelog write failed; %s stays unacknowledged", event.message.tp)
