@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,24 +21,13 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 from joulestream.kafka import clients
-from joulestream.kafka.broker import LocalKafka
+from joulestream.kafka.broker import LocalKafka, free_ports
 from joulestream.kafka.topics import create_topics
 from joulestream.settings import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -17,24 +16,12 @@ import pytest
 from confluent_kafka import KafkaException
 
 from joulestream.kafka import clients
-from joulestream.kafka.broker import LocalKafka
+from joulestream.kafka.broker import LocalKafka, free_ports
 from joulestream.kafka.errors import PortInUseError
 from joulestream.kafka.topics import create_topics
 from joulestream.settings import Topics
 
 pytest_plugins = ["integration.postgres_fixtures"]
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on now (held open together, so they are distinct)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture

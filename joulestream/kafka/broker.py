@@ -74,6 +74,19 @@ def render_server_properties(*, host: str, port: int, controller_port: int, log_
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on now on 127.0.0.1 (held open together, so they are distinct);
+    for the broker, PostgreSQL or an HTTP server that tests and benchmarks start."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def port_in_use(host: str, port: int) -> bool:
     """True when something listens on ``host:port`` (a socket in TIME_WAIT does not count:
     Kafka binds with SO_REUSEADDR too)."""

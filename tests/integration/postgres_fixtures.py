@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -21,14 +20,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from joulestream.kafka.broker import free_ports
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "postgres.sh"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PostgresServer:
@@ -67,7 +61,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     root.chmod(0o755)
     datadir = root / "data"
     for attempt in range(3):  # another process may take the free port before postgres binds it
-        server = PostgresServer(datadir, _free_port())
+        server = PostgresServer(datadir, free_ports(1)[0])
         try:
             server.start()
             break

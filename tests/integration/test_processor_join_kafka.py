@@ -23,6 +23,7 @@ from confluent_kafka import KafkaException
 from processor_helpers import start_processor, stop_processor
 
 from joulestream.kafka import clients
+from joulestream.kafka.broker import free_ports
 from joulestream.kafka.topics import create_topics
 from joulestream.settings import Topics, node_key
 from models.default import default_model_record
@@ -134,7 +135,7 @@ def shared(
 ) -> Iterator[tuple[Topics, subprocess.Popen[bytes], Reader, Reader]]:
     workdir = tmp_path_factory.mktemp("processor")
     with fresh_topics(kafka_bootstrap) as topics:
-        extra = ("--lateness", "3", "--max-workloads", "5", "--metrics-port", str(_free_port()))
+        extra = ("--lateness", "3", "--max-workloads", "5", "--metrics-port", str(free_ports(1)[0]))
         proc = start_processor(kafka_bootstrap, topics, workdir, *extra)
         energy = Reader(kafka_bootstrap, topics.energy)
         dead = Reader(kafka_bootstrap, topics.deadletter)
@@ -146,14 +147,6 @@ def shared(
             stop_processor(proc, workdir)
             assert not list(workdir.glob("*-data")), "faust wrote into the working directory"
             assert list((workdir / "state").glob("*-data"))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def base_time() -> int:

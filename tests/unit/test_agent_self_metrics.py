@@ -14,14 +14,9 @@ from test_agent_loop import RecordingSink, config
 from agents.agent import EXIT_CONFIG, EXIT_OK, run_agent
 from agents.publisher import PublishStats
 from agents.self_metrics import AgentCollector, LoopState
+from joulestream.kafka.broker import free_ports
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def parse(text: str) -> Samples:
@@ -38,7 +33,7 @@ def scrape(port: int) -> Samples:
 
 
 def test_scrape_while_running(tmp_path: Path) -> None:
-    port = free_port()
+    (port,) = free_ports(1)
     sink = RecordingSink()
     stop = threading.Event()
     cfg = config(tmp_path, once=False, interval_s=0.05, metrics_port=port, metrics_addr="127.0.0.1")
