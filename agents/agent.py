@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from agents.capabilities import Capability, kubernetes_capability, node_capabilities
-from agents.collectors.base import CollectedWindow, Collector
-from agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS, CgroupLayoutError
-from agents.collectors.ebpf import (
+from joulestream.agents.capabilities import Capability, kubernetes_capability, node_capabilities
+from joulestream.agents.collectors.base import CollectedWindow, Collector
+from joulestream.agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS, CgroupLayoutError
+from joulestream.agents.collectors.ebpf import (
     DEFAULT_MAP_ENTRIES,
     CollectorChoice,
     EbpfCollector,
@@ -31,17 +31,17 @@ from agents.collectors.ebpf import (
     environment_capabilities,
     open_collector,
 )
-from agents.kubernetes import ApiEndpoint, KubernetesUnavailable, PodWatcher
-from agents.node_info import node_info
-from agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT
-from agents.power.rapl import DEFAULT_ROOT, node_energy_zones
-from agents.power.select import select_power_source
-from agents.power.types import PowerChoice, PowerSource, PowerStatus, PowerUnavailable
-from agents.publisher import BufferLimits, Publisher, PublishStats
-from agents.self_metrics import AgentCollector, LoopState, MetricsServer
+from joulestream.agents.kubernetes import ApiEndpoint, KubernetesUnavailable, PodWatcher
+from joulestream.agents.node_info import node_info
+from joulestream.agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT
+from joulestream.agents.power.rapl import DEFAULT_ROOT, node_energy_zones
+from joulestream.agents.power.select import select_power_source
+from joulestream.agents.power.types import PowerChoice, PowerSource, PowerStatus, PowerUnavailable
+from joulestream.agents.publisher import BufferLimits, Publisher, PublishStats
+from joulestream.agents.self_metrics import AgentCollector, LoopState, MetricsServer
+from joulestream.schemas.codec import Record
 from joulestream.settings import Topics
 from joulestream.signals import stop_on_signals
-from schemas.codec import Record
 
 log = logging.getLogger(__name__)
 

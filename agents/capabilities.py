@@ -10,8 +10,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agents.power.types import PowerStatus
-from schemas.features import FEATURE_NAMES, validate_feature_names
+from joulestream.agents.power.types import PowerStatus
+from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,16 @@ import shutil
 import sys
 import textwrap
 
-from agents.capabilities import Capability, kubernetes_capability, node_capabilities
-from agents.collectors.cgroup import CgroupLayoutError
-from agents.collectors.ebpf import (
+from joulestream.agents.capabilities import Capability, kubernetes_capability, node_capabilities
+from joulestream.agents.collectors.cgroup import CgroupLayoutError
+from joulestream.agents.collectors.ebpf import (
     EbpfCollector,
     EbpfUnavailable,
     environment_capabilities,
     open_collector,
 )
-from agents.options import add_root_options
-from agents.power.select import select_power_source
+from joulestream.agents.options import add_root_options
+from joulestream.agents.power.select import select_power_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,12 +6,12 @@ import argparse
 import socket
 from collections.abc import Callable
 
-from agents.agent import AgentConfig, run_agent
-from agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS
-from agents.collectors.ebpf import DEFAULT_MAP_ENTRIES
-from agents.options import add_root_options
-from agents.publisher import BufferLimits
-from agents.self_metrics import DEFAULT_METRICS_PORT
+from joulestream.agents.agent import AgentConfig, run_agent
+from joulestream.agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS
+from joulestream.agents.collectors.ebpf import DEFAULT_MAP_ENTRIES
+from joulestream.agents.options import add_root_options
+from joulestream.agents.publisher import BufferLimits
+from joulestream.agents.self_metrics import DEFAULT_METRICS_PORT
 from joulestream.options import add_kafka_options, topics_from
 
 

@@ -32,7 +32,7 @@ from http.client import HTTPConnection, HTTPResponse, HTTPSConnection
 from pathlib import Path
 from typing import Any
 
-from agents.capabilities import Capability
+from joulestream.agents.capabilities import Capability
 
 log = logging.getLogger(__name__)
 

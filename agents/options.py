@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT
-from agents.power.rapl import DEFAULT_ROOT
+from joulestream.agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT
+from joulestream.agents.power.rapl import DEFAULT_ROOT
 
 
 def add_root_options(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agents.publisher import RECORD_KINDS, PublishStats
+from joulestream.agents.publisher import RECORD_KINDS, PublishStats
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from common import (
 )
 
 from joulestream.settings import Topics
-from stream_processors.app import DEFAULT_APP_ID
+from joulestream.stream_processors.app import DEFAULT_APP_ID
 
 INTERVAL = 2.0
 

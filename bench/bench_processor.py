@@ -42,15 +42,15 @@ from confluent_kafka import TopicPartition
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
 from joulestream.loadgen import Encoder, FleetConfig, fleet, window_messages
+from joulestream.models.default import default_model
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
-from models.default import default_model
-from schemas.codec import Codec
-from stream_processors.attribution import AttributionConfig
-from stream_processors.carbon import CarbonConfig
-from stream_processors.join import add_reading
-from stream_processors.reference import ReferenceData
-from stream_processors.validation import check_sample
-from stream_processors.windows import JoinContext, WindowJoin
+from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.carbon import CarbonConfig
+from joulestream.stream_processors.join import add_reading
+from joulestream.stream_processors.reference import ReferenceData
+from joulestream.stream_processors.validation import check_sample
+from joulestream.stream_processors.windows import JoinContext, WindowJoin
 
 ROOT = Path(__file__).resolve().parent.parent
 S = 1_000_000_000

@@ -21,9 +21,9 @@ import time
 from common import append_results, energy_window
 from prometheus_client import generate_latest
 
-from schemas.codec import Codec
-from sinks.prometheus.service import build_registry
-from sinks.prometheus.state import EnergyState
+from joulestream.schemas.codec import Codec
+from joulestream.sinks.prometheus.service import build_registry
+from joulestream.sinks.prometheus.state import EnergyState
 
 S = 1_000_000_000
 ZONES = ("package-0", "dram-0")

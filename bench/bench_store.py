@@ -24,9 +24,9 @@ import psycopg
 from common import ROOT, append_results, energy_window, free_ports
 from psycopg import sql
 
-from sinks.store.backend import WRITE_METHODS
-from sinks.store.postgres import PostgresStore
-from sinks.store.rows import WindowRows, window_rows
+from joulestream.sinks.store.backend import WRITE_METHODS
+from joulestream.sinks.store.postgres import PostgresStore
+from joulestream.sinks.store.rows import WindowRows, window_rows
 
 S = 1_000_000_000
 

@@ -15,15 +15,39 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("loadgen", "joulestream.loadgen", "simulated fleet: NodeSamples and PowerReadings at a rate"),
     ("kafka", "joulestream.kafka.cli", "run a local single-node Apache Kafka (KRaft)"),
     ("topics", "joulestream.kafka.topics_cli", "create and inspect the pipeline's topics"),
-    ("agent", "agents.cli", "node agent: publish samples and power readings"),
-    ("capabilities", "agents.capabilities_cli", "what this node can measure and why not"),
-    ("process", "stream_processors.cli", "stream processor: join, attribute, write energy"),
+    ("agent", "joulestream.agents.cli", "node agent: publish samples and power readings"),
+    (
+        "capabilities",
+        "joulestream.agents.capabilities_cli",
+        "what this node can measure and why not",
+    ),
+    (
+        "process",
+        "joulestream.stream_processors.cli",
+        "stream processor: join, attribute, write energy",
+    ),
     ("replay", "joulestream.replay", "replay a time range of samples and power; --recompute"),
-    ("train", "models.train_cli", "train power models from a replayed range and publish them"),
-    ("models", "models.cli", "model registry on the models topic: list, show, import-kepler"),
-    ("grid", "stream_processors.grid_cli", "grid carbon intensity: import an Electricity Maps CSV"),
-    ("report", "sinks.report.cli", "energy, average watts and gCO2e by namespace/pod/node/cluster"),
-    ("sink", "sinks.cli", "sinks: Prometheus exporter, long-term store, raw archive"),
+    (
+        "train",
+        "joulestream.models.train_cli",
+        "train power models from a replayed range and publish them",
+    ),
+    (
+        "models",
+        "joulestream.models.cli",
+        "model registry on the models topic: list, show, import-kepler",
+    ),
+    (
+        "grid",
+        "joulestream.stream_processors.grid_cli",
+        "grid carbon intensity: import an Electricity Maps CSV",
+    ),
+    (
+        "report",
+        "joulestream.sinks.report.cli",
+        "energy, average watts and gCO2e by namespace/pod/node/cluster",
+    ),
+    ("sink", "joulestream.sinks.cli", "sinks: Prometheus exporter, long-term store, raw archive"),
 ]
 
 

@@ -54,11 +54,11 @@ from fastavro import parse_schema, schemaless_writer
 
 from joulestream.kafka import clients
 from joulestream.options import add_kafka_options, topics_from
+from joulestream.schemas.codec import MAGIC
+from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
+from joulestream.schemas.registry import SchemaRegistry
 from joulestream.settings import Topics, node_key
 from joulestream.signals import stop_on_signals
-from schemas.codec import MAGIC
-from schemas.features import FEATURE_NAMES, validate_feature_names
-from schemas.registry import SchemaRegistry
 
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,13 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from joulestream.kafka.clients import consumer, producer
+from joulestream.models.default import default_model
 from joulestream.options import topics_from
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics, node_key
 from joulestream.signals import stop_on_signals
-from models.default import default_model
-from schemas.codec import Codec
-from sinks.archive.files import claim_kind, write_durably
-from sinks.archive.layout import (
+from joulestream.sinks.archive.files import claim_kind, write_durably
+from joulestream.sinks.archive.layout import (
     KINDS,
     NS_PER_HOUR,
     SCHEMA,
@@ -53,13 +53,13 @@ from sinks.archive.layout import (
     hour_range_ns,
     part_path,
 )
-from sinks.archive.reader import ArchivedMessage, read_archive
-from sinks.archive.rows import Row, message_row
-from sinks.store.backend import Store, open_store
-from sinks.store.rows import WindowRows, latest_per_window, window_rows
-from stream_processors.recompute import Message, Recompute
-from stream_processors.reference import ReferenceData, ReferenceReader
-from stream_processors.windows import JoinContext
+from joulestream.sinks.archive.reader import ArchivedMessage, read_archive
+from joulestream.sinks.archive.rows import Row, message_row
+from joulestream.sinks.store.backend import Store, open_store
+from joulestream.sinks.store.rows import WindowRows, latest_per_window, window_rows
+from joulestream.stream_processors.recompute import Message, Recompute
+from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
+from joulestream.stream_processors.windows import JoinContext
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ class RecomputeTarget:
     STORE_BATCH = 500
 
     def __init__(self, args: argparse.Namespace, topics: Topics) -> None:
-        from stream_processors.cli import settings_from_args  # loads faust: only here
+        from joulestream.stream_processors.cli import settings_from_args  # loads faust: only here
 
         settings = settings_from_args(args)
         shipped = [default_model()] if settings.default_model else []
@@ -617,7 +617,7 @@ def replay(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from stream_processors.cli import add_arguments as processor_arguments
+    from joulestream.stream_processors.cli import add_arguments as processor_arguments
 
     add_source_arguments(parser)
     parser.add_argument(

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.errors import FeatureNameError
-from schemas.features import validate_feature_names
+from joulestream.schemas.errors import FeatureNameError
+from joulestream.schemas.features import validate_feature_names
 
 FORM_LINEAR = "linear"
 FORM_LINEAR_PER_CORE = "linear-per-core"

@@ -21,18 +21,18 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from joulestream.kafka.clients import consumer, producer
-from joulestream.options import add_kafka_options, topics_from
-from joulestream.settings import Topics
-from models.artifact import ModelRejected, PowerModel
-from models.kepler import (
+from joulestream.models.artifact import ModelRejected, PowerModel
+from joulestream.models.kepler import (
     KEPLER_PERIOD_S,
     KeplerImportError,
     convert,
     parse_mapping,
     read_model_file,
 )
-from schemas.codec import Codec
-from schemas.errors import CodecError
+from joulestream.options import add_kafka_options, topics_from
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import CodecError
+from joulestream.settings import Topics
 
 log = logging.getLogger(__name__)
 

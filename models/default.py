@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.artifact import FORM_LINEAR_PER_CORE, PowerModel
+from joulestream.models.artifact import FORM_LINEAR_PER_CORE, PowerModel
 
 CCF_AWS_IDLE_W_PER_VCPU = 0.74
 CCF_AWS_MAX_W_PER_VCPU = 3.5

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.artifact import FORM_LINEAR, PowerModel
-from schemas.errors import FeatureNameError
-from schemas.features import validate_feature_names
+from joulestream.models.artifact import FORM_LINEAR, PowerModel
+from joulestream.schemas.errors import FeatureNameError
+from joulestream.schemas.features import validate_feature_names
 
 KEPLER_PERIOD_S = 3.0
 COMPONENTS = ("package", "core", "uncore", "dram", "platform")

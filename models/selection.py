@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from models.artifact import PowerModel
+from joulestream.models.artifact import PowerModel
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-from schemas.errors import (
+from joulestream.schemas.errors import (
     NotSingleObjectEncoded,
     SchemaViolation,
     TruncatedMessage,
     UnknownFingerprint,
 )
-from schemas.registry import SchemaRegistry, SchemaVersion
+from joulestream.schemas.registry import SchemaRegistry, SchemaVersion
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8

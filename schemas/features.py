@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from schemas.errors import FeatureNameError
-from schemas.registry import SchemaRegistry
+from joulestream.schemas.errors import FeatureNameError
+from joulestream.schemas.registry import SchemaRegistry
 
 
 def _counter_fields() -> tuple[str, ...]:

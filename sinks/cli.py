@@ -8,9 +8,17 @@ from importlib import import_module
 
 # (subcommand, module providing ``add_arguments(parser)`` and ``run(args) -> int``, help)
 _SINKS: list[tuple[str, str, str]] = [
-    ("prometheus", "sinks.prometheus.cli", "expose energy and carbon counters on /metrics"),
-    ("store", "sinks.store.cli", "keep energy windows in PostgreSQL or SQLite"),
-    ("archive", "sinks.archive.cli", "keep raw samples and power readings in Parquet for replay"),
+    (
+        "prometheus",
+        "joulestream.sinks.prometheus.cli",
+        "expose energy and carbon counters on /metrics",
+    ),
+    ("store", "joulestream.sinks.store.cli", "keep energy windows in PostgreSQL or SQLite"),
+    (
+        "archive",
+        "joulestream.sinks.archive.cli",
+        "keep raw samples and power readings in Parquet for replay",
+    ),
 ]
 
 

@@ -44,25 +44,30 @@ from faust.types import TP, EventT
 
 from joulestream.kafka.clients import admin
 from joulestream.kafka.topics import partition_counts
+from joulestream.models.default import default_model
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import CodecError
 from joulestream.settings import Topics, librdkafka_passthrough, node_key
-from models.default import default_model
-from schemas.codec import Codec
-from schemas.errors import CodecError
-from stream_processors.attribution import AttributionConfig
-from stream_processors.carbon import CarbonConfig
-from stream_processors.deadletter import dead_letter_headers
-from stream_processors.join import DEFAULT_MAX_READINGS, PowerSeries, RejectedReading, add_reading
-from stream_processors.metrics import ProcessorStats, serve
-from stream_processors.progress import NodeProgress
-from stream_processors.reference import ReferenceData, ReferenceReader
-from stream_processors.validation import (
+from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.carbon import CarbonConfig
+from joulestream.stream_processors.deadletter import dead_letter_headers
+from joulestream.stream_processors.join import (
+    DEFAULT_MAX_READINGS,
+    PowerSeries,
+    RejectedReading,
+    add_reading,
+)
+from joulestream.stream_processors.metrics import ProcessorStats, serve
+from joulestream.stream_processors.progress import NodeProgress
+from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
+from joulestream.stream_processors.validation import (
     DEFAULT_MAX_WORKLOADS,
     InvalidRecord,
     check_key,
     check_reading,
     check_sample,
 )
-from stream_processors.windows import Emitted, JoinContext, StaleInstance, WindowJoin
+from joulestream.stream_processors.windows import Emitted, JoinContext, StaleInstance, WindowJoin
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.features import validate_feature_names
+from joulestream.schemas.features import validate_feature_names
 
 Record = dict[str, Any]
 

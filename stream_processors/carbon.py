@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_processors.attribution import DEFAULT_GRID_INTENSITY, DEFAULT_PUE, Carbon
+from joulestream.stream_processors.attribution import DEFAULT_GRID_INTENSITY, DEFAULT_PUE, Carbon
 
 DEFAULT_MAX_POINTS_PER_REGION = 10_000
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from joulestream.options import add_kafka_options, topics_from
 from joulestream.settings import bootstrap_servers
-from stream_processors.app import (
+from joulestream.stream_processors.app import (
     DEFAULT_APP_ID,
     DEFAULT_LATENESS_S,
     DEFAULT_SESSION_TIMEOUT_S,
@@ -19,7 +19,7 @@ from stream_processors.app import (
     default_state_dir,
     ensure_changelog,
 )
-from stream_processors.attribution import (
+from joulestream.stream_processors.attribution import (
     DEFAULT_GRID_INTENSITY,
     DEFAULT_PUE,
     DEFAULT_RAPL_ERROR,
@@ -27,8 +27,8 @@ from stream_processors.attribution import (
     IDLE_POLICY_NONE,
     AttributionConfig,
 )
-from stream_processors.carbon import CarbonConfig
-from stream_processors.validation import DEFAULT_MAX_WORKLOADS
+from joulestream.stream_processors.carbon import CarbonConfig
+from joulestream.stream_processors.validation import DEFAULT_MAX_WORKLOADS
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from models.selection import ModelSet, NodeFacts
-from stream_processors.attribution import Energy
+from joulestream.models.selection import ModelSet, NodeFacts
+from joulestream.stream_processors.attribution import Energy
 
 
 def node_facts(sample: Mapping[str, Any]) -> NodeFacts:

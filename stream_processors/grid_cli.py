@@ -22,8 +22,8 @@ from typing import Any
 
 from joulestream.kafka.clients import producer
 from joulestream.options import add_kafka_options, topics_from
+from joulestream.schemas.codec import Codec
 from joulestream.settings import bootstrap_servers
-from schemas.codec import Codec
 
 log = logging.getLogger(__name__)
 

@@ -23,18 +23,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from schemas.codec import Codec
-from schemas.errors import CodecError
-from stream_processors.attribution import AttributionConfig
-from stream_processors.join import DEFAULT_MAX_READINGS, PowerSeries, RejectedReading, add_reading
-from stream_processors.validation import (
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import CodecError
+from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.join import (
+    DEFAULT_MAX_READINGS,
+    PowerSeries,
+    RejectedReading,
+    add_reading,
+)
+from joulestream.stream_processors.validation import (
     DEFAULT_MAX_WORKLOADS,
     InvalidRecord,
     check_key,
     check_reading,
     check_sample,
 )
-from stream_processors.windows import Emitted, JoinContext, StaleInstance, WindowJoin
+from joulestream.stream_processors.windows import Emitted, JoinContext, StaleInstance, WindowJoin
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from joulestream.kafka.clients import consumer, producer
+from joulestream.models.artifact import ModelRejected, PowerModel
+from joulestream.models.selection import ModelSet
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import CodecError
 from joulestream.settings import Topics
-from models.artifact import ModelRejected, PowerModel
-from models.selection import ModelSet
-from schemas.codec import Codec
-from schemas.errors import CodecError
-from stream_processors.attribution import Carbon
-from stream_processors.carbon import BadGridRecord, CarbonConfig, GridIntensities
-from stream_processors.deadletter import dead_letter_headers
+from joulestream.stream_processors.attribution import Carbon
+from joulestream.stream_processors.carbon import BadGridRecord, CarbonConfig, GridIntensities
+from joulestream.stream_processors.deadletter import dead_letter_headers
 
 log = logging.getLogger(__name__)
 

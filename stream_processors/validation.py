@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from schemas.features import FEATURE_NAMES
+from joulestream.schemas.features import FEATURE_NAMES
 
 DEFAULT_MAX_FUTURE_NS = 300 * 1_000_000_000  # clock skew tolerated before "in the future"
 DEFAULT_MAX_WORKLOADS = 10_000

@@ -27,17 +27,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
-from models.selection import ModelSet
-from stream_processors.attribution import (
+from joulestream.models.selection import ModelSet
+from joulestream.stream_processors.attribution import (
     AttributionConfig,
     Carbon,
     Energy,
     attribute,
     unmeasured,
 )
-from stream_processors.estimation import estimate
-from stream_processors.join import Coverage, PowerSeries, coverage, window_energy
-from stream_processors.progress import NodeProgress
+from joulestream.stream_processors.estimation import estimate
+from joulestream.stream_processors.join import Coverage, PowerSeries, coverage, window_energy
+from joulestream.stream_processors.progress import NodeProgress
 
 T = TypeVar("T")
 Record = dict[str, Any]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Literal, Protocol
 
-from agents.capabilities import Capability
-from schemas.features import FEATURE_NAMES
+from joulestream.agents.capabilities import Capability
+from joulestream.schemas.features import FEATURE_NAMES
 
 WorkloadKind = Literal["container", "system", "kernel"]
 

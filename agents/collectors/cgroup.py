@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agents.capabilities import Capability, counter_capabilities
-from agents.collectors.base import CollectedWindow, Counters, Workload
-from agents.collectors.cgroupfs import (
+from joulestream.agents.capabilities import Capability, counter_capabilities
+from joulestream.agents.collectors.base import CollectedWindow, Counters, Workload
+from joulestream.agents.collectors.cgroupfs import (
     V1_IO_FILE,
     cpu_ns,
     has_procs,
@@ -38,8 +38,8 @@ from agents.collectors.cgroupfs import (
     read_text,
     v2_controllers,
 )
-from agents.collectors.grouping import OVERFLOW_ID, add_cgroup, fold_overflow
-from agents.collectors.procfs import (
+from joulestream.agents.collectors.grouping import OVERFLOW_ID, add_cgroup, fold_overflow
+from joulestream.agents.collectors.procfs import (
     CLOCK_TICKS,
     NS_PER_S,
     memory_working_set_bytes,

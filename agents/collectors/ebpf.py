@@ -34,12 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agents.capabilities import Capability, counter_capabilities
-from agents.collectors.base import CollectedWindow, Collector, Counters, Workload
-from agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS, KERNEL_ID, ROOT, CgroupCollector
-from agents.collectors.cgroupfs import memory_working_set, v2_controllers
-from agents.collectors.grouping import OVERFLOW_ID, add_cgroup, fold_overflow
-from agents.collectors.procfs import memory_working_set_bytes, process_stat
+from joulestream.agents.capabilities import Capability, counter_capabilities
+from joulestream.agents.collectors.base import CollectedWindow, Collector, Counters, Workload
+from joulestream.agents.collectors.cgroup import (
+    DEFAULT_MAX_WORKLOADS,
+    KERNEL_ID,
+    ROOT,
+    CgroupCollector,
+)
+from joulestream.agents.collectors.cgroupfs import memory_working_set, v2_controllers
+from joulestream.agents.collectors.grouping import OVERFLOW_ID, add_cgroup, fold_overflow
+from joulestream.agents.collectors.procfs import memory_working_set_bytes, process_stat
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ usage still counts towards the node and nothing is dropped)."""
 
 from __future__ import annotations
 
-from agents.collectors.base import Counters, Workload
-from agents.workloads import resolve
+from joulestream.agents.collectors.base import Counters, Workload
+from joulestream.agents.workloads import resolve
 
 OVERFLOW_ID = "overflow"
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.power.types import PowerStatus, PowerUnavailable
+from joulestream.agents.power.types import PowerStatus, PowerUnavailable
 
 SOURCE = "hwmon"
 DEFAULT_ROOT = Path("/sys/class/hwmon")

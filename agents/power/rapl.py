@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.power.types import PowerStatus, PowerUnavailable
+from joulestream.agents.power.types import PowerStatus, PowerUnavailable
 
 SOURCE = "rapl-powercap"
 DEFAULT_ROOT = Path("/sys/class/powercap")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.power.hwmon import HwmonReader
-from agents.power.rapl import RaplReader
-from agents.power.types import PowerChoice, PowerSource, PowerStatus
+from joulestream.agents.power.hwmon import HwmonReader
+from joulestream.agents.power.rapl import RaplReader
+from joulestream.agents.power.types import PowerChoice, PowerSource, PowerStatus
 
 
 def select_power_source(

@@ -12,14 +12,14 @@ from confluent_kafka import KafkaException
 
 from joulestream.options import topics_from
 from joulestream.signals import stop_on_signals
-from sinks.archive.files import ArchiveMismatch
-from sinks.archive.service import (
+from joulestream.sinks.archive.files import ArchiveMismatch
+from joulestream.sinks.archive.service import (
     DEFAULT_GROUP_ID,
     DEFAULT_ROLL_MESSAGES,
     DEFAULT_ROLL_SECONDS,
     ArchiveSink,
 )
-from sinks.consume import add_consumer_options, manual_commit_consumer
+from joulestream.sinks.consume import add_consumer_options, manual_commit_consumer
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sinks.archive.layout import TEMP_MARKER, Kind
+from joulestream.sinks.archive.layout import TEMP_MARKER, Kind
 
 STALE_TEMP_S = 3600.0
 _TOPIC_FILE = "_topic"

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sinks.archive.layout import (
+from joulestream.sinks.archive.layout import (
     KINDS,
     Kind,
     PartName,

@@ -7,9 +7,9 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from confluent_kafka._types import HeadersType
 
-from schemas.codec import Codec
-from schemas.errors import CodecError
-from sinks.archive.layout import RECORD_OF_KIND, Kind
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import CodecError
+from joulestream.sinks.archive.layout import RECORD_OF_KIND, Kind
 
 Row = dict[str, Any]
 

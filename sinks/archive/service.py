@@ -25,13 +25,18 @@ from pathlib import Path
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from schemas.codec import Codec
-from sinks.archive.files import ArchiveMismatch, claim_kind, remove_stale_temps, write_durably
-from sinks.archive.layout import SCHEMA, Kind, PartName, hour_of, part_path
-from sinks.archive.reader import archived_offsets, digest
-from sinks.archive.rows import Row, message_row
-from sinks.backoff import Backoff
-from sinks.consume import commit_offsets, consume_messages
+from joulestream.schemas.codec import Codec
+from joulestream.sinks.archive.files import (
+    ArchiveMismatch,
+    claim_kind,
+    remove_stale_temps,
+    write_durably,
+)
+from joulestream.sinks.archive.layout import SCHEMA, Kind, PartName, hour_of, part_path
+from joulestream.sinks.archive.reader import archived_offsets, digest
+from joulestream.sinks.archive.rows import Row, message_row
+from joulestream.sinks.backoff import Backoff
+from joulestream.sinks.consume import commit_offsets, consume_messages
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ from confluent_kafka import KafkaException
 
 from joulestream.options import add_kafka_options, topics_from
 from joulestream.signals import stop_on_signals
-from sinks.prometheus.service import (
+from joulestream.sinks.prometheus.service import (
     DEFAULT_GROUP_ID,
     DEFAULT_HOST,
     DEFAULT_PORT,
     default_instance_id,
     serve,
 )
-from sinks.prometheus.state import DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_S
+from joulestream.sinks.prometheus.state import DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_S
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sinks.prometheus import kepler
-from sinks.prometheus.exposition import FamilyTemplate, render
-from sinks.prometheus.state import (
+from joulestream.sinks.prometheus import kepler
+from joulestream.sinks.prometheus.exposition import FamilyTemplate, render
+from joulestream.sinks.prometheus.state import (
     CONSUMER_LAG_LABELS,
     NODE_LABELS,
     NODE_ONLY_LABELS,

@@ -31,12 +31,12 @@ from confluent_kafka import Consumer, KafkaException, Message
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from joulestream.kafka import clients
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import CodecError
 from joulestream.settings import Topics
-from schemas.codec import Codec
-from schemas.errors import CodecError
-from sinks.prometheus.collector import EnergyCollector
-from sinks.prometheus.state import DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_S, EnergyState
-from sinks.windows import InvalidWindow
+from joulestream.sinks.prometheus.collector import EnergyCollector
+from joulestream.sinks.prometheus.state import DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_S, EnergyState
+from joulestream.sinks.windows import InvalidWindow
 
 log = logging.getLogger(__name__)
 

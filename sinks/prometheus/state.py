@@ -24,15 +24,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from schemas.errors import (
+from joulestream.schemas.errors import (
     CodecError,
     NotSingleObjectEncoded,
     SchemaViolation,
     TruncatedMessage,
     UnknownFingerprint,
 )
-from sinks.prometheus import kepler
-from sinks.windows import BAD_WINDOW, NEGATIVE_ENERGY, NON_FINITE, check_window
+from joulestream.sinks.prometheus import kepler
+from joulestream.sinks.windows import BAD_WINDOW, NEGATIVE_ENERGY, NON_FINITE, check_window
 
 Labels = tuple[str, ...]
 Series = dict[Labels, float]

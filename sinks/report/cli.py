@@ -8,10 +8,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sinks.report.period import parse_time
-from sinks.report.plot import write_plot
-from sinks.report.query import GROUPINGS, ReportError, energy_report
-from sinks.report.render import FORMATS, render
+from joulestream.sinks.report.period import parse_time
+from joulestream.sinks.report.plot import write_plot
+from joulestream.sinks.report.query import GROUPINGS, ReportError, energy_report
+from joulestream.sinks.report.render import FORMATS, render
 
 DEFAULT_DSN = "sqlite:///joulestream.db"  # the store sink's default
 

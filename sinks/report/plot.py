@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sinks.report.query import Report
+from joulestream.sinks.report.query import Report
 
 MAX_BARS = 20
 

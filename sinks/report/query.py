@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from sinks.report.period import to_ns
-from sinks.store.backend import parse_sqlite_dsn
-from sinks.store.migrations import POSTGRES, SQLITE, SchemaTooNew, pending
-from sinks.store.rows import ns_to_datetime
+from joulestream.sinks.report.period import to_ns
+from joulestream.sinks.store.backend import parse_sqlite_dsn
+from joulestream.sinks.store.migrations import POSTGRES, SQLITE, SchemaTooNew, pending
+from joulestream.sinks.store.rows import ns_to_datetime
 
 GroupBy = Literal["namespace", "pod", "node", "cluster"]
 GROUPINGS: tuple[GroupBy, ...] = ("namespace", "pod", "node", "cluster")
@@ -173,7 +173,7 @@ class _Database:
         if self.postgres:
             import psycopg
 
-            from sinks.store.postgres import CONNECT_TIMEOUT_S, describe
+            from joulestream.sinks.store.postgres import CONNECT_TIMEOUT_S, describe
 
             self.description = describe(dsn)
             try:

@@ -7,8 +7,8 @@ import io
 import json
 from typing import Any
 
-from sinks.report.query import Report, ReportRow
-from sinks.store.rows import ns_to_datetime
+from joulestream.sinks.report.query import Report, ReportRow
+from joulestream.sinks.store.rows import ns_to_datetime
 
 FORMATS = ("table", "csv", "json")
 NUMBERS = ("energy_j", "energy_kwh", "avg_watts", "co2e_g", "seconds")

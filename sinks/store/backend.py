@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
-from sinks.store.rows import WindowRows
+from joulestream.sinks.store.rows import WindowRows
 
 WriteMethod = Literal["copy", "executemany"]
 WRITE_METHODS: tuple[WriteMethod, ...] = ("copy", "executemany")
@@ -54,11 +54,11 @@ def open_store(dsn: str, *, pg_write_method: WriteMethod = "copy") -> Store:
     connected yet, so it can be built while the database is down. Imported lazily: the
     SQLite default needs no PostgreSQL driver."""
     if dsn.startswith(("postgresql://", "postgres://")):
-        from sinks.store.postgres import PostgresStore
+        from joulestream.sinks.store.postgres import PostgresStore
 
         return PostgresStore(dsn, method=pg_write_method)
     if dsn.startswith("sqlite:///"):
-        from sinks.store.sqlite import SqliteStore
+        from joulestream.sinks.store.sqlite import SqliteStore
 
         return SqliteStore(parse_sqlite_dsn(dsn))
     raise ValueError(f"unsupported store DSN {dsn!r}: use postgresql://… or sqlite:///PATH")

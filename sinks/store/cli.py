@@ -11,10 +11,10 @@ from confluent_kafka import KafkaException
 
 from joulestream.options import topics_from
 from joulestream.signals import stop_on_signals
-from sinks.consume import add_consumer_options, manual_commit_consumer
-from sinks.store.backend import WRITE_METHODS, open_store
-from sinks.store.migrations import SchemaTooNew
-from sinks.store.service import (
+from joulestream.sinks.consume import add_consumer_options, manual_commit_consumer
+from joulestream.sinks.store.backend import WRITE_METHODS, open_store
+from joulestream.sinks.store.migrations import SchemaTooNew
+from joulestream.sinks.store.service import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_WAIT_S,
     DEFAULT_GROUP_ID,

@@ -16,9 +16,14 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
-from sinks.store.backend import WRITE_METHODS, RejectedWindows, StoreUnavailable, WriteMethod
-from sinks.store.migrations import POSTGRES, SCHEMA_VERSION_TABLE, pending
-from sinks.store.rows import (
+from joulestream.sinks.store.backend import (
+    WRITE_METHODS,
+    RejectedWindows,
+    StoreUnavailable,
+    WriteMethod,
+)
+from joulestream.sinks.store.migrations import POSTGRES, SCHEMA_VERSION_TABLE, pending
+from joulestream.sinks.store.rows import (
     NODE_COLUMNS,
     NODE_KEY,
     WORKLOAD_COLUMNS,
@@ -29,7 +34,7 @@ from sinks.store.rows import (
     WindowRows,
     ns_to_datetime,
 )
-from sinks.store.sql import upsert
+from joulestream.sinks.store.sql import upsert
 
 CONNECT_TIMEOUT_S = 5
 

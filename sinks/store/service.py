@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Message
 
-from schemas.codec import Codec
-from schemas.errors import CodecError
-from sinks.backoff import Backoff
-from sinks.consume import commit_offsets, consume_messages
-from sinks.store.backend import RejectedWindows, Store, StoreUnavailable
-from sinks.store.rows import WindowRows, latest_per_window, window_rows
-from sinks.windows import InvalidWindow
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import CodecError
+from joulestream.sinks.backoff import Backoff
+from joulestream.sinks.consume import commit_offsets, consume_messages
+from joulestream.sinks.store.backend import RejectedWindows, Store, StoreUnavailable
+from joulestream.sinks.store.rows import WindowRows, latest_per_window, window_rows
+from joulestream.sinks.windows import InvalidWindow
 
 log = logging.getLogger(__name__)
 

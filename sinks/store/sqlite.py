@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from sinks.store.backend import RejectedWindows, StoreUnavailable
-from sinks.store.migrations import SCHEMA_VERSION_TABLE, SQLITE, pending
-from sinks.store.rows import (
+from joulestream.sinks.store.backend import RejectedWindows, StoreUnavailable
+from joulestream.sinks.store.migrations import SCHEMA_VERSION_TABLE, SQLITE, pending
+from joulestream.sinks.store.rows import (
     NODE_COLUMNS,
     NODE_KEY,
     TIME_COLUMNS,
@@ -21,7 +21,7 @@ from sinks.store.rows import (
     Row,
     WindowRows,
 )
-from sinks.store.sql import upsert
+from joulestream.sinks.store.sql import upsert
 
 BUSY_TIMEOUT_S = 30.0
 

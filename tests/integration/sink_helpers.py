@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from joulestream.kafka import clients
+from joulestream.schemas.codec import Codec
 from joulestream.settings import node_key
-from schemas.codec import Codec
 
 
 def produce_energy(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.collectors.cgroup import CgroupCollector
-from agents.collectors.procfs import CLOCK_TICKS, NS_PER_S, process_stat
+from joulestream.agents.collectors.cgroup import CgroupCollector
+from joulestream.agents.collectors.procfs import CLOCK_TICKS, NS_PER_S, process_stat
 
 pytestmark = pytest.mark.integration
 

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from agents.agent import EXIT_OK, AgentConfig, run_agent
-from agents.collectors.base import CollectedWindow, Workload
-from agents.collectors.ebpf import (
+from joulestream.agents.agent import EXIT_OK, AgentConfig, run_agent
+from joulestream.agents.collectors.base import CollectedWindow, Workload
+from joulestream.agents.collectors.ebpf import (
     HW_EVENTS,
     EbpfCollector,
     hardware_counters,
     v2_hierarchy,
 )
-from agents.collectors.procfs import CLOCK_TICKS, NS_PER_S, process_stat
-from agents.publisher import PublishStats
+from joulestream.agents.collectors.procfs import CLOCK_TICKS, NS_PER_S, process_stat
+from joulestream.agents.publisher import PublishStats
 
 pytestmark = pytest.mark.integration
 

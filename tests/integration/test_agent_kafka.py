@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from agent_fakes import fake_powercap
 
-from agents.agent import AgentConfig, run_agent
+from joulestream.agents.agent import AgentConfig, run_agent
 from joulestream.kafka import clients
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
-from schemas.codec import Codec
 
 pytestmark = pytest.mark.integration
 

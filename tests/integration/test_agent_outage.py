@@ -18,13 +18,13 @@ import pytest
 from agent_fakes import fake_cgroup, fake_powercap
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.agent import EXIT_OK, AgentConfig, run_agent
-from agents.publisher import Publisher
+from joulestream.agents.agent import EXIT_OK, AgentConfig, run_agent
+from joulestream.agents.publisher import Publisher
 from joulestream.kafka import clients
 from joulestream.kafka.broker import LocalKafka
 from joulestream.kafka.topics import create_topics
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
-from schemas.codec import Codec
 
 pytestmark = pytest.mark.integration
 

@@ -22,12 +22,12 @@ import pytest
 from confluent_kafka import Message, TopicPartition
 
 from joulestream.kafka import clients
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics, node_key
-from schemas.codec import Codec
-from sinks.archive.layout import part_files
-from sinks.archive.reader import read_archive
-from sinks.archive.service import ArchiveSink
-from sinks.backoff import Backoff
+from joulestream.sinks.archive.layout import part_files
+from joulestream.sinks.archive.reader import read_archive
+from joulestream.sinks.archive.service import ArchiveSink
+from joulestream.sinks.backoff import Backoff
 
 pytestmark = pytest.mark.integration
 
@@ -291,7 +291,7 @@ def test_full_disk_loses_nothing_and_commits_nothing_until_space_returns(
         backoff=Backoff(initial_s=0.2, factor=2.0, max_s=1.0),
     )
     thread = threading.Thread(target=sink.run, args=(stop,))
-    caplog.set_level(logging.INFO, logger="sinks.archive")
+    caplog.set_level(logging.INFO, logger="joulestream.sinks.archive")
     thread.start()
     try:
         produced = produce(kafka_bootstrap, traffic(topics, [(c, n, 0) for c, n in nodes]))

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from joulestream.kafka import clients
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
-from schemas.codec import Codec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -25,10 +25,10 @@ from processor_helpers import start_processor, stop_processor
 from joulestream.kafka import clients
 from joulestream.kafka.broker import free_ports
 from joulestream.kafka.topics import create_topics
+from joulestream.models.default import default_model_record
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.settings import Topics, node_key
-from models.default import default_model_record
-from schemas.codec import Codec
-from schemas.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from confluent_kafka.admin import NewTopic
 from processor_helpers import JOULESTREAM, start_processor, stop_processor
 
 from joulestream.kafka import clients
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.settings import Topics, node_key
-from schemas.codec import Codec
-from schemas.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,9 @@ from integration.test_processor_kafka import (
 from joulestream import replay
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
-from schemas.codec import Codec
-from sinks.archive.reader import read_archive
+from joulestream.sinks.archive.reader import read_archive
 
 pytestmark = pytest.mark.integration
 

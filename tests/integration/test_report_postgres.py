@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from sinks.report import cli
-from sinks.report.period import to_ns
-from sinks.report.query import GROUPINGS, ReportError, energy_report
-from sinks.store.backend import open_store
-from sinks.store.rows import window_rows
+from joulestream.sinks.report import cli
+from joulestream.sinks.report.period import to_ns
+from joulestream.sinks.report.query import GROUPINGS, ReportError, energy_report
+from joulestream.sinks.store.backend import open_store
+from joulestream.sinks.store.rows import window_rows
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sink_helpers import running_loop
 
 from joulestream.kafka import clients
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics, node_key
-from schemas.codec import Codec
-from sinks.prometheus.service import EnergyConsumer, MetricsServer, build_registry
-from sinks.prometheus.state import EnergyState
+from joulestream.sinks.prometheus.service import EnergyConsumer, MetricsServer, build_registry
+from joulestream.sinks.prometheus.state import EnergyState
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ from sink_helpers import produce_energy, running_loop
 
 from joulestream.kafka import clients
 from joulestream.settings import Topics, node_key
-from sinks.prometheus.service import EnergyConsumer, MetricsServer, build_registry
-from sinks.prometheus.state import EnergyState
+from joulestream.sinks.prometheus.service import EnergyConsumer, MetricsServer, build_registry
+from joulestream.sinks.prometheus.state import EnergyState
 
 pytestmark = pytest.mark.integration
 

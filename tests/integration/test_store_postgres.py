@@ -24,10 +24,10 @@ from sink_helpers import produce_energy, running_loop
 
 from joulestream.kafka import clients
 from joulestream.settings import Topics
-from sinks.backoff import Backoff
-from sinks.store.postgres import PostgresStore
-from sinks.store.rows import ns_to_datetime, window_rows
-from sinks.store.service import StoreSink
+from joulestream.sinks.backoff import Backoff
+from joulestream.sinks.store.postgres import PostgresStore
+from joulestream.sinks.store.rows import ns_to_datetime, window_rows
+from joulestream.sinks.store.service import StoreSink
 
 pytestmark = pytest.mark.integration
 
@@ -239,7 +239,7 @@ def test_postgres_stopped_for_30_s_mid_stream_loses_and_doubles_nothing(
     during = [energy(TODAY_NS + s * S, node=f"n{s % 3}") for s in range(60, 200, 2)]
     group = f"store-outage-{uuid.uuid4().hex}"
     produce_energy(kafka_bootstrap, topics.energy, before)
-    caplog.set_level(logging.INFO, logger="sinks.store.service")
+    caplog.set_level(logging.INFO, logger="joulestream.sinks.store.service")
     with running_sink(kafka_bootstrap, topics, postgres_db, group) as sink:
         wait_for(lambda: len(stored_windows(postgres_db)) == 30, "the first 30 windows")
         wait_for(

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.agent import EXIT_OK, AgentConfig, run_agent
+from joulestream.agents.agent import EXIT_OK, AgentConfig, run_agent
+from joulestream.models.cli import publish, read_models
+from joulestream.models.training import results_table, train_models, training_examples
 from joulestream.replay import kafka_source
 from joulestream.settings import Topics
-from models.cli import publish, read_models
-from models.training import results_table, train_models, training_examples
 
 pytestmark = pytest.mark.integration
 

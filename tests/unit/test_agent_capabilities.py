@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agents.capabilities import Capability, counter_capabilities, node_capabilities
-from agents.power.types import PowerStatus
-from schemas.errors import FeatureNameError
-from schemas.features import FEATURE_NAMES
+from joulestream.agents.capabilities import Capability, counter_capabilities, node_capabilities
+from joulestream.agents.power.types import PowerStatus
+from joulestream.schemas.errors import FeatureNameError
+from joulestream.schemas.features import FEATURE_NAMES
 
 
 def test_every_counter_is_covered_once() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.collectors.base import Workload
-from agents.collectors.cgroup import CgroupCollector, CgroupLayoutError, detect_layout
+from joulestream.agents.collectors.base import Workload
+from joulestream.agents.collectors.cgroup import CgroupCollector, CgroupLayoutError, detect_layout
 
 CID = "ab12" * 16
 CID2 = "cd34" * 16

@@ -6,7 +6,7 @@ import argparse
 import socket
 from pathlib import Path
 
-from agents import cli
+from joulestream.agents import cli
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agents import capabilities_cli
-from agents.capabilities import kubernetes_capability, node_capabilities
-from agents.collectors.cgroup import CgroupCollector
-from agents.collectors.ebpf import (
+from joulestream.agents import capabilities_cli
+from joulestream.agents.capabilities import kubernetes_capability, node_capabilities
+from joulestream.agents.collectors.cgroup import CgroupCollector
+from joulestream.agents.collectors.ebpf import (
     MAP_FIELDS,
     UNRESOLVED_ID,
     CgroupIds,
@@ -24,8 +24,8 @@ from agents.collectors.ebpf import (
     open_collector,
     v2_hierarchy,
 )
-from agents.collectors.grouping import fold_overflow
-from agents.power.types import PowerStatus
+from joulestream.agents.collectors.grouping import fold_overflow
+from joulestream.agents.power.types import PowerStatus
 
 CID = "a" * 64
 POD = "0d3b6a9e-5a4c-4f0e-9c1b-3e2d1f0a9b8c"

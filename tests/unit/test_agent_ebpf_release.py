@@ -6,7 +6,7 @@ import mmap
 import os
 from pathlib import Path
 
-from agents.collectors.ebpf import _release_compiler_pages
+from joulestream.agents.collectors.ebpf import _release_compiler_pages
 
 
 def resident_kb(path: Path) -> int:

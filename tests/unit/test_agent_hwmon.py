@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.power.hwmon import HwmonReader, discover
-from agents.power.select import select_power_source
-from agents.power.types import PowerUnavailable
+from joulestream.agents.power.hwmon import HwmonReader, discover
+from joulestream.agents.power.select import select_power_source
+from joulestream.agents.power.types import PowerUnavailable
 
 
 def sensor(root: Path, device: str, name: str, files: dict[str, str]) -> Path:

@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from agents.agent import _Loop
-from agents.kubernetes import (
+from joulestream.agents.agent import _Loop
+from joulestream.agents.kubernetes import (
     ApiEndpoint,
     KubernetesUnavailable,
     PodIndex,
@@ -244,7 +244,7 @@ def test_in_cluster_endpoint(tmp_path: Path) -> None:
 
 def test_loop_names_workloads_from_the_index(api: FakeApi, tmp_path: Path) -> None:
     """The loop's naming step, with the watcher fed by the fake API."""
-    from agents.collectors.base import CollectedWindow, Counters, Workload
+    from joulestream.agents.collectors.base import CollectedWindow, Counters, Workload
 
     api.lists = [
         {"metadata": {"resourceVersion": "1"}, "items": [pod("u1", "web", "1", {CID_A: "nginx"})]}

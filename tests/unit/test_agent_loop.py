@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from agent_fakes import fake_cgroup, fake_powercap
 
-from agents.agent import EXIT_CONFIG, EXIT_LOST, EXIT_OK, AgentConfig, run_agent
-from agents.publisher import PublishStats
-from schemas.codec import Codec, Record
+from joulestream.agents.agent import EXIT_CONFIG, EXIT_LOST, EXIT_OK, AgentConfig, run_agent
+from joulestream.agents.publisher import PublishStats
+from joulestream.schemas.codec import Codec, Record
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,7 +142,7 @@ def test_sigterm_finishes_flushes_and_exits_zero(tmp_path: Path) -> None:
         from pathlib import Path
         sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
         from test_agent_loop import RecordingSink
-        from agents.agent import AgentConfig, run_agent
+        from joulestream.agents.agent import AgentConfig, run_agent
 
         sink = RecordingSink()
         print("ready", flush=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agents.node_info import node_info
+from joulestream.agents.node_info import node_info
 
 
 def test_cpu_model_and_count(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from agents.publisher import BufferLimits, Publisher, seq_ranges
+from joulestream.agents.publisher import BufferLimits, Publisher, seq_ranges
 from joulestream.kafka import clients
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import SchemaViolation
 from joulestream.settings import Topics
-from schemas.codec import Codec
-from schemas.errors import SchemaViolation
 
 
 class FakeMessage:
@@ -114,7 +114,7 @@ def test_beyond_the_bound_the_oldest_waiting_records_are_dropped_and_counted(
     limits = BufferLimits(max_messages=10, handover_messages=3)
     publisher = Publisher("c1", "n1", client=fake, limits=limits)
     fake.up = False
-    with caplog.at_level(logging.WARNING, logger="agents.publisher"):
+    with caplog.at_level(logging.WARNING, logger="joulestream.agents.publisher"):
         for seq in range(25):
             publisher.publish_power(power(seq))
     stats = publisher.stats().records["power"]
@@ -170,7 +170,7 @@ def test_close_reports_what_could_not_be_delivered(caplog: pytest.LogCaptureFixt
     fake.up = False
     for seq in (0, 1, 2, 3, 7):
         publisher.publish_power(power(seq))
-    with caplog.at_level(logging.ERROR, logger="agents.publisher"):
+    with caplog.at_level(logging.ERROR, logger="joulestream.agents.publisher"):
         assert publisher.close(0.2) == 5
     assert sorted(p.seq for p in publisher.undelivered) == [0, 1, 2, 3, 7]
     assert "5 PowerReading records undelivered" in caplog.text and "seq 0-3, 7" in caplog.text

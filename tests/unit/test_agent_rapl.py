@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.power.rapl import RaplReader, discover, node_energy_zones
+from joulestream.agents.power.rapl import RaplReader, discover, node_energy_zones
 
 MAX = 262_143_328_850
 

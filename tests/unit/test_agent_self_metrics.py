@@ -11,9 +11,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from test_agent_loop import RecordingSink, config
 
-from agents.agent import EXIT_CONFIG, EXIT_OK, run_agent
-from agents.publisher import PublishStats
-from agents.self_metrics import AgentCollector, LoopState
+from joulestream.agents.agent import EXIT_CONFIG, EXIT_OK, run_agent
+from joulestream.agents.publisher import PublishStats
+from joulestream.agents.self_metrics import AgentCollector, LoopState
 from joulestream.kafka.broker import free_ports
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

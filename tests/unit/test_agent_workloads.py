@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.workloads import Identity, resolve
+from joulestream.agents.workloads import Identity, resolve
 
 CID = "3f2a" * 16  # 64 hex
 UID = "0c1e6a5b-7f3d-4c2a-9b8e-1d2f3a4b5c6d"

@@ -10,8 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sinks.archive.files import ArchiveMismatch, claim_kind, remove_stale_temps, write_durably
-from sinks.archive.layout import (
+from joulestream.sinks.archive.files import (
+    ArchiveMismatch,
+    claim_kind,
+    remove_stale_temps,
+    write_durably,
+)
+from joulestream.sinks.archive.layout import (
     PartName,
     cluster_dir,
     cluster_of_dir,

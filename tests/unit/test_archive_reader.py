@@ -9,9 +9,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from sinks.archive.files import write_durably
-from sinks.archive.layout import SCHEMA, PartName, hour_of, part_path
-from sinks.archive.reader import archived_offsets, digest, read_archive
+from joulestream.sinks.archive.files import write_durably
+from joulestream.sinks.archive.layout import SCHEMA, PartName, hour_of, part_path
+from joulestream.sinks.archive.reader import archived_offsets, digest, read_archive
 
 S = 1_000_000_000
 HOUR = 3600 * S

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Message, TopicPartition
 
-from schemas.codec import Codec
-from sinks.archive import service
-from sinks.archive.files import ArchiveMismatch
-from sinks.archive.layout import part_files
-from sinks.archive.reader import read_archive
-from sinks.archive.service import ArchiveSink
-from sinks.backoff import Backoff
+from joulestream.schemas.codec import Codec
+from joulestream.sinks.archive import service
+from joulestream.sinks.archive.files import ArchiveMismatch
+from joulestream.sinks.archive.layout import part_files
+from joulestream.sinks.archive.reader import read_archive
+from joulestream.sinks.archive.service import ArchiveSink
+from joulestream.sinks.backoff import Backoff
 
 S = 1_000_000_000
 HOUR = 3600 * S

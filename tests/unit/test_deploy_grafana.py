@@ -21,9 +21,9 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from sinks.prometheus.collector import FAMILIES, KEPLER_FAMILIES
-from sinks.prometheus.service import build_registry
-from sinks.prometheus.state import EnergyState
+from joulestream.sinks.prometheus.collector import FAMILIES, KEPLER_FAMILIES
+from joulestream.sinks.prometheus.service import build_registry
+from joulestream.sinks.prometheus.state import EnergyState
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))

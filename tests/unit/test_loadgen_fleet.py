@@ -16,8 +16,8 @@ from joulestream.loadgen import (
     next_window,
     reading,
 )
-from schemas.codec import Codec
-from schemas.features import FEATURE_NAMES
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.features import FEATURE_NAMES
 
 S = 1_000_000_000
 CODEC = Codec()

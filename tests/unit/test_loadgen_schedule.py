@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from joulestream.loadgen import FleetConfig, LoadGenerator, schedule_for
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
-from schemas.codec import Codec
 
 S = 1_000_000_000
 TOPICS = Topics(prefix="unit.")

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from models.artifact import ModelRejected, PowerModel
-from models.default import DEFAULT_MODEL_ID, default_model, default_model_record
-from models.selection import ModelSet, NodeFacts
-from schemas.codec import Codec
+from joulestream.models.artifact import ModelRejected, PowerModel
+from joulestream.models.default import DEFAULT_MODEL_ID, default_model, default_model_record
+from joulestream.models.selection import ModelSet, NodeFacts
+from joulestream.schemas.codec import Codec
 
 
 def record(model_id: str = "m", **changes: Any) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from models.artifact import PowerModel
-from models.kepler import KeplerImportError, convert, parse_mapping, read_model_file
+from joulestream.models.artifact import PowerModel
+from joulestream.models.kepler import KeplerImportError, convert, parse_mapping, read_model_file
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "kepler-model-db"
 BPF_ONLY = FIXTURES / "ec2-0.7.11-rapl-sysfs-AbsPower-BPFOnly-SGDRegressorTrainer_0.json"

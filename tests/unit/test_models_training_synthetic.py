@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from models.artifact import PowerModel
-from models.selection import ModelSet
-from models.training import (
+from joulestream.models.artifact import PowerModel
+from joulestream.models.selection import ModelSet
+from joulestream.models.training import (
     TrainingError,
     choose_features,
     results_table,
@@ -18,12 +18,12 @@ from models.training import (
     train_models,
     training_examples,
 )
-from schemas.codec import Codec
-from schemas.errors import FeatureNameError
-from schemas.features import FEATURE_NAMES
-from stream_processors.attribution import AttributionConfig
-from stream_processors.recompute import Message, Recompute
-from stream_processors.windows import JoinContext
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import FeatureNameError
+from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.recompute import Message, Recompute
+from joulestream.stream_processors.windows import JoinContext
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

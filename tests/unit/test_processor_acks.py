@@ -6,9 +6,9 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from stream_processors.app import Processor
-from stream_processors.progress import NodeProgress
-from stream_processors.windows import Emitted
+from joulestream.stream_processors.app import Processor
+from joulestream.stream_processors.progress import NodeProgress
+from joulestream.stream_processors.windows import Emitted
 
 
 class FakeEvent:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import Codec
-from schemas.features import FEATURE_NAMES
-from stream_processors.attribution import (
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.stream_processors.attribution import (
     AttributionConfig,
     Carbon,
     Energy,

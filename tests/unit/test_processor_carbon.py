@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from stream_processors.carbon import BadGridRecord, CarbonConfig, GridIntensities
+from joulestream.stream_processors.carbon import BadGridRecord, CarbonConfig, GridIntensities
 
 
 def point(region: str, t: int, g: float) -> dict[str, object]:

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from stream_processors import cli
-from stream_processors.app import faust_broker_url
+from joulestream.stream_processors import cli
+from joulestream.stream_processors.app import faust_broker_url
 
 
 def parse(*argv: str) -> argparse.Namespace:

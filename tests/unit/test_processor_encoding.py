@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import Codec
-from schemas.errors import SchemaViolation
-from schemas.features import FEATURE_NAMES
-from stream_processors.attribution import AttributionConfig, Carbon, Energy, attribute
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.errors import SchemaViolation
+from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.stream_processors.attribution import AttributionConfig, Carbon, Energy, attribute
 
 S = 1_000_000_000
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_processors.grid_cli import BadRow, parse_time, read_rows
+from joulestream.stream_processors.grid_cli import BadRow, parse_time, read_rows
 
 
 def test_rows_become_grid_records_and_bad_rows_say_where(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stream_processors.join import (
+from joulestream.stream_processors.join import (
     Coverage,
     PowerSeries,
     RejectedReading,

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from models.default import default_model
-from models.selection import ModelSet
-from schemas.features import FEATURE_NAMES
-from stream_processors.attribution import AttributionConfig, Carbon
-from stream_processors.join import PowerSeries, add_reading
-from stream_processors.progress import NodeProgress
-from stream_processors.windows import JoinContext, StaleInstance, WindowJoin
+from joulestream.models.default import default_model
+from joulestream.models.selection import ModelSet
+from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.stream_processors.attribution import AttributionConfig, Carbon
+from joulestream.stream_processors.join import PowerSeries, add_reading
+from joulestream.stream_processors.progress import NodeProgress
+from joulestream.stream_processors.windows import JoinContext, StaleInstance, WindowJoin
 
 S = 1_000_000_000
 KEY = "c1/n1"

@@ -6,8 +6,13 @@ from typing import Any
 
 import pytest
 
-from schemas.features import FEATURE_NAMES
-from stream_processors.validation import InvalidRecord, check_key, check_reading, check_sample
+from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.stream_processors.validation import (
+    InvalidRecord,
+    check_key,
+    check_reading,
+    check_sample,
+)
 
 S = 1_000_000_000
 NOW = 1_000 * S

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from schemas.features import FEATURE_NAMES
-from stream_processors.attribution import AttributionConfig
-from stream_processors.join import PowerSeries, add_reading
-from stream_processors.windows import (
+from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.join import PowerSeries, add_reading
+from joulestream.stream_processors.windows import (
     NO_MODEL_DETAIL,
     NO_POWER_SOURCE_DETAIL,
     UNCOVERED_DETAIL,

@@ -18,8 +18,8 @@ from joulestream.replay import (
     parse_time,
     replay,
 )
-from schemas.codec import Codec
-from sinks.archive.reader import read_archive
+from joulestream.schemas.codec import Codec
+from joulestream.sinks.archive.reader import read_archive
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sinks.report import cli
-from sinks.report.period import parse_time, to_ns
-from sinks.report.plot import write_plot
-from sinks.report.query import Report, ReportRow
-from sinks.report.render import render
-from sinks.store.rows import window_rows
-from sinks.store.sqlite import SqliteStore
+from joulestream.sinks.report import cli
+from joulestream.sinks.report.period import parse_time, to_ns
+from joulestream.sinks.report.plot import write_plot
+from joulestream.sinks.report.query import Report, ReportRow
+from joulestream.sinks.report.render import render
+from joulestream.sinks.store.rows import window_rows
+from joulestream.sinks.store.sqlite import SqliteStore
 
 S = 1_000_000_000
 SINCE = datetime(2026, 11, 27, tzinfo=UTC)

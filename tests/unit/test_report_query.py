@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from sinks.report.query import ReportError, energy_report
-from sinks.store.rows import window_rows
-from sinks.store.sqlite import SqliteStore
+from joulestream.sinks.report.query import ReportError, energy_report
+from joulestream.sinks.store.rows import window_rows
+from joulestream.sinks.store.sqlite import SqliteStore
 
 S = 1_000_000_000
 SINCE = datetime(2026, 11, 27, tzinfo=UTC)

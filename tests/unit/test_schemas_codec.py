@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas.codec import HEADER_LEN, MAGIC, Codec
-from schemas.errors import (
+from joulestream.schemas.codec import HEADER_LEN, MAGIC, Codec
+from joulestream.schemas.errors import (
     NotSingleObjectEncoded,
     SchemaViolation,
     TruncatedMessage,
     UnknownFingerprint,
 )
-from schemas.registry import SchemaRegistry, fingerprint_of
+from joulestream.schemas.registry import SchemaRegistry, fingerprint_of
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "schemas"
 

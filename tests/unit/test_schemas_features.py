@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.errors import FeatureNameError
-from schemas.features import FEATURE_NAMES, validate_feature_names
+from joulestream.schemas.errors import FeatureNameError
+from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
 
 
 def test_feature_names_come_from_the_counters_record() -> None:

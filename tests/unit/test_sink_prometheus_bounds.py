@@ -7,7 +7,7 @@ import math
 import pytest
 from test_sink_prometheus_state import DB, WEB, window, workload
 
-from sinks.prometheus.state import EnergyState, Outcome
+from joulestream.sinks.prometheus.state import EnergyState, Outcome
 
 
 class Clock:

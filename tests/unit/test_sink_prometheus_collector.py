@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_sink_prometheus_state import window, workload, zone
 
-from sinks.prometheus.collector import FAMILIES, KEPLER_FAMILIES, EnergyCollector
-from sinks.prometheus.service import build_registry
-from sinks.prometheus.state import EnergyState
+from joulestream.sinks.prometheus.collector import FAMILIES, KEPLER_FAMILIES, EnergyCollector
+from joulestream.sinks.prometheus.service import build_registry
+from joulestream.sinks.prometheus.state import EnergyState
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

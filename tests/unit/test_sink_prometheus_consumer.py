@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from test_sink_prometheus_state import window
 
-from schemas.codec import Codec
-from sinks import cli
-from sinks.prometheus.service import EnergyConsumer, consumer_lag
-from sinks.prometheus.state import EnergyState
+from joulestream.schemas.codec import Codec
+from joulestream.sinks import cli
+from joulestream.sinks.prometheus.service import EnergyConsumer, consumer_lag
+from joulestream.sinks.prometheus.state import EnergyState
 
 
 @dataclass

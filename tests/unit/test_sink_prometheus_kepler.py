@@ -13,9 +13,9 @@ from prometheus_client import generate_latest
 from test_sink_prometheus_collector import exposition, promtool_check, samples
 from test_sink_prometheus_state import window, workload, zone
 
-from sinks.prometheus import kepler
-from sinks.prometheus.service import build_registry
-from sinks.prometheus.state import EnergyState
+from joulestream.sinks.prometheus import kepler
+from joulestream.sinks.prometheus.service import build_registry
+from joulestream.sinks.prometheus.state import EnergyState
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kepler"
 DASHBOARD = json.loads((FIXTURES / "Kepler-Exporter.dashboard-queries.json").read_text())

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import Codec
-from sinks.prometheus.state import (
+from joulestream.schemas.codec import Codec
+from joulestream.sinks.prometheus.state import (
     DECODE_ERROR_REASONS,
     EnergyState,
     Outcome,
     WindowLedger,
 )
-from sinks.windows import InvalidWindow
+from joulestream.sinks.windows import InvalidWindow
 
 S = 1_000_000_000
 

@@ -14,12 +14,12 @@ import pytest
 from confluent_kafka import TopicPartition
 from test_store_sqlite import S, energy
 
-from schemas.codec import Codec
-from sinks.backoff import Backoff
-from sinks.store.backend import RejectedWindows, StoreUnavailable
-from sinks.store.rows import WindowRows, window_rows
-from sinks.store.service import StoreSink
-from sinks.store.sqlite import SqliteStore
+from joulestream.schemas.codec import Codec
+from joulestream.sinks.backoff import Backoff
+from joulestream.sinks.store.backend import RejectedWindows, StoreUnavailable
+from joulestream.sinks.store.rows import WindowRows, window_rows
+from joulestream.sinks.store.service import StoreSink
+from joulestream.sinks.store.sqlite import SqliteStore
 
 TOPIC = "joulestream.energy.v1"
 NO_WAIT = Backoff(initial_s=0.001, max_s=0.001)
@@ -149,7 +149,7 @@ def test_an_outage_holds_the_batch_and_its_offsets_until_the_store_is_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = FlakyStore(tmp_path / "store.db", outages=3)
-    with caplog.at_level(logging.INFO, logger="sinks.store.service"):
+    with caplog.at_level(logging.INFO, logger="joulestream.sinks.store.service"):
         sink, consumer = run_sink(tmp_path, [100, 102], store, batch_size=10)
     assert stored_starts(tmp_path) == [100, 102]
     assert consumer.commits == [([(0, 2)], 2)]

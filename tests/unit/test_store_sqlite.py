@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from sinks.store.backend import open_store, parse_sqlite_dsn
-from sinks.store.migrations import SQLITE, SchemaTooNew
-from sinks.store.rows import latest_per_window, ns_to_datetime, window_rows
-from sinks.store.sqlite import SqliteStore
-from sinks.windows import InvalidWindow
+from joulestream.sinks.store.backend import open_store, parse_sqlite_dsn
+from joulestream.sinks.store.migrations import SQLITE, SchemaTooNew
+from joulestream.sinks.store.rows import latest_per_window, ns_to_datetime, window_rows
+from joulestream.sinks.store.sqlite import SqliteStore
+from joulestream.sinks.windows import InvalidWindow
 
 S = 1_000_000_000
 TABLES = ("node_windows", "node_zone_windows", "workload_windows")

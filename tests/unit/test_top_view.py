@@ -16,8 +16,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from joulestream import top
-from sinks.prometheus.service import build_registry
-from sinks.prometheus.state import EnergyState
+from joulestream.sinks.prometheus.service import build_registry
+from joulestream.sinks.prometheus.state import EnergyState
 
 S = 1_000_000_000
 
