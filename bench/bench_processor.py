@@ -39,9 +39,9 @@ from typing import Any
 from common import Proc, Steal, cpu_capacity, git_commit, joulestream, local_kafka, machine
 from confluent_kafka import TopicPartition
 
+from joulestream.commands.loadgen import Encoder, FleetConfig, fleet, window_messages
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
-from joulestream.loadgen import Encoder, FleetConfig, fleet, window_messages
 from joulestream.models.default import default_model
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics

@@ -10,9 +10,13 @@ from importlib import import_module
 
 # (command, module providing ``add_arguments(parser)`` and ``run(args) -> int``, help)
 _COMMANDS: list[tuple[str, str, str]] = [
-    ("up", "joulestream.up", "the whole pipeline on this machine; Ctrl-C stops it"),
-    ("top", "joulestream.top", "live view of workloads by watts, joules and gCO2e/h"),
-    ("loadgen", "joulestream.loadgen", "simulated fleet: NodeSamples and PowerReadings at a rate"),
+    ("up", "joulestream.commands.up", "the whole pipeline on this machine; Ctrl-C stops it"),
+    ("top", "joulestream.commands.top", "live view of workloads by watts, joules and gCO2e/h"),
+    (
+        "loadgen",
+        "joulestream.commands.loadgen",
+        "simulated fleet: samples and power readings at a rate",
+    ),
     ("kafka", "joulestream.kafka.cli", "run a local single-node Apache Kafka (KRaft)"),
     ("topics", "joulestream.kafka.topics_cli", "create and inspect the pipeline's topics"),
     ("agent", "joulestream.agents.cli", "node agent: publish samples and power readings"),
@@ -26,10 +30,14 @@ _COMMANDS: list[tuple[str, str, str]] = [
         "joulestream.stream_processors.cli",
         "stream processor: join, attribute, write energy",
     ),
-    ("replay", "joulestream.replay", "replay a time range of samples and power; --recompute"),
+    (
+        "replay",
+        "joulestream.commands.replay",
+        "replay a range of samples and power; --recompute",
+    ),
     (
         "train",
-        "joulestream.models.train_cli",
+        "joulestream.commands.train",
         "train power models from a replayed range and publish them",
     ),
     (

@@ -23,7 +23,7 @@ from integration.test_processor_kafka import (
     to_samples,
 )
 
-from joulestream import replay
+from joulestream.commands import replay
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
 from joulestream.schemas.codec import Codec

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from joulestream.loadgen import (
+from joulestream.commands.loadgen import (
     MAX_WORKLOADS,
     Encoder,
     FleetConfig,

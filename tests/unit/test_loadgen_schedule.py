@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from joulestream.loadgen import FleetConfig, LoadGenerator, schedule_for
+from joulestream.commands.loadgen import FleetConfig, LoadGenerator, schedule_for
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from joulestream.models.artifact import PowerModel
-from joulestream.models.selection import ModelSet
-from joulestream.models.training import (
+from joulestream.commands.recompute import Message, Recompute
+from joulestream.commands.training import (
     TrainingError,
     choose_features,
     results_table,
@@ -18,11 +17,12 @@ from joulestream.models.training import (
     train_models,
     training_examples,
 )
+from joulestream.models.artifact import PowerModel
+from joulestream.models.selection import ModelSet
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import FeatureNameError
 from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.stream_processors.attribution import AttributionConfig
-from joulestream.stream_processors.recompute import Message, Recompute
 from joulestream.stream_processors.windows import JoinContext
 
 S = 1_000_000_000

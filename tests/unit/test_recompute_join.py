@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from joulestream.commands.recompute import Message, Recompute
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.stream_processors.attribution import AttributionConfig
-from joulestream.stream_processors.recompute import Message, Recompute
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from joulestream.replay import (
+from joulestream.commands.replay import (
     ArchiveTarget,
     Progress,
     Replayed,
@@ -96,7 +96,7 @@ def test_stop_ends_the_replay_with_a_summary(tmp_path: Path) -> None:
         if len(seen) == 7:
             stop.set()
 
-    from joulestream.replay import Source
+    from joulestream.commands.replay import Source
 
     summary = replay(Source(iter(items), 100), write, stop)
     assert len(seen) == 7 and summary.interrupted

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from joulestream import top
+from joulestream.commands import top
 from joulestream.sinks.prometheus.service import build_registry
 from joulestream.sinks.prometheus.state import EnergyState
 

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from joulestream.commands.recompute import Message, Recompute, Window
 from joulestream.models.artifact import FORM_LINEAR, PowerModel
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
 from joulestream.stream_processors.attribution import AttributionConfig
-from joulestream.stream_processors.recompute import Message, Recompute, Window
 from joulestream.stream_processors.windows import JoinContext
 
 HOLDOUT_FRACTION = 0.2

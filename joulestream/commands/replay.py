@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from joulestream.commands.recompute import Message, Recompute
 from joulestream.kafka.clients import consumer, producer
 from joulestream.models.default import default_model
 from joulestream.options import topics_from
@@ -57,7 +58,6 @@ from joulestream.sinks.archive.reader import ArchivedMessage, read_archive
 from joulestream.sinks.archive.rows import Row, message_row
 from joulestream.sinks.store.backend import Store, open_store
 from joulestream.sinks.store.rows import WindowRows, latest_per_window, window_rows
-from joulestream.stream_processors.recompute import Message, Recompute
 from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
 from joulestream.stream_processors.windows import JoinContext
 

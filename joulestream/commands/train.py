@@ -15,16 +15,16 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 
-from joulestream.models.cli import publish
-from joulestream.models.training import (
+from joulestream.commands.replay import ReplayError, add_source_arguments, open_source
+from joulestream.commands.training import (
     TRAINERS,
     TrainingError,
     results_table,
     train_models,
     training_examples,
 )
+from joulestream.models.cli import publish
 from joulestream.options import add_kafka_options, topics_from
-from joulestream.replay import ReplayError, add_source_arguments, open_source
 from joulestream.schemas.errors import FeatureNameError
 
 log = logging.getLogger(__name__)

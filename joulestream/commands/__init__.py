@@ -1,0 +1,1 @@
+"""Commands that compose stages: they sit above every stage and may import any of them."""
