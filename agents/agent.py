@@ -23,14 +23,10 @@ from typing import Literal, Protocol
 from joulestream.agents.capabilities import Capability, kubernetes_capability, node_capabilities
 from joulestream.agents.collectors.base import CollectedWindow, Collector
 from joulestream.agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS, CgroupLayoutError
-from joulestream.agents.collectors.ebpf import (
-    DEFAULT_MAP_ENTRIES,
-    CollectorChoice,
-    EbpfCollector,
-    EbpfUnavailable,
-    environment_capabilities,
-    open_collector,
-)
+from joulestream.agents.collectors.choice import CollectorChoice, open_collector
+from joulestream.agents.collectors.ebpf.collector import EbpfCollector
+from joulestream.agents.collectors.ebpf.program import DEFAULT_MAP_ENTRIES
+from joulestream.agents.collectors.ebpf.support import EbpfUnavailable, environment_capabilities
 from joulestream.agents.kubernetes import ApiEndpoint, KubernetesUnavailable, PodWatcher
 from joulestream.agents.node_info import node_info
 from joulestream.agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT

@@ -14,12 +14,9 @@ import textwrap
 
 from joulestream.agents.capabilities import Capability, kubernetes_capability, node_capabilities
 from joulestream.agents.collectors.cgroup import CgroupLayoutError
-from joulestream.agents.collectors.ebpf import (
-    EbpfCollector,
-    EbpfUnavailable,
-    environment_capabilities,
-    open_collector,
-)
+from joulestream.agents.collectors.choice import open_collector
+from joulestream.agents.collectors.ebpf.collector import EbpfCollector
+from joulestream.agents.collectors.ebpf.support import EbpfUnavailable, environment_capabilities
 from joulestream.agents.options import add_root_options
 from joulestream.agents.power.select import select_power_source
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from joulestream.agents.agent import AgentConfig, run_agent
 from joulestream.agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS
-from joulestream.agents.collectors.ebpf import DEFAULT_MAP_ENTRIES
+from joulestream.agents.collectors.ebpf.program import DEFAULT_MAP_ENTRIES
 from joulestream.agents.options import add_root_options
 from joulestream.agents.publisher import BufferLimits
 from joulestream.agents.self_metrics import DEFAULT_METRICS_PORT

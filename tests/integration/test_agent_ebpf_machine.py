@@ -18,12 +18,9 @@ import pytest
 
 from joulestream.agents.agent import EXIT_OK, AgentConfig, run_agent
 from joulestream.agents.collectors.base import CollectedWindow, Workload
-from joulestream.agents.collectors.ebpf import (
-    HW_EVENTS,
-    EbpfCollector,
-    hardware_counters,
-    v2_hierarchy,
-)
+from joulestream.agents.collectors.ebpf.cgroup_ids import v2_hierarchy
+from joulestream.agents.collectors.ebpf.collector import EbpfCollector
+from joulestream.agents.collectors.ebpf.support import HW_EVENTS, hardware_counters
 from joulestream.agents.collectors.procfs import CLOCK_TICKS, NS_PER_S, process_stat
 from joulestream.agents.publisher import PublishStats
 

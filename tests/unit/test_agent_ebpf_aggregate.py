@@ -12,18 +12,16 @@ import pytest
 from joulestream.agents import capabilities_cli
 from joulestream.agents.capabilities import kubernetes_capability, node_capabilities
 from joulestream.agents.collectors.cgroup import CgroupCollector
-from joulestream.agents.collectors.ebpf import (
+from joulestream.agents.collectors.choice import open_collector
+from joulestream.agents.collectors.ebpf.aggregate import (
     MAP_FIELDS,
     UNRESOLVED_ID,
-    CgroupIds,
-    EbpfUnavailable,
-    KernelThreads,
     MapEntry,
     aggregate,
     node_totals,
-    open_collector,
-    v2_hierarchy,
 )
+from joulestream.agents.collectors.ebpf.cgroup_ids import CgroupIds, KernelThreads, v2_hierarchy
+from joulestream.agents.collectors.ebpf.support import EbpfUnavailable
 from joulestream.agents.collectors.grouping import fold_overflow
 from joulestream.agents.power.types import PowerStatus
 

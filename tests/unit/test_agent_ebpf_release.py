@@ -6,7 +6,7 @@ import mmap
 import os
 from pathlib import Path
 
-from joulestream.agents.collectors.ebpf import _release_compiler_pages
+from joulestream.agents.collectors.ebpf.compiler_memory import release_compiler_pages
 
 
 def resident_kb(path: Path) -> int:
@@ -29,7 +29,7 @@ def test_read_only_library_pages_are_released_and_still_readable(tmp_path: Path)
     try:
         assert mapped[:] == content and kept[:] == content  # touch every page
         assert resident_kb(library) >= 1000
-        released = _release_compiler_pages()
+        released = release_compiler_pages()
         assert released >= 1000 * 1024
         assert resident_kb(library) == 0
         assert resident_kb(other) >= 1000  # not a compiler library: untouched
@@ -46,7 +46,7 @@ def test_writable_or_copied_mappings_are_left_alone(tmp_path: Path) -> None:
         private = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE)  # writable, copy-on-write
     try:
         private[:5] = b"hello"
-        _release_compiler_pages()
+        release_compiler_pages()
         assert private[:5] == b"hello"  # a write the file does not hold survives
     finally:
         private.close()

@@ -11,7 +11,7 @@
  * records are laid out from tracefs when bcc compiles, so headers of another kernel version
  * (Debian's nearest linux-headers) give correct code.
  *
- * Build-time switches (-D, set by agents/collectors/ebpf.py from what this kernel offers):
+ * Build-time switches (-D, set by agents/collectors/ebpf/program.py from what this kernel offers):
  *   MAP_ENTRIES, ROOT_CGROUP_ID, JS_NR_CPUS, BLOCK_IO_START, HW_CYCLES, HW_INSTRUCTIONS,
  *   HW_CACHE_MISSES, PAGE_CACHE_KPROBE, PAGE_CACHE_KFUNC_FOLIO, PAGE_CACHE_KFUNC_PAGE.
  */
