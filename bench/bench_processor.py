@@ -39,7 +39,9 @@ from typing import Any
 from common import Proc, Steal, cpu_capacity, git_commit, joulestream, local_kafka, machine
 from confluent_kafka import TopicPartition
 
-from joulestream.commands.loadgen import Encoder, FleetConfig, fleet, window_messages
+from joulestream.commands.loadgen.encoder import Encoder
+from joulestream.commands.loadgen.fleet import FleetConfig, fleet
+from joulestream.commands.loadgen.schedule import window_messages
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
 from joulestream.models.default import default_model

@@ -14,7 +14,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("top", "joulestream.commands.top", "live view of workloads by watts, joules and gCO2e/h"),
     (
         "loadgen",
-        "joulestream.commands.loadgen",
+        "joulestream.commands.loadgen.cli",
         "simulated fleet: samples and power readings at a rate",
     ),
     ("kafka", "joulestream.kafka.cli", "run a local single-node Apache Kafka (KRaft)"),
@@ -32,7 +32,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ),
     (
         "replay",
-        "joulestream.commands.replay",
+        "joulestream.commands.replay.cli",
         "replay a range of samples and power; --recompute",
     ),
     (

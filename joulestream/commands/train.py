@@ -15,7 +15,7 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 
-from joulestream.commands.replay import ReplayError, add_source_arguments, open_source
+from joulestream.commands.replay.sources import ReplayError, add_source_arguments, open_source
 from joulestream.commands.training import (
     TRAINERS,
     TrainingError,

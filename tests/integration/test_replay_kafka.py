@@ -23,7 +23,7 @@ from integration.test_processor_kafka import (
     to_samples,
 )
 
-from joulestream.commands import replay
+from joulestream.commands.replay import cli as replay
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
 from joulestream.schemas.codec import Codec

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from joulestream.agents.agent import EXIT_OK, AgentConfig, run_agent
-from joulestream.commands.replay import kafka_source
+from joulestream.commands.replay.sources import kafka_source
 from joulestream.commands.training import results_table, train_models, training_examples
 from joulestream.models.cli import publish, read_models
 from joulestream.settings import Topics

@@ -7,9 +7,9 @@ import statistics
 
 import pytest
 
-from joulestream.commands.loadgen import (
+from joulestream.commands.loadgen.encoder import Encoder
+from joulestream.commands.loadgen.fleet import (
     MAX_WORKLOADS,
-    Encoder,
     FleetConfig,
     fleet,
     new_node,

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from joulestream.commands.loadgen import FleetConfig, LoadGenerator, schedule_for
+from joulestream.commands.loadgen.fleet import FleetConfig
+from joulestream.commands.loadgen.schedule import LoadGenerator, schedule_for
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
 

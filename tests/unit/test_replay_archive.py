@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from joulestream.commands.replay import (
-    ArchiveTarget,
-    Progress,
+from joulestream.commands.replay.progress import Progress, replay
+from joulestream.commands.replay.sources import (
     Replayed,
     ReplayError,
+    Source,
     archive_source,
     parse_time,
-    replay,
 )
+from joulestream.commands.replay.targets import ArchiveTarget
 from joulestream.schemas.codec import Codec
 from joulestream.sinks.archive.reader import read_archive
 
@@ -95,8 +95,6 @@ def test_stop_ends_the_replay_with_a_summary(tmp_path: Path) -> None:
         seen.append(item)
         if len(seen) == 7:
             stop.set()
-
-    from joulestream.commands.replay import Source
 
     summary = replay(Source(iter(items), 100), write, stop)
     assert len(seen) == 7 and summary.interrupted

@@ -1,0 +1,126 @@
+"""``joulestream loadgen`` options and run (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import threading
+import time
+
+from confluent_kafka import KafkaException
+
+from joulestream.commands.loadgen.fleet import DEFAULT_CHURN, DEFAULT_NO_POWER_FRACTION, FleetConfig
+from joulestream.commands.loadgen.schedule import DEFAULT_PROGRESS_S, LoadGenerator, schedule_for
+from joulestream.kafka import clients
+from joulestream.options import add_kafka_options, topics_from
+from joulestream.signals import stop_on_signals
+
+log = logging.getLogger(__name__)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1]")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clusters", type=int, default=1, help="clusters (default 1)")
+    parser.add_argument(
+        "--nodes", type=int, required=True, help="nodes per cluster (keys <cluster>/<node>)"
+    )
+    parser.add_argument(
+        "--workloads",
+        type=int,
+        required=True,
+        help="workloads per node sample: 1 kernel + 3 system cgroups + containers",
+    )
+    parser.add_argument(
+        "--interval", type=_positive, default=2.0, help="window length, seconds (default 2)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=_positive,
+        default=None,
+        help="node windows per second (default nodes x clusters / interval, i.e. real time); "
+        "another rate runs simulated time faster or slower; faster needs --duration",
+    )
+    parser.add_argument(
+        "--duration", type=_positive, default=None, help="seconds to run (default: until Ctrl-C)"
+    )
+    add_kafka_options(parser)
+    parser.add_argument(
+        "--no-power-fraction",
+        type=_fraction,
+        default=DEFAULT_NO_POWER_FRACTION,
+        help="share of nodes without a power source (VMs; default %(default)s)",
+    )
+    parser.add_argument(
+        "--churn",
+        type=_fraction,
+        default=DEFAULT_CHURN,
+        help="probability per pod and window that it is replaced by a new pod "
+        "(default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="fleet seed (default 0)")
+    parser.add_argument(
+        "--progress",
+        type=_positive,
+        default=DEFAULT_PROGRESS_S,
+        help="seconds between progress lines (default %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the final report as one JSON object"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 when every message was delivered on schedule, 1 when publishing fell behind or
+    messages failed, 2 on bad arguments."""
+    try:
+        config = FleetConfig(
+            clusters=args.clusters,
+            nodes=args.nodes,
+            workloads=args.workloads,
+            interval_s=args.interval,
+            no_power_fraction=args.no_power_fraction,
+            churn=args.churn,
+            seed=args.seed,
+        )
+        schedule_for(config, args.rate, args.duration, time.time_ns())  # checks --rate
+    except ValueError as exc:
+        log.error("loadgen: %s", exc)
+        return 2
+    topics = topics_from(args)
+    producer = clients.producer(args.bootstrap_servers)
+    log.info(
+        "simulating %d clusters x %d nodes x %d workloads every %g s -> %s, %s",
+        config.clusters,
+        config.nodes,
+        config.workloads,
+        config.interval_s,
+        topics.samples,
+        topics.power,
+    )
+    generator = LoadGenerator(config, producer, topics)
+    stop = threading.Event()
+    try:
+        with stop_on_signals(stop):
+            stats = generator.run(
+                stop, rate=args.rate, duration_s=args.duration, progress_s=args.progress
+            )
+    except KafkaException as exc:
+        log.error("loadgen: Kafka refused a message: %s", exc)
+        return 1
+    print(json.dumps(stats.summary()) if args.json else stats.line(), flush=True)
+    return 1 if stats.behind or stats.failed or stats.delivered < stats.messages else 0

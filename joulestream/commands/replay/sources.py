@@ -1,0 +1,326 @@
+"""Where a replayed range comes from: Kafka (offsets by timestamp) or the Parquet archive.
+
+Either way the messages come in order per node (samples and readings of a node merged by
+time) with their original key, value, headers and timestamp bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from joulestream.commands.recompute import Message
+from joulestream.kafka.clients import consumer
+from joulestream.schemas.codec import Codec
+from joulestream.settings import Topics
+from joulestream.sinks.archive.layout import (
+    NS_PER_HOUR,
+    Kind,
+    PartName,
+    cluster_dir,
+    hour_of_dir,
+    hour_range_ns,
+)
+from joulestream.sinks.archive.reader import ArchivedMessage, read_archive
+from joulestream.sinks.archive.rows import Row, message_row
+
+log = logging.getLogger(__name__)
+
+NS_PER_MS = 1_000_000
+_KIND_ORDER = {"power": 0, "samples": 1}  # at one instant a reading precedes the sample
+_RELATIVE = re.compile(r"^(?:now)?-(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+CONSUME_BATCH = 500
+IDLE_POLLS = 10  # empty polls after which a partition that reached its end is done
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot run as asked; the message says what to change."""
+
+
+def parse_time(text: str, now_ns: int | None = None) -> int:
+    """ns since the epoch from ISO 8601 (naive = UTC), epoch seconds, ``now`` or ``-2h``."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    text = text.strip()
+    if text == "now":
+        return now_ns
+    relative = _RELATIVE.match(text)
+    if relative:
+        return now_ns - int(float(relative["n"]) * _UNIT_S[relative["unit"]] * 1e9)
+    try:
+        return int(float(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use ISO 8601 (2024-05-01T12:00:00Z), epoch seconds, "
+            "'now' or a relative time like -2h"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """A replayed message: its kind and its archive row (original bytes + decoded columns)."""
+
+    kind: Kind
+    row: Row
+
+    @property
+    def event_ns(self) -> int:
+        """When it reached Kafka (its timestamp), else its record time."""
+        ms = self.row["timestamp_ms"]
+        return int(ms) * NS_PER_MS if ms is not None else int(self.row["time_ns"])
+
+    def message(self) -> Message:
+        return Message(self.kind, self.row["key"], self.row["value"], self.event_ns)
+
+
+@dataclass
+class Source:
+    """Messages of a range, with an upper bound of their count for the progress bar."""
+
+    messages: Iterator[Replayed]
+    total: int | None
+    position: dict[str, int] = field(default_factory=dict)  # "topic[p]" → next offset
+
+
+def _key_matches(key: bytes | None, cluster: str | None, node: str | None) -> bool:
+    if cluster is None and node is None:
+        return True
+    if not key:
+        return False
+    c, _, n = key.decode(errors="replace").partition("/")
+    return (cluster is None or c == cluster) and (node is None or n == node)
+
+
+# -- Kafka ---------------------------------------------------------------------------------
+
+
+def _offset_at(client: Consumer, topic: str, partition: int, t_ns: int, high: int) -> int:
+    """First offset whose timestamp is >= t (the end offset when there is none)."""
+    found = client.offsets_for_times([TopicPartition(topic, partition, t_ns // NS_PER_MS)], 30)
+    offset = found[0].offset
+    return high if offset < 0 else min(offset, high)
+
+
+def _partition_rows(
+    client: Consumer,
+    kind: Kind,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    codec: Codec,
+    position: dict[str, int],
+) -> Iterator[Row]:
+    """Messages of one partition in [start, end), in offset order."""
+    if start >= end:
+        return
+    tp = TopicPartition(topic, partition, start)
+    client.assign([tp])
+    idle = 0
+    while True:
+        messages = client.consume(CONSUME_BATCH, 1.0)
+        if not messages:
+            idle += 1
+            current = client.position([TopicPartition(topic, partition)])[0].offset
+            if idle >= IDLE_POLLS and current >= end:  # e.g. end - 1 was a control record
+                return
+            continue
+        idle = 0
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer error on %s[%d]: %s", topic, partition, error)
+                continue
+            offset = message.offset()
+            assert offset is not None
+            if offset >= end:
+                return
+            position[f"{topic}[{partition}]"] = offset + 1
+            yield message_row(message, kind, codec)
+            if offset >= end - 1:
+                return
+
+
+def _tagged(kind: Kind, rows: Iterator[Row]) -> Iterator[Replayed]:
+    for row in rows:
+        yield Replayed(kind, row)
+
+
+def kafka_source(
+    bootstrap: str | None,
+    topics: Topics,
+    kinds: tuple[Kind, ...],
+    since_ns: int,
+    until_ns: int,
+    cluster: str | None = None,
+    node: str | None = None,
+) -> Source:
+    """Partition by partition (a node lives in one partition number of every co-partitioned
+    topic), the partition's samples and readings merged by Kafka timestamp."""
+    codec = Codec()
+    topic_of = {"samples": topics.samples, "power": topics.power}
+    probe = consumer("joulestream-replay", bootstrap, **{"enable.auto.commit": False})
+    ranges: dict[int, list[tuple[Kind, str, int, int]]] = {}
+    total = 0
+    try:
+        metadata = probe.list_topics(timeout=30)
+        for kind in kinds:
+            topic = topic_of[kind]
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None:
+                raise ReplayError(f"topic {topic} does not exist on the broker")
+            for partition in sorted(info.partitions):
+                low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), 30)
+                start = max(low, _offset_at(probe, topic, partition, since_ns, high))
+                end = _offset_at(probe, topic, partition, until_ns, high)
+                ranges.setdefault(partition, []).append((kind, topic, start, end))
+                total += max(0, end - start)
+    finally:
+        probe.close()
+    source = Source(iter(()), total)
+
+    def messages() -> Iterator[Replayed]:
+        for partition in sorted(ranges):
+            clients = []
+            streams = []
+            try:
+                for kind, topic, start, end in ranges[partition]:
+                    client = consumer(
+                        "joulestream-replay", bootstrap, **{"enable.auto.commit": False}
+                    )
+                    clients.append(client)
+                    rows = _partition_rows(
+                        client, kind, topic, partition, start, end, codec, source.position
+                    )
+                    streams.append(_tagged(kind, rows))
+                merged = heapq.merge(
+                    *streams, key=lambda r: (r.event_ns, _KIND_ORDER[r.kind], r.row["offset"])
+                )
+                for item in merged:
+                    if _key_matches(item.row["key"], cluster, node):
+                        yield item
+            finally:
+                for client in clients:
+                    client.close()
+
+    source.messages = messages()
+    return source
+
+
+# -- archive -------------------------------------------------------------------------------
+
+
+def _row(message: ArchivedMessage) -> Row:
+    headers = message.headers
+    return {
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "timestamp_ms": message.timestamp_ms,
+        "key": message.key,
+        "value": message.value,
+        "headers": None if headers is None else [{"key": k, "value": v} for k, v in headers],
+        "time_ns": message.time_ns,
+        "end_ns": message.end_ns,
+        "cluster": message.cluster,
+        "node": message.node,
+        "agent_instance": message.agent_instance,
+        "seq": message.seq,
+        "decode_error": message.decode_error,
+    }
+
+
+def _archive_order(item: Replayed) -> tuple[int, str, bytes, int, int]:
+    """read_archive's order (hour, cluster directory, key, record time), kinds merged."""
+    row = item.row
+    return (
+        row["time_ns"] // NS_PER_HOUR,
+        cluster_dir(row["cluster"]),
+        row["key"] or b"",
+        row["time_ns"],
+        _KIND_ORDER[item.kind],
+    )
+
+
+def _archive_count(root: Path, kind: Kind, since_ns: int, until_ns: int) -> int:
+    """Rows in the hours of the range (an upper bound), from the Parquet footers."""
+    count = 0
+    for hour_path in (root / kind).glob("cluster=*/hour=*"):
+        hour = hour_of_dir(hour_path.name)
+        if hour is None:
+            continue
+        start, end = hour_range_ns(hour)
+        if end <= since_ns or start >= until_ns:
+            continue
+        for file in hour_path.iterdir():
+            if PartName.parse(file.name) is not None:
+                count += pq.ParquetFile(file).metadata.num_rows
+    return count
+
+
+def archive_source(
+    root: Path,
+    kinds: tuple[Kind, ...],
+    since_ns: int,
+    until_ns: int,
+    cluster: str | None = None,
+    node: str | None = None,
+) -> Source:
+    if not root.is_dir():
+        raise ReplayError(f"archive directory {root} does not exist")
+
+    def stream(kind: Kind) -> Iterator[Replayed]:
+        for m in read_archive(root, kind, since_ns, until_ns, cluster, node):
+            yield Replayed(kind, _row(m))
+
+    streams = [stream(kind) for kind in kinds]
+    total = sum(_archive_count(root, kind, since_ns, until_ns) for kind in kinds)
+    return Source(heapq.merge(*streams, key=_archive_order), total)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The range and where it comes from (shared with ``joulestream train``)."""
+    times = "ISO 8601 (naive = UTC), epoch seconds, now, or relative as --from=-2h"
+    parser.add_argument(
+        "--from", dest="since", required=True, type=parse_time, metavar="T", help=times
+    )
+    parser.add_argument(
+        "--to", dest="until", required=True, type=parse_time, metavar="T", help="end (excluded)"
+    )
+    parser.add_argument("--cluster", help="only this cluster")
+    parser.add_argument("--node", help="only this node")
+    parser.add_argument("--source", choices=("kafka", "archive"), required=True)
+    parser.add_argument("--archive-dir", type=Path, help="the archive sink's --dir (archive)")
+
+
+def open_source(args: argparse.Namespace, topics: Topics, kinds: tuple[Kind, ...]) -> Source:
+    if args.until <= args.since:
+        raise ReplayError("--to must be after --from")
+    if args.source == "archive":
+        if args.archive_dir is None:
+            raise ReplayError("--source archive needs --archive-dir")
+        return archive_source(
+            args.archive_dir, kinds, args.since, args.until, args.cluster, args.node
+        )
+    return kafka_source(
+        args.bootstrap_servers, topics, kinds, args.since, args.until, args.cluster, args.node
+    )
