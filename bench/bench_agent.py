@@ -209,7 +209,7 @@ def report(results: list[Result], args: argparse.Namespace, processes: int) -> s
         f"- {args.cgroups} cgroups ({processes} processes: per cgroup a ticker spinning "
         f"~100 µs every 50 ms and an idle sleeper), interval {args.interval} s, "
         f"{args.warmup:.0f} s warm-up, measured over {args.duration:.0f} s; a local Kafka broker",
-        "- targets (DESIGN.md §9 / issue 3): ≤ 1 % of one core; RSS ≤ 80 MB (≤ 160 MB eBPF, "
+        "- targets (issue 3): ≤ 1 % of one core; RSS ≤ 80 MB (≤ 160 MB eBPF, "
         "≤ 60 MB procfs in the issue); switch ratio ≥ 0.95",
         "",
         "| collector | CPU % of one core | RSS median | RSS max | workloads reported "

@@ -25,7 +25,8 @@ def librdkafka_passthrough() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names of DESIGN.md §5; ``prefix`` lets several pipelines share one broker."""
+    """Topic names (docs/architecture.md, 'Kafka contract'); ``prefix`` lets several pipelines
+    share one broker."""
 
     prefix: str = field(default_factory=lambda: os.environ.get("JOULESTREAM_TOPIC_PREFIX", ""))
 

@@ -1,16 +1,16 @@
 """The model shipped with the project, so a node without RAPL (a VM, this laptop) still gets
 estimated energy rather than a silent zero.
 
-Cloud Carbon Footprint's AWS averages (from SPECpower, DESIGN.md §11): 0.74 W per vCPU idle,
+Cloud Carbon Footprint's AWS averages (from SPECpower): 0.74 W per vCPU idle,
 3.5 W per vCPU at 100 %, and W = min + util·(max - min) per vCPU. Summed over the node's
 vCPUs, with util = cpu_time_ns / (Δt·cores):
 
     P = 0.74·cores + (3.5 - 0.74) W · cpu_time_ns/s / 1e9
 
 so the slope needs no core count, the idle term does (form ``linear-per-core``). The id says
-where the numbers come from. CCF publishes no holdout error: the declared MAPE is the VM
-estimate MAPE of 19.2 % quoted in DESIGN.md §11, an assumption and labelled as one in
-``trainer``.
+where the numbers come from. CCF publishes no holdout error: the declared MAPE is a published
+VM-estimate MAPE of 19.2 %, an assumption and labelled as one in ``trainer``
+(docs/architecture.md, 'Algorithms').
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Which model estimates a node's power (DESIGN.md §7): per zone, the best model whose selector
-matches the node and whose features the node measures.
+"""Which model estimates a node's power (docs/architecture.md, 'Algorithms'): per zone, the
+best model whose selector matches the node and whose features the node measures.
 
 "Best" = most specific selector (cpu model and core count both matched beats one beats none),
 then the lower holdout error, then the id (so the choice is deterministic). The set is keyed

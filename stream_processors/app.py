@@ -1,4 +1,5 @@
-"""The faust wiring of the join (DESIGN.md §7, §10): Kafka in, NodeEnergy and dead letters out.
+"""The faust wiring of the join: Kafka in, NodeEnergy and dead letters out (docs/architecture.md,
+'Algorithms' and 'Reliability').
 
 One agent consumes samples and power readings together, so the order of a node's messages is
 handled in one place. Power series are compact per-node state in a table (changelogged, so a
@@ -79,7 +80,7 @@ DEFAULT_LATENESS_S = 10.0
 SERIES_TABLE = "power-series"
 PROGRESS_TABLE = "node-progress"
 PRODUCER_BATCH_BYTES = 1_000_000  # = aiokafka's max request size
-PRODUCER_LINGER_S = 0.05  # DESIGN.md §5: linger >= 50 ms
+PRODUCER_LINGER_S = 0.05  # linger >= 50 ms (docs/architecture.md, 'Kafka contract')
 # A 100-workload window allocates ~1,000 short-lived containers (the decoded sample, the records
 # for the encoder). At CPython's default gen-0 threshold of 700 the collector ran ~600 times per
 # 1,000 windows and its older generations rescanned everything faust had built at start-up:
@@ -282,7 +283,7 @@ class Processor:
             # which capped the worker at ~130 windows/s while its CPU idled. Windows batch now.
             producer_max_batch_size=PRODUCER_BATCH_BYTES,
             producer_linger=PRODUCER_LINGER_S,
-            producer_acks=-1,  # all in-sync replicas (DESIGN.md §5)
+            producer_acks=-1,  # all in-sync replicas (docs/architecture.md, 'Kafka contract')
             web_enabled=settings.web_port != 0,
             web_port=settings.web_port or 6066,
         )

@@ -1,4 +1,5 @@
-"""Split a node window's energy per zone into idle, workloads and unattributed (DESIGN.md §7).
+"""Split a node window's energy per zone into idle, workloads and unattributed
+(docs/architecture.md, 'Algorithms').
 
 Per zone: E_idle = min(P_idle·Δt, E), E_dyn = E - E_idle. Idle policy "none": idle is not
 handed to workloads (it is ``idle_unassigned_j``). Dynamic energy is split by the ratio of the
@@ -28,12 +29,13 @@ IDLE_POLICY_NONE = "none"
 IDLE_POLICY_EQUAL = "equal"
 IDLE_POLICY_PROPORTIONAL = "proportional"
 J_PER_KWH = 3.6e6
-DEFAULT_PUE = 1.0  # DESIGN.md §11: 1.0 when unknown
+DEFAULT_PUE = 1.0  # 1.0 means unknown (docs/architecture.md, 'Algorithms')
 DEFAULT_GRID_INTENSITY = 475.0  # gCO2e/kWh, IEA 2019 world average (CodeCarbon's default)
 DEFAULT_RAPL_ERROR = 0.05
 
-# Driver features per zone kind, best first (DESIGN.md §7). GPU zones need per-process GPU
-# utilisation, which NodeSample does not carry yet: their dynamic energy stays unattributed.
+# Driver features per zone kind, best first (docs/architecture.md, 'Algorithms'). GPU zones need
+# per-process GPU utilisation, which NodeSample does not carry yet: their dynamic energy stays
+# unattributed.
 ZONE_DRIVERS: dict[str, tuple[str, ...]] = {
     "package": ("cpu_instructions", "cpu_cycles", "cpu_time_ns"),
     "core": ("cpu_instructions", "cpu_cycles", "cpu_time_ns"),

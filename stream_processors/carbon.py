@@ -1,9 +1,9 @@
 """Carbon pricing of windows: PUE per cluster, grid intensity per region as a step function.
 
-gCO2e = kWh x PUE x CI(region, window start) (DESIGN.md §7). A region's intensity is the value
-of its newest GridIntensity point at or before the window start; before the first point (or for
-a region nobody publishes) the static default applies. Points per region are bounded: the oldest
-go first, so memory stays flat however long the grid topic is.
+gCO2e = kWh x PUE x CI(region, window start) (docs/architecture.md, 'Algorithms'). A region's
+intensity is the value of its newest GridIntensity point at or before the window start; before
+the first point (or for a region nobody publishes) the static default applies. Points per region
+are bounded: the oldest go first, so memory stays flat however long the grid topic is.
 """
 
 from __future__ import annotations

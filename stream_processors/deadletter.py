@@ -1,4 +1,5 @@
-"""The dead-letter contract (DESIGN.md §5): original key and bytes, reason and origin in headers."""
+"""The dead-letter contract (docs/architecture.md, 'Reliability'): original key and bytes,
+reason and origin in headers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Energy of a window from power models, for nodes without a power source (DESIGN.md §7).
+"""Energy of a window from power models, for nodes without a power source (docs/architecture.md,
+'Algorithms').
 
 Rates are the node's counter deltas per second (node_totals / Δt); per zone the best matching
 model predicts idle + dynamic watts, x Δt gives joules. The model intercept is the window's

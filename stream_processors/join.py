@@ -1,4 +1,5 @@
-"""Per-node power series and the energy of a window from cumulative counters (DESIGN.md §7).
+"""Per-node power series and the energy of a window from cumulative counters
+(docs/architecture.md, 'Algorithms').
 
 A series holds the newest PowerReadings of one agent instance, sorted by timestamp. Energy of
 [t0, t1) is C(t1) - C(t0), with C linearly interpolated between the readings that bracket each

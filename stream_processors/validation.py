@@ -1,4 +1,5 @@
-"""Checks beyond the Avro schema that decide whether a record may enter the join (DESIGN.md §10).
+"""Checks beyond the Avro schema that decide whether a record may enter the join
+(docs/architecture.md, 'Reliability').
 
 A record that fails goes to the dead-letter topic with ``reason``; it must not reach state where
 it would turn into negative or fabricated energy.

@@ -1,4 +1,5 @@
-"""The join's decision logic: when a sample becomes a NodeEnergy window (DESIGN.md §7).
+"""The join's decision logic: when a sample becomes a NodeEnergy window (docs/architecture.md,
+'Algorithms').
 
 Pure and clock-free (callers pass ``now``) so it is tested without Kafka; the faust wiring in
 ``app`` only feeds it. Power series live in a table (compact, recoverable); samples waiting for

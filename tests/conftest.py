@@ -54,7 +54,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def topics(kafka_bootstrap: str) -> Iterator[Topics]:
-    """All topics of DESIGN.md §5 under a prefix of their own, with 2 partitions each."""
+    """All topics (docs/architecture.md, 'Kafka contract') under a prefix of their own, with 2
+    partitions each."""
     names = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
     admin = clients.admin(kafka_bootstrap)
     create_topics(admin, names, partitions=2)

@@ -9,8 +9,9 @@ from confluent_kafka.admin import AdminClient
 
 from joulestream.settings import bootstrap_servers, librdkafka_passthrough
 
-# DESIGN.md §5: murmur2_random matches the Java/aiokafka (faust) partitioner, so samples
-# and power readings of one node land on the same partition number as faust expects.
+# murmur2_random matches the Java/aiokafka (faust) partitioner, so samples and power readings of
+# one node land on the same partition number as faust expects (docs/architecture.md,
+# 'Kafka contract').
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "enable.idempotence": True,

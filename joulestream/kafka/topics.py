@@ -1,4 +1,5 @@
-"""The pipeline's topics (DESIGN.md §5): creating them and checking an existing layout.
+"""The pipeline's topics (docs/architecture.md, 'Kafka contract'): creating them and checking
+an existing layout.
 
 Co-partitioning is what the per-node join relies on: samples, power and energy of one node
 must land on the same partition number, which only holds while the three topics have the same
@@ -24,7 +25,7 @@ _TIMEOUT = 30.0
 
 
 class TopicLayoutError(RuntimeError):
-    """Existing topics contradict DESIGN.md §5 (partition counts or cleanup policy)."""
+    """Existing topics contradict the topic layout (partition counts or cleanup policy)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def topic_specs(topics: Topics, partitions: int) -> list[TopicSpec]:
 def layout_problems(
     topics: Topics, states: list[TopicState], partitions: int | None = None
 ) -> list[str]:
-    """Why the existing topics break §5; empty when they are fine. Missing topics are not
+    """Why the existing topics break the layout; empty when they are fine. Missing topics are not
     problems (they can be created); ``partitions`` is the count the caller wants."""
     by_name = {state.name: state for state in states}
     problems = []
@@ -146,9 +147,9 @@ def create_topics(
     replication: int = 1,
     timeout: float = _TIMEOUT,
 ) -> CreateResult:
-    """Create the missing topics of §5; idempotent.
+    """Create the missing topics; idempotent.
 
-    Existing topics are checked first, and nothing is created when they contradict §5 (so a
+    Existing topics are checked first, and nothing is created when they contradict the layout (so a
     half-made, mismatched layout never appears). Checked again afterwards, which also catches
     a concurrent creator that used other settings.
     """

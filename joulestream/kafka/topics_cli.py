@@ -1,4 +1,5 @@
-"""``joulestream topics create|describe``: the topics of DESIGN.md §5 on a broker."""
+"""``joulestream topics create|describe``: the pipeline's topics on a broker (docs/architecture.md,
+'Kafka contract')."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from joulestream.kafka.topics import (
 from joulestream.options import add_kafka_options, topics_from
 from joulestream.settings import Topics, bootstrap_servers
 
-# Enough for the §9 target of four processor cores to each own a share of the nodes.
+# Enough for the target of four processor cores (docs/architecture.md, 'Targets') to each own
+# a share of the nodes.
 DEFAULT_PARTITIONS = 4
 
 

@@ -15,7 +15,8 @@ Row = dict[str, Any]
 
 
 def _key_parts(key: bytes | None) -> tuple[str | None, str | None]:
-    """``<cluster>/<node>`` of the Kafka key (DESIGN.md §5), or (None, None)."""
+    """``<cluster>/<node>`` of the Kafka key (docs/architecture.md, 'Kafka contract'), or
+    (None, None)."""
     if not key:
         return None, None
     try:

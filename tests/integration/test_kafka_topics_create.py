@@ -1,4 +1,4 @@
-"""Topic creation of DESIGN.md §5 against the session's real broker."""
+"""Topic creation (docs/architecture.md, 'Kafka contract') against the session's real broker."""
 
 from __future__ import annotations
 

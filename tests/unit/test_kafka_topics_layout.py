@@ -1,4 +1,4 @@
-"""Topic layout rules of DESIGN.md §5, checked without a broker."""
+"""Topic layout rules (docs/architecture.md, 'Kafka contract'), checked without a broker."""
 
 from __future__ import annotations
 

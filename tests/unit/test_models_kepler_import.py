@@ -19,8 +19,9 @@ PERIOD_S = 3.0
 
 
 def kepler_watts(weights: dict[str, Any], x: dict[str, float]) -> float:
-    """DESIGN.md §11, written independently of models/kepler.py: P = Bias + Σ categorical +
-    Σ weight·(x/scale), zero scale or weight skipped; x over Kepler's 3 s period."""
+    """Kepler 0.7's evaluation, written independently of models/kepler.py:
+    P = Bias + Σ categorical + Σ weight·(x/scale), zero scale or weight skipped; x over Kepler's
+    3 s period."""
     power = weights["Bias_Weight"]
     for feature, terms in weights["Numerical_Variables"].items():
         if terms["scale"] == 0 or terms["weight"] == 0:
