@@ -6,7 +6,7 @@ of energy at window bounds is exact. Windows are wall-clock ns; the schedule run
 monotonic clock, at ``start + k·interval``, so it does not drift.
 
 Around the loop: the publisher's bounded buffer (broker outages), the agent's own ``/metrics``
-and, in a pod, a watch on this node's pods that names the workloads.
+and, in a pod or with a kubeconfig, a watch on this node's pods that names the workloads.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from joulestream.agents.collectors.choice import CollectorChoice, open_collector
 from joulestream.agents.collectors.ebpf.collector import EbpfCollector
 from joulestream.agents.collectors.ebpf.program import DEFAULT_MAP_ENTRIES
 from joulestream.agents.collectors.ebpf.support import EbpfUnavailable, environment_capabilities
-from joulestream.agents.kubernetes import ApiEndpoint, KubernetesUnavailable, PodWatcher
+from joulestream.agents.kube_endpoint import KubernetesUnavailable, api_endpoint
+from joulestream.agents.kubernetes import PodWatcher
 from joulestream.agents.node_info import node_info
 from joulestream.agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT
 from joulestream.agents.power.rapl import DEFAULT_ROOT, node_energy_zones
@@ -69,7 +70,8 @@ class AgentConfig:
     # The command line defaults to 9101; programmatic use to no server (0).
     metrics_port: int = 0
     metrics_addr: str = "0.0.0.0"
-    kubernetes: Literal["auto", "off"] = "auto"  # auto: watch pods when in a pod
+    kubernetes: Literal["auto", "off"] = "auto"  # auto: watch pods when the API is reachable
+    kubeconfig: tuple[Path, ...] = ()  # empty: the in-cluster service account
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0:
@@ -183,11 +185,12 @@ def _run(
 
 
 def _pod_watcher(config: AgentConfig) -> tuple[PodWatcher | None, Capability]:
-    """The pod watcher when in a pod (``--kubernetes auto``), else why there is none."""
+    """The pod watcher when a kubeconfig is given or in a pod (``--kubernetes auto``), else
+    why there is none."""
     if config.kubernetes == "off":
         return None, Capability("kubernetes_api", False, "disabled (--kubernetes off)")
     try:
-        endpoint = ApiEndpoint.in_cluster()
+        endpoint = api_endpoint(config.kubeconfig)
     except KubernetesUnavailable as exc:
         return None, Capability("kubernetes_api", False, exc.reason)
     watcher = PodWatcher(endpoint, config.node)

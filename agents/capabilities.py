@@ -7,9 +7,11 @@ count cache misses" (null, with a reason) from "this workload had none" (0).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from joulestream.agents.kube_endpoint import KubernetesUnavailable, from_kubeconfig
 from joulestream.agents.power.types import PowerStatus
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
 
@@ -44,8 +46,17 @@ def counter_capabilities(
     ]
 
 
-def kubernetes_capability(environ: Mapping[str, str] = os.environ) -> Capability:
-    """Whether pod names can come from the Kubernetes API: in-cluster service env present."""
+def kubernetes_capability(
+    kubeconfig: Sequence[Path] = (), environ: Mapping[str, str] = os.environ
+) -> Capability:
+    """Whether pod names can come from the Kubernetes API: a usable kubeconfig, or the
+    in-cluster service environment present."""
+    if kubeconfig:
+        try:
+            endpoint = from_kubeconfig(kubeconfig)
+        except KubernetesUnavailable as exc:
+            return Capability("kubernetes_api", False, exc.reason)
+        return Capability("kubernetes_api", True, f"API at {endpoint.describe()}")
     host = environ.get("KUBERNETES_SERVICE_HOST")
     if host:
         port = environ.get("KUBERNETES_SERVICE_PORT", "443")
@@ -53,8 +64,8 @@ def kubernetes_capability(environ: Mapping[str, str] = os.environ) -> Capability
     return Capability(
         "kubernetes_api",
         False,
-        "KUBERNETES_SERVICE_HOST not set (not running in a pod): workloads carry container "
-        "and pod ids, no pod names or namespaces",
+        "KUBERNETES_SERVICE_HOST not set (not running in a pod) and no --kubeconfig or "
+        "KUBECONFIG: workloads carry container and pod ids, no pod names or namespaces",
     )
 
 

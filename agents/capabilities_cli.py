@@ -17,7 +17,8 @@ from joulestream.agents.collectors.cgroup import CgroupLayoutError
 from joulestream.agents.collectors.choice import open_collector
 from joulestream.agents.collectors.ebpf.collector import EbpfCollector
 from joulestream.agents.collectors.ebpf.support import EbpfUnavailable, environment_capabilities
-from joulestream.agents.options import add_root_options
+from joulestream.agents.kube_endpoint import kubeconfig_paths
+from joulestream.agents.options import add_kubeconfig_option, add_root_options
 from joulestream.agents.power.select import select_power_source
 
 
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="collector to probe, as the agent would choose it (default: %(default)s)",
     )
     add_root_options(parser)
+    add_kubeconfig_option(parser)
 
 
 def gather(args: argparse.Namespace) -> list[dict[str, object]]:
@@ -48,9 +50,8 @@ def gather(args: argparse.Namespace) -> list[dict[str, object]]:
             if isinstance(collector, EbpfCollector):
                 collector.close()
     _, power = select_power_source(args.power, args.powercap_root, args.hwmon_root)
-    return node_capabilities(
-        collector_caps, power, [*environment_capabilities(), kubernetes_capability()]
-    )
+    kubernetes = kubernetes_capability(kubeconfig_paths(args.kubeconfig))
+    return node_capabilities(collector_caps, power, [*environment_capabilities(), kubernetes])
 
 
 def format_table(records: list[dict[str, object]], width: int) -> str:

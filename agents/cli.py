@@ -9,7 +9,8 @@ from collections.abc import Callable
 from joulestream.agents.agent import AgentConfig, run_agent
 from joulestream.agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS
 from joulestream.agents.collectors.ebpf.program import DEFAULT_MAP_ENTRIES
-from joulestream.agents.options import add_root_options
+from joulestream.agents.kube_endpoint import kubeconfig_paths
+from joulestream.agents.options import add_kubeconfig_option, add_root_options
 from joulestream.agents.publisher import BufferLimits
 from joulestream.agents.self_metrics import DEFAULT_METRICS_PORT
 from joulestream.options import add_kafka_options, topics_from
@@ -109,9 +110,11 @@ def _add_delivery_arguments(parser: argparse.ArgumentParser) -> None:
         "--kubernetes",
         choices=("auto", "off"),
         default="auto",
-        help="pod names from the Kubernetes API: auto = watch this node's pods when running "
-        "in a pod (service account); off = ids only (default: %(default)s)",
+        help="pod names from the Kubernetes API: auto = watch this node's pods through the "
+        "kubeconfig (--kubeconfig, KUBECONFIG) or, in a pod, the service account; off = ids "
+        "only (default: %(default)s)",
     )
+    add_kubeconfig_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,5 +138,6 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_addr=args.metrics_addr,
         kubernetes=args.kubernetes,
+        kubeconfig=tuple(kubeconfig_paths(args.kubeconfig)),
     )
     return run_agent(config)

@@ -1,14 +1,15 @@
 """Pod names and namespaces from the Kubernetes API: a watch on the pods of this node.
 
-Only the standard library (http.client + ssl): the ``kubernetes`` client package is heavy for a
-per-node agent that needs one list and one watch. The in-cluster service account gives the
-API address (``KUBERNETES_SERVICE_HOST``/``_PORT``), the bearer token (re-read on every
-request: projected tokens rotate) and the CA.
+http.client + ssl: the ``kubernetes`` client package is heavy for a per-node agent that needs
+one list and one watch. The endpoint (agents/kube_endpoint.py: the in-cluster service account
+or a kubeconfig) gives the API address, the credentials (re-read on every request: projected
+tokens rotate) and the CA.
 
 Protocol: LIST ``/api/v1/pods?fieldSelector=spec.nodeName=<node>`` (paged), then WATCH from
 the list's ``resourceVersion`` with bookmarks; every event moves the version on. A watch that
 ends is resumed from the last version; 410 Gone (as an HTTP status or as an ERROR event: the
-version is too old) means re-list. Other failures back off and re-list. Without the API the
+version is too old) means re-list. Other failures back off; a broken watch then resumes from
+its last version, a failed list lists again. Without the API the
 agent still works: workloads keep their container and pod ids, with null names.
 
 Deleted pods are kept for ``retain_s`` so the last windows of their containers, published
@@ -20,67 +21,25 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import socket
-import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPResponse, HTTPSConnection
-from pathlib import Path
 from typing import Any
 
 from joulestream.agents.capabilities import Capability
+from joulestream.agents.kube_endpoint import ApiEndpoint, KubernetesUnavailable
 
 log = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _STATUS_LISTS = ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")
-
-
-class KubernetesUnavailable(RuntimeError):
-    """The API cannot be used from here; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class _Gone(Exception):
     """410: the resource version is too old, re-list."""
-
-
-@dataclass(frozen=True)
-class ApiEndpoint:
-    base_url: str  # scheme://host:port
-    token_file: Path | None = None
-    ca_file: Path | None = None
-
-    @classmethod
-    def in_cluster(
-        cls, environ: Mapping[str, str] = os.environ, sa_dir: Path = SERVICE_ACCOUNT
-    ) -> ApiEndpoint:
-        host = environ.get("KUBERNETES_SERVICE_HOST")
-        if not host:
-            raise KubernetesUnavailable(
-                "KUBERNETES_SERVICE_HOST not set (not running in a pod): workloads carry "
-                "container and pod ids, no pod names or namespaces"
-            )
-        port = environ.get("KUBERNETES_SERVICE_PORT", "443")
-        token, ca = sa_dir / "token", sa_dir / "ca.crt"
-        for path in (token, ca):
-            if not path.is_file():
-                raise KubernetesUnavailable(
-                    f"no {path}: mount the service account token (automountServiceAccountToken)"
-                )
-        if ":" in host:  # IPv6 literal
-            host = f"[{host}]"
-        return cls(f"https://{host}:{port}", token, ca)
-
-    def describe(self) -> str:
-        return self.base_url
 
 
 @dataclass(frozen=True)
@@ -210,11 +169,6 @@ class PodWatcher:
         url = urllib.parse.urlsplit(endpoint.base_url)
         self._https = url.scheme == "https"
         self._host, self._port = url.hostname or "", url.port or (443 if self._https else 80)
-        self._context = (
-            ssl.create_default_context(cafile=str(endpoint.ca_file) if endpoint.ca_file else None)
-            if self._https
-            else None
-        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="pod-watcher", daemon=True)
@@ -246,18 +200,26 @@ class PodWatcher:
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """List, then watch from the list's version. A watch that breaks (the API server
+        restarts, the network drops) resumes from the last version it saw, so nothing is
+        missed and nothing re-listed; only 410 Gone (that version is no longer served) or a
+        failed list means a fresh list."""
         delay = self.backoff_s[0]
+        version = ""  # empty: list before watching
         while not self._stop.is_set():
             try:
-                version = self._list()
+                if not version:
+                    version = self._list()
+                version = self._watch(version)
                 delay = self.backoff_s[0]
-                while not self._stop.is_set():
-                    version = self._watch(version)
             except _Gone:
-                log.info("pod watch: resource version expired (410), re-listing")
+                log.info("pod watch: resource version %s expired (410), re-listing", version)
+                version = ""
             except Exception as exc:  # the watcher must outlive any answer; retried below
                 if self._stop.is_set():
                     return
+                if self._error is None:  # the last request had succeeded: back off afresh
+                    delay = self.backoff_s[0]
                 self._error = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
                 log.warning("pod watch failed (retry in %.0f s): %s", delay, self._error)
                 if self._stop.wait(delay):
@@ -280,7 +242,6 @@ class PodWatcher:
                 break
         self.index.replace(pods)
         self.lists += 1
-        self._error = None
         self._synced.set()
         log.info("pod list: %d pods on node %s", len(pods), self.node)
         return str(meta.get("resourceVersion") or "")
@@ -316,13 +277,16 @@ class PodWatcher:
     def _get(self, params: Mapping[str, object], timeout: float) -> Iterator[HTTPResponse]:
         """GET /api/v1/pods on a connection of its own (no proxies: the API is direct)."""
         connection: HTTPConnection = (
-            HTTPSConnection(self._host, self._port, timeout=timeout, context=self._context)
+            HTTPSConnection(
+                self._host, self._port, timeout=timeout, context=self.endpoint.ssl_context()
+            )
             if self._https
             else HTTPConnection(self._host, self._port, timeout=timeout)
         )
         headers = {"Accept": "application/json"}
-        if self.endpoint.token_file is not None:
-            headers["Authorization"] = f"Bearer {self.endpoint.token_file.read_text().strip()}"
+        authorization = self.endpoint.authorization()
+        if authorization is not None:
+            headers["Authorization"] = authorization
         try:
             connection.request(
                 "GET", f"/api/v1/pods?{urllib.parse.urlencode(params)}", None, headers
@@ -341,6 +305,7 @@ class PodWatcher:
                 raise KubernetesUnavailable(
                     f"HTTP {response.status} from the API: {response.read(500)!r}"
                 )
+            self._error = None
             yield response
         finally:
             self._socket = None

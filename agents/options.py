@@ -10,6 +10,15 @@ from joulestream.agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT
 from joulestream.agents.power.rapl import DEFAULT_ROOT
 
 
+def add_kubeconfig_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="kubeconfig whose current context names the Kubernetes API server and credentials "
+        "(default: the KUBECONFIG list if set, else the in-cluster service account)",
+    )
+
+
 def add_root_options(parser: argparse.ArgumentParser) -> None:
     """--power, --powercap-root, --hwmon-root, --cgroup-root and --proc-root (other roots for
     containers and tests)."""

@@ -171,14 +171,14 @@ def test_ebpf_choice_does_not_fall_back(tmp_path: Path) -> None:
 
 
 def test_kubernetes_capability_from_the_in_cluster_environment() -> None:
-    cap = kubernetes_capability({"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    cap = kubernetes_capability(environ={"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
     assert cap.available and "10.0.0.1:443" in cap.detail
-    assert not kubernetes_capability({}).available
+    assert not kubernetes_capability(environ={}).available
 
 
 def test_node_facts_follow_the_collector_and_power_entries() -> None:
     records = node_capabilities(
-        [], {"rapl": PowerStatus(False, "none")}, [kubernetes_capability({})]
+        [], {"rapl": PowerStatus(False, "none")}, [kubernetes_capability(environ={})]
     )
     assert [r["name"] for r in records] == ["rapl", "kubernetes_api"]
 

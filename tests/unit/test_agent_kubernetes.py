@@ -19,13 +19,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from joulestream.agents.agent import _Loop
-from joulestream.agents.kubernetes import (
-    ApiEndpoint,
-    KubernetesUnavailable,
-    PodIndex,
-    PodNames,
-    PodWatcher,
-)
+from joulestream.agents.kube_endpoint import ApiEndpoint, KubernetesUnavailable
+from joulestream.agents.kubernetes import PodIndex, PodNames, PodWatcher
 
 CID_A = "a" * 64
 CID_B = "b" * 64
@@ -237,7 +232,8 @@ def test_in_cluster_endpoint(tmp_path: Path) -> None:
     (tmp_path / "ca.crt").write_text("c")
     endpoint = ApiEndpoint.in_cluster(env, tmp_path)
     assert endpoint.base_url == "https://10.0.0.1:6443"
-    assert endpoint.ca_file == tmp_path / "ca.crt"
+    assert endpoint.ca == tmp_path / "ca.crt"
+    assert endpoint.authorization() == "Bearer t"
     v6 = ApiEndpoint.in_cluster({"KUBERNETES_SERVICE_HOST": "fd00::1"}, tmp_path)
     assert v6.base_url == "https://[fd00::1]:443"
 
