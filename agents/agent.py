@@ -36,7 +36,7 @@ from joulestream.agents.power.select import select_power_source
 from joulestream.agents.power.types import PowerChoice, PowerSource, PowerStatus, PowerUnavailable
 from joulestream.agents.publisher import BufferLimits, Publisher, PublishStats
 from joulestream.agents.self_metrics import AgentCollector, LoopState, MetricsServer
-from joulestream.schemas.codec import Record
+from joulestream.schemas import Record
 from joulestream.settings import Topics
 from joulestream.signals import stop_on_signals
 

@@ -31,7 +31,8 @@ from typing import Any, Literal, Protocol, cast
 from confluent_kafka import KafkaError
 
 from joulestream.kafka.clients import producer
-from joulestream.schemas.codec import Codec, Record
+from joulestream.schemas import Record
+from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics, node_key
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from joulestream.schemas.errors import FeatureNameError
+from joulestream.schemas.errors import FeatureNameError, RejectedInput
 from joulestream.schemas.features import validate_feature_names
 
 FORM_LINEAR = "linear"
@@ -29,12 +29,8 @@ FORM_LINEAR_PER_CORE = "linear-per-core"
 FORMS = (FORM_LINEAR, FORM_LINEAR_PER_CORE)
 
 
-class ModelRejected(ValueError):
-    """A PowerModel that must not be used; ``reason`` becomes the dead-letter header."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class ModelRejected(RejectedInput):
+    """A PowerModel that must not be used."""
 
 
 @dataclass(frozen=True)

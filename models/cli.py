@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from joulestream.kafka.clients import consumer, producer
-from joulestream.models.artifact import ModelRejected, PowerModel
+from joulestream.models.artifact import PowerModel
 from joulestream.models.kepler import (
     KEPLER_PERIOD_S,
     KeplerImportError,
@@ -30,13 +30,12 @@ from joulestream.models.kepler import (
     read_model_file,
 )
 from joulestream.options import add_kafka_options, topics_from
+from joulestream.schemas import Record
 from joulestream.schemas.codec import Codec
-from joulestream.schemas.errors import CodecError
+from joulestream.schemas.errors import RejectedInput
 from joulestream.settings import Topics
 
 log = logging.getLogger(__name__)
-
-Record = dict[str, Any]
 
 
 def selector_key(selector: Mapping[str, Any]) -> bytes:
@@ -123,7 +122,7 @@ def _entry(codec: Codec, key: bytes, value: bytes) -> Entry:
     try:
         record = codec.decode(value, expect="PowerModel")
         PowerModel.from_record(record)
-    except (CodecError, ModelRejected) as exc:
+    except RejectedInput as exc:
         return Entry(key, None, f"{exc.reason}: {exc}")
     return Entry(key, record)
 

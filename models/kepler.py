@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from joulestream.models.artifact import FORM_LINEAR, PowerModel
+from joulestream.schemas import Record
 from joulestream.schemas.errors import FeatureNameError
 from joulestream.schemas.features import validate_feature_names
 
@@ -33,8 +34,6 @@ COMPONENTS = ("package", "core", "uncore", "dram", "platform")
 _PICKLE_SUFFIXES = (".zip", ".pkl", ".pickle", ".joblib", ".sav")
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"  # protocol 2+ opcode
-
-Record = dict[str, Any]
 
 
 class KeplerImportError(ValueError):

@@ -7,11 +7,11 @@ names its writer schema, and readers resolve it to their own (latest) version.
 from __future__ import annotations
 
 import io
-from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
+from joulestream.schemas import Record
 from joulestream.schemas.errors import (
     NotSingleObjectEncoded,
     SchemaViolation,
@@ -22,8 +22,6 @@ from joulestream.schemas.registry import SchemaRegistry, SchemaVersion
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
-
-Record = dict[str, Any]
 
 
 class Codec:

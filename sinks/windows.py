@@ -6,14 +6,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from joulestream.schemas.errors import RejectedInput
+from joulestream.settings import node_id
 
-class InvalidWindow(ValueError):
+
+class InvalidWindow(RejectedInput):
     """A NodeEnergy that decodes but must not be folded: it would poison a counter forever
     (NaN sticks, a negative step reads as a counter reset)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 NON_FINITE = "non-finite"
@@ -36,7 +35,7 @@ def _energy(value: float, what: str) -> float:
 def check_window(record: Mapping[str, Any]) -> None:
     """Raise InvalidWindow unless every amount that is folded is a finite, non-negative
     number (the residual may be negative, but finite) and the window ends after it starts."""
-    where = f"{record['cluster']}/{record['node']} window {record['window_start_ns']}"
+    where = f"{node_id(record['cluster'], record['node'])} window {record['window_start_ns']}"
     if record["window_end_ns"] <= record["window_start_ns"]:
         raise InvalidWindow(
             BAD_WINDOW,

@@ -47,15 +47,14 @@ from joulestream.kafka.clients import admin
 from joulestream.kafka.topics import partition_counts
 from joulestream.models.default import default_model
 from joulestream.schemas.codec import Codec
-from joulestream.schemas.errors import CodecError
-from joulestream.settings import Topics, librdkafka_passthrough, node_key
+from joulestream.schemas.errors import CodecError, RejectedInput
+from joulestream.settings import Topics, librdkafka_passthrough, node_id, node_key
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.carbon import CarbonConfig
 from joulestream.stream_processors.deadletter import dead_letter_headers
 from joulestream.stream_processors.join import (
     DEFAULT_MAX_READINGS,
     PowerSeries,
-    RejectedReading,
     add_reading,
 )
 from joulestream.stream_processors.metrics import ProcessorStats, serve
@@ -68,7 +67,7 @@ from joulestream.stream_processors.validation import (
     check_reading,
     check_sample,
 )
-from joulestream.stream_processors.windows import Emitted, JoinContext, StaleInstance, WindowJoin
+from joulestream.stream_processors.windows import Emitted, JoinContext, WindowJoin
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +338,7 @@ class Processor:
                 sample = self.codec.decode(bytes(value), expect="NodeSample")
                 check_key(message.key, sample)
                 check_sample(sample, now_ns, max_workloads=self.settings.max_workloads)
-                key = f"{sample['cluster']}/{sample['node']}"
+                key = node_id(sample["cluster"], sample["node"])
                 emitted = self.join.on_sample(
                     key, sample, self._series_of(key), event, time.monotonic()
                 )
@@ -351,7 +350,7 @@ class Processor:
                 check_key(message.key, reading)
                 check_reading(reading, now_ns)
                 emitted = self._on_reading(reading, event)
-        except (CodecError, InvalidRecord, RejectedReading, StaleInstance) as exc:
+        except RejectedInput as exc:
             await self._dead_letter(event, exc.reason, str(exc))
             return
         except Exception as exc:  # a bug must cost one message, not the worker
@@ -364,7 +363,7 @@ class Processor:
         """The reading's offset is released once its series is in the changelog: faust's
         commit flushes its producer buffer for at most 0.1 s, so an offset committed ahead of
         the write would, after a crash, leave the reading out of the restored series."""
-        key = f"{reading['cluster']}/{reading['node']}"
+        key = node_id(reading["cluster"], reading["node"])
         series, changed = add_reading(self._series_of(key), reading, self.settings.max_readings)
         if not changed:
             event.ack()

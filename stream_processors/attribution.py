@@ -21,9 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from joulestream.schemas import Record
 from joulestream.schemas.features import validate_feature_names
-
-Record = dict[str, Any]
 
 IDLE_POLICY_NONE = "none"
 IDLE_POLICY_EQUAL = "equal"

@@ -14,15 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from joulestream.schemas.errors import RejectedInput
 from joulestream.stream_processors.attribution import DEFAULT_GRID_INTENSITY, DEFAULT_PUE, Carbon
 
 DEFAULT_MAX_POINTS_PER_REGION = 10_000
 
 
-class BadGridRecord(ValueError):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class BadGridRecord(RejectedInput):
+    """A GridIntensity that must not be used (non-finite or negative intensity)."""
 
 
 def check_grid(record: Mapping[str, Any]) -> None:

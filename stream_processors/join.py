@@ -16,16 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from joulestream.schemas.errors import RejectedInput
+
 DEFAULT_MAX_READINGS = 64
 _UJ_PER_J = 1_000_000
 
 
-class RejectedReading(ValueError):
-    """A reading that cannot join its node's series; ``reason`` becomes the dead-letter header."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class RejectedReading(RejectedInput):
+    """A reading that cannot join its node's series."""
 
 
 class Coverage(enum.Enum):

@@ -22,13 +22,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from joulestream.kafka.clients import consumer, producer
-from joulestream.models.artifact import ModelRejected, PowerModel
+from joulestream.models.artifact import PowerModel
 from joulestream.models.selection import ModelSet
 from joulestream.schemas.codec import Codec
-from joulestream.schemas.errors import CodecError
+from joulestream.schemas.errors import RejectedInput
 from joulestream.settings import Topics
 from joulestream.stream_processors.attribution import Carbon
-from joulestream.stream_processors.carbon import BadGridRecord, CarbonConfig, GridIntensities
+from joulestream.stream_processors.carbon import CarbonConfig, GridIntensities
 from joulestream.stream_processors.deadletter import dead_letter_headers
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class ReferenceReader:
                 self.data.apply_model(msg.key(), msg.value())
             else:
                 self.data.apply_grid(msg.value())
-        except (CodecError, ModelRejected, BadGridRecord) as exc:
+        except RejectedInput as exc:
             self._dead_letter(msg, exc.reason, str(exc))
         except Exception as exc:  # a bug must cost one record, not the reader
             log.exception("reference record %s@%d failed", msg.topic(), msg.offset())

@@ -11,7 +11,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from joulestream.schemas.errors import RejectedInput
 from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.settings import node_key
 
 DEFAULT_MAX_FUTURE_NS = 300 * 1_000_000_000  # clock skew tolerated before "in the future"
 DEFAULT_MAX_WORKLOADS = 10_000
@@ -19,15 +21,13 @@ DEFAULT_MAX_WORKLOADS = 10_000
 MAX_CPUS = 1024
 
 
-class InvalidRecord(ValueError):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class InvalidRecord(RejectedInput):
+    """A decoded sample or reading that breaks the contract (key, times, sizes)."""
 
 
 def check_key(key: bytes | None, record: Mapping[str, Any]) -> None:
     """The key must be ``<cluster>/<node>`` of the record: co-partitioning depends on it."""
-    expected = f"{record['cluster']}/{record['node']}".encode()
+    expected = node_key(record["cluster"], record["node"])
     if key != expected:
         raise InvalidRecord("key-mismatch", f"message key {key!r} is not {expected!r}")
 

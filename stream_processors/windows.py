@@ -29,6 +29,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from joulestream.models.selection import ModelSet
+from joulestream.schemas import Record
+from joulestream.schemas.errors import RejectedInput
+from joulestream.settings import node_id
 from joulestream.stream_processors.attribution import (
     AttributionConfig,
     Carbon,
@@ -41,7 +44,6 @@ from joulestream.stream_processors.join import Coverage, PowerSeries, coverage, 
 from joulestream.stream_processors.progress import NodeProgress
 
 T = TypeVar("T")
-Record = dict[str, Any]
 
 DEFAULT_MAX_PENDING_PER_NODE = 64
 UNCOVERED_DETAIL = "no covering power reading within lateness"
@@ -51,10 +53,13 @@ NO_MODEL_DETAIL = "no power model matches the node"
 Pricing = Callable[[str, int], Carbon]  # (cluster, window start ns) → carbon
 
 
-class StaleInstance(ValueError):
+class StaleInstance(RejectedInput):
     """A sample of an agent instance older than the node's current one."""
 
     reason = "stale-agent-instance"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.reason, message)
 
 
 @dataclass(frozen=True)
@@ -335,7 +340,7 @@ class WindowJoin(Generic[T]):
     ) -> Energy:
         learned = {}
         if self.context.learn_idle:
-            progress = self._progress.get(f"{sample['cluster']}/{sample['node']}")
+            progress = self._progress.get(node_id(sample["cluster"], sample["node"]))
             learned = progress.idle_watts() if progress else {}
         idle = {zone: learned.get(zone, self.config.idle_power(zone)) for zone in energy}
         return Energy(energy, idle, "measured", source, self.config.rapl_error)

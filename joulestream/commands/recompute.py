@@ -21,15 +21,16 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from joulestream.schemas import Record
 from joulestream.schemas.codec import Codec
-from joulestream.schemas.errors import CodecError
+from joulestream.schemas.errors import RejectedInput
+from joulestream.settings import node_id
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.join import (
     DEFAULT_MAX_READINGS,
     PowerSeries,
-    RejectedReading,
     add_reading,
 )
 from joulestream.stream_processors.validation import (
@@ -39,12 +40,11 @@ from joulestream.stream_processors.validation import (
     check_reading,
     check_sample,
 )
-from joulestream.stream_processors.windows import Emitted, JoinContext, StaleInstance, WindowJoin
+from joulestream.stream_processors.windows import Emitted, JoinContext, WindowJoin
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["samples", "power"]
-Record = dict[str, Any]
 Window = Emitted[Record]  # token: the decoded NodeSample the window came from
 NS_PER_MS = 1_000_000
 
@@ -124,19 +124,19 @@ class Recompute:
                 sample = self.codec.decode(message.value, expect="NodeSample")
                 check_key(message.key, sample)
                 check_sample(sample, now_ns, max_workloads=self.max_workloads)
-                key = f"{sample['cluster']}/{sample['node']}"
+                key = node_id(sample["cluster"], sample["node"])
                 emitted = self.join.on_sample(key, sample, self.series.get(key), sample, now)
                 return emitted or []
             reading = self.codec.decode(message.value, expect="PowerReading")
             check_key(message.key, reading)
             check_reading(reading, now_ns)
-            key = f"{reading['cluster']}/{reading['node']}"
+            key = node_id(reading["cluster"], reading["node"])
             series, changed = add_reading(self.series.get(key), reading, self.max_readings)
             if not changed:
                 return []
             self.series[key] = series
             return self.join.on_series(key, series)
-        except (CodecError, InvalidRecord, RejectedReading, StaleInstance) as exc:
+        except RejectedInput as exc:
             self.dead_letters[exc.reason] += 1
             return []
         except Exception:  # as in the live app: a bug costs one message, not the run

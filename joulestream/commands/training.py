@@ -30,7 +30,9 @@ import numpy as np
 
 from joulestream.commands.recompute import Message, Recompute, Window
 from joulestream.models.artifact import FORM_LINEAR, PowerModel
+from joulestream.schemas import Record
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
+from joulestream.settings import node_id
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.windows import JoinContext
 
@@ -40,8 +42,6 @@ RIDGE_ALPHA = 1.0
 # A level, not a per-window delta: its "rate" means nothing, so auto never picks it.
 NOT_RATES = frozenset({"memory_working_set_bytes"})
 MIN_TRAIN_PER_PARAMETER = 3
-
-Record = dict[str, Any]
 
 
 class TrainingError(ValueError):
@@ -104,7 +104,7 @@ def examples_from_windows(windows: Iterable[Window]) -> Iterator[Example]:
         info = sample.get("node_info") or {}
         for zone in record["zones"]:
             yield Example(
-                node=f"{record['cluster']}/{record['node']}",
+                node=node_id(record["cluster"], record["node"]),
                 cpu_model=info.get("cpu_model"),
                 cores=info.get("cores"),
                 zone=zone["zone"],

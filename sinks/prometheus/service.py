@@ -32,11 +32,10 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 
 from joulestream.kafka import clients
 from joulestream.schemas.codec import Codec
-from joulestream.schemas.errors import CodecError
+from joulestream.schemas.errors import RejectedInput
 from joulestream.settings import Topics
 from joulestream.sinks.prometheus.collector import EnergyCollector
 from joulestream.sinks.prometheus.state import DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_S, EnergyState
-from joulestream.sinks.windows import InvalidWindow
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ class EnergyConsumer:
             else:
                 record = self._codec.decode(message.value() or b"", expect="NodeEnergy")
                 self._state.apply(record)
-        except (CodecError, InvalidWindow) as exc:
+        except RejectedInput as exc:
             self._state.record_decode_error(exc.reason)
             log.warning(
                 "refused %s[%s]@%s (%s): %s",

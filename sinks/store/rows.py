@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from joulestream.settings import node_id
 from joulestream.sinks.windows import NON_FINITE, InvalidWindow, check_window
 
 Row = tuple[Any, ...]
@@ -130,7 +131,7 @@ def window_rows(record: Mapping[str, Any]) -> WindowRows:
     gCO2e and labels, so nothing in the record is left out of the store.
     """
     check_window(record)
-    where = f"{record['cluster']}/{record['node']} window {record['window_start_ns']}"
+    where = f"{node_id(record['cluster'], record['node'])} window {record['window_start_ns']}"
     for zone in record["zones"]:
         _check_finite(zone["total_j"], f"{where} zone {zone['zone']} total_j")
     for workload in record["workloads"]:

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaException, Message
 
 from joulestream.schemas.codec import Codec
-from joulestream.schemas.errors import CodecError
+from joulestream.schemas.errors import RejectedInput
 from joulestream.sinks.backoff import Backoff
 from joulestream.sinks.consume import commit_offsets, consume_messages
 from joulestream.sinks.store.backend import RejectedWindows, Store, StoreUnavailable
 from joulestream.sinks.store.rows import WindowRows, latest_per_window, window_rows
-from joulestream.sinks.windows import InvalidWindow
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ class StoreSink:
             try:
                 record = self._codec.decode(message.value() or b"", expect="NodeEnergy")
                 rows = window_rows(record)
-            except (CodecError, InvalidWindow) as exc:
+            except RejectedInput as exc:
                 self.stats.refuse(exc.reason)
                 log.warning("refused %s (%s): %s", _where(message), exc.reason, exc)
                 continue

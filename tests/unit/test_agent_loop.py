@@ -18,7 +18,8 @@ from agent_fakes import fake_cgroup, fake_powercap
 
 from joulestream.agents.agent import EXIT_CONFIG, EXIT_LOST, EXIT_OK, AgentConfig, run_agent
 from joulestream.agents.publisher import PublishStats
-from joulestream.schemas.codec import Codec, Record
+from joulestream.schemas import Record
+from joulestream.schemas.codec import Codec
 
 REPO = Path(__file__).resolve().parents[2]
 

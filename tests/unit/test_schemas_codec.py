@@ -302,3 +302,22 @@ def test_every_cut_of_a_message_is_reported_truncated(codec: Codec) -> None:
     for cut in range(HEADER_LEN, len(data)):
         with pytest.raises(TruncatedMessage):
             codec.decode(data[:cut])
+
+
+def test_every_dead_letter_error_is_rejected_input_with_its_reason() -> None:
+    """Consumers catch RejectedInput once; each stage's error keeps its own reason."""
+    from joulestream.models.artifact import ModelRejected
+    from joulestream.schemas.errors import RejectedInput
+    from joulestream.sinks.windows import InvalidWindow
+    from joulestream.stream_processors.carbon import BadGridRecord
+    from joulestream.stream_processors.join import RejectedReading
+    from joulestream.stream_processors.validation import InvalidRecord
+    from joulestream.stream_processors.windows import StaleInstance
+
+    for cls in (ModelRejected, InvalidWindow, BadGridRecord, RejectedReading, InvalidRecord):
+        error = cls("some-reason", "what is wrong")
+        assert isinstance(error, RejectedInput)
+        assert (error.reason, str(error)) == ("some-reason", "what is wrong")
+    for fixed in (StaleInstance("old"), TruncatedMessage("cut"), SchemaViolation("bad")):
+        assert isinstance(fixed, RejectedInput)
+        assert fixed.reason == type(fixed).reason != RejectedInput.reason

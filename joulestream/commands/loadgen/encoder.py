@@ -15,7 +15,8 @@ from operator import itemgetter
 
 from fastavro import parse_schema, schemaless_writer
 
-from joulestream.commands.loadgen.fleet import Record, SimNode, SimWorkload, Window
+from joulestream.commands.loadgen.fleet import SimNode, SimWorkload, Window
+from joulestream.schemas import Record
 from joulestream.schemas.codec import MAGIC
 from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.schemas.registry import SchemaRegistry

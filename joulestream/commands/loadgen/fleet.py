@@ -27,11 +27,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from joulestream.schemas import Record
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
 from joulestream.settings import node_key
 
 S = 1_000_000_000
-Record = dict[str, Any]
 
 # The order the generator computes counters in; must be the schema's (checked at import).
 COUNTERS = validate_feature_names(
