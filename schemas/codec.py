@@ -1,7 +1,8 @@
 """Avro single object encoding: ``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint + body.
 
 fastavro writes and reads the body; the prefix and the fingerprint lookup are ours. Every message
-names its writer schema, and readers resolve it to their own (latest) version.
+names its writer schema, and readers resolve it to the latest version of the same layout
+(``SchemaRegistry.reader_of``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from joulestream.schemas.errors import (
     TruncatedMessage,
     UnknownFingerprint,
 )
-from joulestream.schemas.registry import SchemaRegistry, SchemaVersion
+from joulestream.schemas.registry import RECORDS_LAYOUT, SchemaRegistry, SchemaVersion
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
@@ -33,6 +34,10 @@ class Codec:
     ) -> bytes:
         """Raises SchemaViolation for a record the schema rejects.
 
+        Without ``version`` the newest version of the record-per-workload layout is written:
+        a plain record dict has that shape; column-wise records are written from frames
+        (``joulestream.schemas.records``), which name their version.
+
         ``validate=False`` is for hot paths whose records are typed by construction: fastavro's
         validation costs several times the write itself (it builds error objects for every union
         branch it tries), so the record is written directly and only validated when the write
@@ -40,7 +45,9 @@ class Codec:
         either way; the bytes are the same.
         """
         schema = (
-            self.registry.latest(name) if version is None else self.registry.version(name, version)
+            self.registry.latest(name, RECORDS_LAYOUT)
+            if version is None
+            else self.registry.version(name, version)
         )
         if validate:
             self._validate(schema, record)
@@ -87,11 +94,12 @@ class Codec:
         return writer
 
     def decode(self, data: bytes, expect: str | None = None) -> Record:
-        """Decode to the reader (latest) version of the writer's record, or of ``expect``."""
+        """Decode to the latest version of the writer's record and layout; ``expect`` names the
+        record the caller accepts."""
         writer = self.writer_of(data)
         if expect is not None and writer.name != expect:
             raise SchemaViolation(f"expected a {expect} message, got {writer.name}")
-        reader = self.registry.latest(writer.name)
+        reader = self.registry.reader_of(writer)
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:

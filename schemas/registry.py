@@ -1,6 +1,9 @@
 """Every shipped schema version, by record name and by CRC-64-AVRO fingerprint.
 
-Files are ``avro/<Record>.v<N>.avsc``; the highest N of a record is its reader schema.
+Files are ``avro/<Record>.v<N>.avsc``; the highest N of a record is what writers write. A reader
+resolves a writer to the highest version of the same *layout* (the schema's
+``joulestream_layout`` attribute, "records" when absent): NodeSample v1 is read as v2, but v3
+(column-wise, dictionary-encoded) is a new layout that the older ones do not resolve into.
 Fingerprints are computed once here: fastavro rebuilds its CRC table on every call.
 """
 
@@ -26,6 +29,14 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, little-endian, as written after C3 01
     parsed: Any  # fastavro parsed schema
     raw: dict[str, Any]
+
+
+RECORDS_LAYOUT = "records"  # one Avro record per workload (NodeSample v1/v2, NodeEnergy v1)
+COLUMNS_LAYOUT = "columns"  # column-wise, dictionary-encoded (joulestream.schemas.records)
+
+
+def layout_of(schema: SchemaVersion) -> str:
+    return str(schema.raw.get("joulestream_layout", RECORDS_LAYOUT))
 
 
 def fingerprint_of(schema: dict[str, Any] | str) -> bytes:
@@ -63,11 +74,21 @@ class SchemaRegistry:
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
         return self._by_fingerprint.get(fp)
 
-    def latest(self, name: str) -> SchemaVersion:
+    def latest(self, name: str, layout: str | None = None) -> SchemaVersion:
+        """The newest version of ``name`` (of ``layout`` when given)."""
         versions = self._by_name.get(name)
         if not versions:
             raise KeyError(f"no schema named {name!r}; known: {sorted(self._by_name)}")
-        return versions[max(versions)]
+        matching = [v for v in versions.values() if layout is None or layout_of(v) == layout]
+        return max(matching, key=lambda v: v.version)
+
+    def reader_of(self, writer: SchemaVersion) -> SchemaVersion:
+        """The highest version of the writer's record and layout (Avro schema resolution)."""
+        versions = self._by_name[writer.name]
+        return max(
+            (v for v in versions.values() if layout_of(v) == layout_of(writer)),
+            key=lambda v: v.version,
+        )
 
     def version(self, name: str, version: int) -> SchemaVersion:
         return self._by_name[name][version]
