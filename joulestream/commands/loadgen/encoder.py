@@ -19,7 +19,7 @@ from joulestream.commands.loadgen.fleet import SimNode, SimWorkload, Window
 from joulestream.schemas import Record
 from joulestream.schemas.codec import MAGIC
 from joulestream.schemas.features import FEATURE_NAMES
-from joulestream.schemas.registry import SchemaRegistry
+from joulestream.schemas.registry import RECORDS_LAYOUT, SchemaRegistry
 
 WORKLOAD_KINDS = ("container", "system", "kernel")  # the WorkloadKind enum's symbols
 COLLECTORS = ("ebpf", "procfs")  # the Collector enum's symbols
@@ -72,7 +72,7 @@ class Encoder:
 
     def __init__(self, registry: SchemaRegistry | None = None) -> None:
         registry = registry or SchemaRegistry.shipped()
-        self._sample = registry.latest("NodeSample")
+        self._sample = registry.latest("NodeSample", RECORDS_LAYOUT)
         self._reading = registry.latest("PowerReading")
 
     def _head(self, node: SimNode) -> tuple[bytes, bytes, itemgetter[tuple[int, ...]]]:
