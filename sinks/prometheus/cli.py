@@ -10,6 +10,7 @@ from confluent_kafka import KafkaException
 
 from joulestream.options import add_kafka_options, topics_from
 from joulestream.signals import stop_on_signals
+from joulestream.sinks.prometheus import kepler
 from joulestream.sinks.prometheus.service import (
     DEFAULT_GROUP_ID,
     DEFAULT_HOST,
@@ -59,7 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-kepler-compat",
         dest="kepler_compat",
         action="store_false",
-        help="do not export the Kepler 0.7 compatible kepler_* families",
+        help="do not export the Kepler compatible kepler_* families",
+    )
+    parser.add_argument(
+        "--kepler-generation",
+        choices=kepler.GENERATIONS,
+        default="both",
+        help="which Kepler's families: 0.7, 0.10 (and later), or both (default; the GPU "
+        "joules families are then 0.7's, sinks/prometheus/kepler.py says why)",
     )
 
 
@@ -94,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
                 series_ttl_s=args.series_ttl,
                 max_series=args.max_series,
                 kepler_compat=args.kepler_compat,
+                kepler_generation=args.kepler_generation,
             )
     except (OSError, KafkaException) as exc:
         log.error("prometheus sink failed: %s", exc)

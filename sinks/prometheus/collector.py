@@ -178,39 +178,22 @@ FAMILIES: tuple[FamilySpec, ...] = (
 )
 
 
-def _container_spec(component: str) -> FamilySpec:
+def _kepler_spec(family: kepler.Family) -> FamilySpec:
     return FamilySpec(
-        f"kepler_container_{component}_joules",
-        CounterMetricFamily,
-        f"Kepler 0.7 compatible: {component} energy of a container, summed over sockets.",
-        kepler.CONTAINER_LABELS,
-        lambda s: s.kepler_container[component],
-        kepler.source_of(component),
+        family.name,
+        CounterMetricFamily if family.counter else GaugeMetricFamily,
+        family.documentation,
+        family.labels,
+        lambda s: s.kepler[family.key],
+        family.source,
     )
 
 
-def _node_spec(component: str) -> FamilySpec:
-    return FamilySpec(
-        f"kepler_node_{component}_joules",
-        CounterMetricFamily,
-        f"Kepler 0.7 compatible: {component} energy of a node, per socket (package).",
-        kepler.NODE_LABELS,
-        lambda s: s.kepler_node[component],
-        kepler.source_of(component),
-    )
+def kepler_families(generation: str) -> tuple[FamilySpec, ...]:
+    return tuple(_kepler_spec(f) for f in kepler.families(generation))
 
 
-KEPLER_FAMILIES: tuple[FamilySpec, ...] = (
-    FamilySpec(
-        "kepler_container_joules",
-        CounterMetricFamily,
-        "Kepler 0.7 compatible: package + dram + other + gpu energy of a container.",
-        kepler.CONTAINER_LABELS,
-        lambda s: s.kepler_container_total,
-    ),
-    *(_container_spec(c) for c in kepler.CONTAINER_COMPONENTS),
-    *(_node_spec(c) for c in kepler.NODE_COMPONENTS),
-)
+KEPLER_FAMILIES: tuple[FamilySpec, ...] = kepler_families("both")  # the default
 
 
 def _family(spec: FamilySpec, series: Series) -> Metric:
@@ -236,7 +219,8 @@ class EnergyCollector(Collector):
 
     def __init__(self, state: EnergyState) -> None:
         self._state = state
-        self._specs = FAMILIES + (KEPLER_FAMILIES if state.kepler_compat else ())
+        kepler_specs = kepler_families(state.kepler_generation) if state.kepler_compat else ()
+        self._specs = FAMILIES + kepler_specs
         self._templates = [(spec, _template(spec)) for spec in self._specs]
 
     def render(self) -> str:

@@ -240,11 +240,15 @@ def serve(
     series_ttl_s: float = DEFAULT_SERIES_TTL_S,
     max_series: int = DEFAULT_MAX_SERIES,
     kepler_compat: bool = True,
+    kepler_generation: str = "both",
 ) -> None:
     """Run the sink until ``stop`` is set; the consumer and the HTTP server are closed after.
     ``instance_id`` None means dynamic group membership."""
     state = EnergyState(
-        series_ttl_s=series_ttl_s, max_series=max_series, kepler_compat=kepler_compat
+        series_ttl_s=series_ttl_s,
+        max_series=max_series,
+        kepler_compat=kepler_compat,
+        kepler_generation=kepler_generation,
     )
     try:
         server = MetricsServer(build_registry(state), host, port)

@@ -32,6 +32,7 @@ from joulestream.schemas.errors import (
     UnknownFingerprint,
 )
 from joulestream.sinks.prometheus import kepler
+from joulestream.sinks.prometheus.kepler_state import KeplerState
 from joulestream.sinks.windows import BAD_WINDOW, NEGATIVE_ENERGY, NON_FINITE, check_window
 
 Labels = tuple[str, ...]
@@ -124,7 +125,6 @@ class _Node:
     residual: dict[str, float] = field(default_factory=dict)  # zone, latest window
     windows: dict[str, float] = field(default_factory=dict)  # source
     co2e: dict[str, float] = field(default_factory=dict)  # source
-    kepler: dict[tuple[str, str, str], float] = field(default_factory=dict)  # comp,pkg,mode
 
 
 @dataclass(slots=True)
@@ -138,16 +138,6 @@ class _Workload:
 
     def count(self) -> int:
         return len(self.joules) + len(self.co2e) + len(self.watts)
-
-
-@dataclass(slots=True)
-class _KeplerContainer:
-    seen: float
-    joules: dict[tuple[str, str], float] = field(default_factory=dict)  # component, mode
-    series: int = 0
-
-    def count(self) -> int:
-        return len(self.joules) + len(kepler.MODES)  # + kepler_container_joules_total
 
 
 @dataclass(frozen=True)
@@ -172,13 +162,11 @@ class Snapshot:
     last_window_end_seconds: Series
     lag_seconds: Series
     consumer_lag_messages: Series
-    kepler_container: dict[str, Series]  # component -> kepler.CONTAINER_LABELS values
-    kepler_container_total: Series
-    kepler_node: dict[str, Series]  # component -> kepler.NODE_LABELS values
+    kepler: dict[str, Series]  # Kepler family name -> series (kepler_state.py)
 
 
 K = TypeVar("K")
-E = TypeVar("E", "_Node", "_Workload", "_KeplerContainer")
+E = TypeVar("E", "_Node", "_Workload")
 
 
 def _text(value: Any) -> str:
@@ -219,6 +207,7 @@ class EnergyState:
         series_ttl_s: float = DEFAULT_SERIES_TTL_S,
         max_series: int = DEFAULT_MAX_SERIES,
         kepler_compat: bool = True,
+        kepler_generation: str = "both",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -228,7 +217,10 @@ class EnergyState:
             raise ValueError(f"series_ttl_s must be > 0, got {series_ttl_s}")
         if max_series < 0:
             raise ValueError(f"max_series must be >= 0, got {max_series}")
+        if kepler_generation not in kepler.GENERATIONS:
+            raise ValueError(f"kepler_generation must be one of {kepler.GENERATIONS}")
         self.kepler_compat = kepler_compat
+        self.kepler_generation = kepler_generation
         self._lock = threading.Lock()
         self._windows_per_instance = windows_per_instance
         self._max_instances = max_instances
@@ -239,8 +231,8 @@ class EnergyState:
         self._ledgers: OrderedDict[tuple[str, str, str], WindowLedger] = OrderedDict()
         self._nodes: OrderedDict[tuple[str, str], _Node] = OrderedDict()
         self._workloads: OrderedDict[Labels, _Workload] = OrderedDict()
-        self._containers: OrderedDict[tuple[str, ...], _KeplerContainer] = OrderedDict()
         self._series = 0
+        self._kepler = KeplerState(self._admit)
         self._series_overflow = 0.0
         self._consumer_lag: Series = {}
         self._decode_errors: Series = {(reason,): 0.0 for reason in DECODE_ERROR_REASONS}
@@ -285,7 +277,7 @@ class EnergyState:
     def _expire(self, now: float) -> None:
         before = now - self._ttl
         self._series -= sum(entry.series for entry in _expire(self._workloads, before))
-        self._series -= sum(entry.series for entry in _expire(self._containers, before))
+        self._kepler.expire(before)
         _expire(self._nodes, before)
 
     def _ledger(self, record: Mapping[str, Any]) -> WindowLedger:
@@ -326,17 +318,15 @@ class EnergyState:
             _add(node.idle_unassigned, (name, source), zone["idle_unassigned_j"])
             if newest:
                 node.residual[name] = zone["residual_j"]
-        if self.kepler_compat:
-            for (component, package), (dynamic, idle) in kepler.node_parts(zones).items():
-                _add(node.kepler, (component, package, "dynamic"), dynamic)
-                _add(node.kepler, (component, package, "idle"), idle)
 
         seconds = (end_ns - start_ns) / 1e9
         for workload in record["workloads"]:
             self._fold_workload(node, (cluster, node_name), source, workload, now, newest, seconds)
+        if self.kepler_compat:  # after our own families: they come first in --max-series
+            self._kepler.fold(record, now)
 
     def _admit(self, extra: int) -> bool:
-        if self._series + extra > self._max_series:
+        if self._series + self._kepler.series + extra > self._max_series:
             self._series_overflow += 1.0
             return False
         return True
@@ -384,28 +374,7 @@ class EnergyState:
                 entry.watts_end_ns = node.last_end_ns
             self._recount(entry)
 
-        if self.kepler_compat:
-            self._fold_container(where, kepler.container_key(workload), zones, now)
-
-    def _fold_container(
-        self, where: tuple[str, str], ident: kepler.ContainerKey, zones: Any, now: float
-    ) -> None:
-        parts = kepler.container_parts(zones)
-        key = (*where, *ident)
-        entry = self._containers.pop(key, None)
-        if entry is None and self._admit(2 * len(parts) + len(kepler.MODES)):
-            entry = _KeplerContainer(now)
-        if entry is None:
-            return  # counted as overflow; its joules are in joulestream_sink_overflow_joules
-        self._containers[key] = entry
-        entry.seen = now
-        joules = entry.joules
-        for component, (dynamic, idle) in parts.items():
-            joules[(component, "dynamic")] = joules.get((component, "dynamic"), 0.0) + dynamic
-            joules[(component, "idle")] = joules.get((component, "idle"), 0.0) + idle
-        self._recount(entry)
-
-    def _recount(self, entry: _Workload | _KeplerContainer) -> None:
+    def _recount(self, entry: _Workload) -> None:
         count = entry.count()
         self._series += count - entry.series
         entry.series = count
@@ -425,7 +394,6 @@ class EnergyState:
         node_co2e: Series = {}
         last_end: Series = {}
         lag: Series = {}
-        kepler_node: dict[str, Series] = {c: {} for c in kepler.NODE_COMPONENTS}
         for (cluster, name), node in self._nodes.items():
             for (zone, mode, source), value in node.joules.items():
                 node_joules[(cluster, name, zone, mode, source)] = value
@@ -441,8 +409,6 @@ class EnergyState:
                 windows[(cluster, name, source)] = value
             for source, value in node.co2e.items():
                 node_co2e[(cluster, name, source)] = value
-            for (component, package, mode), value in node.kepler.items():
-                kepler_node[component][(package, name, mode, cluster)] = value
             end_s = node.last_end_ns / 1e9
             last_end[(cluster, name)] = end_s
             lag[(cluster, name)] = wall_now - end_s
@@ -460,16 +426,6 @@ class EnergyState:
                 for zone, value in entry.watts.items():
                     watts[(*key, zone)] = value
 
-        kepler_container: dict[str, Series] = {c: {} for c in kepler.CONTAINER_COMPONENTS}
-        kepler_total: Series = {}
-        for (cluster, name, *ident), container in self._containers.items():
-            for (component, mode), value in container.joules.items():
-                kepler_container[component][(*ident, mode, cluster, name)] = value
-            for mode in kepler.MODES:
-                kepler_total[(*ident, mode, cluster, name)] = kepler.container_total(
-                    container.joules, mode
-                )
-
         return Snapshot(
             node_joules=node_joules,
             workload_joules=workload_joules,
@@ -485,11 +441,9 @@ class EnergyState:
             skipped_windows=dict(self._skipped),
             dead_letters=dict(self._dead_letters),
             series_overflow={(): self._series_overflow},
-            series={(): float(self._series)},
+            series={(): float(self._series + self._kepler.series)},
             last_window_end_seconds=last_end,
             lag_seconds=lag,
             consumer_lag_messages=dict(self._consumer_lag),
-            kepler_container=kepler_container,
-            kepler_container_total=kepler_total,
-            kepler_node=kepler_node,
+            kepler=self._kepler.snapshot() if self.kepler_compat else {},
         )

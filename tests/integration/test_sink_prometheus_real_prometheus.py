@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import kepler_dashboards
 import pytest
 from sink_helpers import produce_energy, running_loop
 
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.integration
 
 S = 1_000_000_000
 TIMEOUT_S = 90.0
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kepler"
 NODE_JOULES_PER_WINDOW = 36.0  # package-0 10 + dram-0 2 + psys 20 + gpu-0 4
 WEB_KEPLER_JOULES_PER_WINDOW = 12.0  # package 5 + dram 1 + other (psys 8 - 5 - 1) 2 + gpu 4
 
@@ -265,13 +265,10 @@ def test_prometheus_scrapes_the_joules_produced_and_a_redelivery_changes_nothing
         # Every query of Kepler's own dashboard is valid PromQL over our series; the
         # irate ones return data as soon as two scrapes are in (the 24h subqueries need
         # a minute-aligned history this test does not wait for).
-        dashboard = json.loads((FIXTURES / "Kepler-Exporter.dashboard-queries.json").read_text())
-        variables = {"$namespace": ".*", "$pod": ".*"} | {
-            f"${name}": value for name, value in dashboard["constants"].items()
-        }
-        for expr in dashboard["panel_exprs"]:
-            for name in sorted(variables, key=len, reverse=True):
-                expr = expr.replace(name, variables[name])
+        dashboard = kepler_dashboards.load(kepler_dashboards.V07)
+        variables = {"namespace": ".*", "pod": ".*"} | dashboard.constants
+        for expr in dashboard.exprs:
+            expr = kepler_dashboards.substitute(expr, variables)
             result = query(url, expr)
             if "irate(" in expr:
                 assert result, expr

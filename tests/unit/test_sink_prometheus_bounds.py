@@ -28,7 +28,8 @@ def test_a_workload_without_windows_for_the_ttl_leaves_every_family() -> None:
     snap = state.snapshot()
     assert {k[:7] for k in snap.workload_joules} == {WEB}
     assert {k[:7] for k in snap.workload_co2e_grams} == {WEB}
-    assert {k[0] for k in snap.kepler_container["package"]} == {"cid-web"}  # container_id
+    assert {k[0] for k in snap.kepler["kepler_container_package_joules"]} == {"cid-web"}
+    assert {k[0] for k in snap.kepler["kepler_container_cpu_joules@0.10"]} == {"cid-web"}
     assert ("c1", "n1", "measured") in snap.windows  # the node is alive
 
 
@@ -48,13 +49,19 @@ def test_a_node_without_windows_for_the_ttl_leaves_every_family() -> None:
         snap.residual_joules,
         snap.lag_seconds,
         snap.workload_joules,
-        snap.kepler_node["package"],
-        snap.kepler_container_total,
+        snap.kepler["kepler_node_package_joules"],
+        snap.kepler["kepler_container_joules"],
+        snap.kepler["kepler_node_cpu_joules@0.10"],
+        snap.kepler["kepler_node_cpu_watts@0.10"],
+        snap.kepler["kepler_container_cpu_joules@0.10"],
+        snap.kepler["kepler_pod_cpu_watts@0.10"],
     ):
         assert series and {k for k in series if "n1" in k} == set(), series
     only_n2 = EnergyState()
     only_n2.apply(window(100, node="n2"))
-    assert snap.series == only_n2.snapshot().series == {(): 7 + 4 + 6 + 4.0}
+    # web 7 + db 4; Kepler 0.7 buckets web 6 + db 4; Kepler >= 0.10: containers web 2x2,
+    # db 2x1 and their one pod (uid-1) 2x2, joules and watts
+    assert snap.series == only_n2.snapshot().series == {(): 7 + 4 + 6 + 4 + 4 + 2 + 4.0}
 
 
 def test_series_count_goes_down_when_series_expire() -> None:
@@ -101,13 +108,15 @@ def test_max_series_refuses_new_workloads_and_keeps_their_energy_as_overflow() -
     assert math.isclose(parts, node)
 
 
-def test_max_series_also_bounds_kepler_containers() -> None:
-    state = EnergyState(max_series=7 + 6)  # web (7) and its Kepler bucket (2x2 zones + 2)
+def test_max_series_also_bounds_kepler_containers_after_our_own_families() -> None:
+    state = EnergyState(max_series=7 + 4 + 6)  # web, db, web's 0.7 bucket (2x2 zones + 2)
     state.apply(window(100))
     snap = state.snapshot()
-    assert snap.series == {(): 13.0}
-    assert {k[0] for k in snap.kepler_container_total} == {"cid-web"}
-    assert snap.series_overflow == {(): 2.0}  # db's workload series and its Kepler bucket
+    assert snap.series == {(): 17.0}
+    assert {k[0] for k in snap.kepler["kepler_container_joules"]} == {"cid-web"}
+    assert snap.kepler["kepler_container_cpu_joules@0.10"] == {}
+    # refused: web's >= 0.10 container and pod, db's 0.7 bucket, >= 0.10 container and pod
+    assert snap.series_overflow == {(): 5.0}
 
 
 @pytest.mark.parametrize("kwargs", [{"series_ttl_s": 0}, {"max_series": -1}, {"max_instances": 0}])

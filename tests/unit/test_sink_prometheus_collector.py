@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from test_sink_prometheus_state import window, workload, zone
 
@@ -111,7 +112,10 @@ def test_kepler_families_are_there_by_default_and_switchable() -> None:
     types, _ = samples(exposition(folded()))
     kepler_types = {name: kind for name, kind in types.items() if name.startswith("kepler_")}
     assert set(types) - set(kepler_types) == set(JOULESTREAM_TYPES)
-    assert kepler_types == {f"{spec.name}": "counter" for spec in KEPLER_FAMILIES}
+    assert kepler_types == {
+        spec.name: "counter" if spec.kind is CounterMetricFamily else "gauge"
+        for spec in KEPLER_FAMILIES
+    }
     types_off, _ = samples(exposition(folded(kepler_compat=False)))
     assert not [name for name in types_off if name.startswith("kepler_")]
 
