@@ -57,6 +57,12 @@ class Topics:
     def deadletter(self) -> str:
         return self._name("deadletter")
 
+    def group(self, name: str) -> str:
+        """A consumer group, static member or transactional id under the topic prefix, so that
+        pipelines sharing a broker never meet in a group (docs/architecture.md, 'Kafka
+        contract')."""
+        return f"{self.prefix}{name}"
+
     def co_partitioned(self) -> tuple[str, str, str]:
         return (self.samples, self.power, self.energy)
 

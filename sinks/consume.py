@@ -9,20 +9,27 @@ from collections.abc import Callable, Mapping
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from joulestream.kafka import clients
-from joulestream.options import add_kafka_options
+from joulestream.options import add_kafka_options, topics_from
 
 
 def add_consumer_options(parser: argparse.ArgumentParser, default_group_id: str) -> None:
     """The Kafka options and the sink's consumer group."""
     add_kafka_options(parser)
     parser.add_argument(
-        "--group-id", default=default_group_id, help=f"consumer group (default {default_group_id})"
+        "--group-id",
+        default=default_group_id,
+        help=f"consumer group, after the topic prefix (default {default_group_id})",
     )
+
+
+def group_id(args: argparse.Namespace) -> str:
+    """``--group-id`` under the topic prefix, as the processor's ``--app-id``."""
+    return topics_from(args).group(args.group_id)
 
 
 def manual_commit_consumer(args: argparse.Namespace) -> Consumer:
     """The consumer of ``add_consumer_options``' group; offsets are committed by the sink."""
-    return clients.consumer(args.group_id, args.bootstrap_servers, **{"enable.auto.commit": False})
+    return clients.consumer(group_id(args), args.bootstrap_servers, **{"enable.auto.commit": False})
 
 
 def consume_messages(

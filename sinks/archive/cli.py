@@ -19,7 +19,7 @@ from joulestream.sinks.archive.service import (
     DEFAULT_ROLL_SECONDS,
     ArchiveSink,
 )
-from joulestream.sinks.consume import add_consumer_options, manual_commit_consumer
+from joulestream.sinks.consume import add_consumer_options, group_id, manual_commit_consumer
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         topics.samples,
         topics.power,
         args.dir,
-        args.group_id,
+        group_id(args),
     )
     try:
         with stop_on_signals(stop):

@@ -8,8 +8,9 @@ import threading
 
 from confluent_kafka import KafkaException
 
-from joulestream.options import add_kafka_options, topics_from
+from joulestream.options import topics_from
 from joulestream.signals import stop_on_signals
+from joulestream.sinks.consume import add_consumer_options, group_id
 from joulestream.sinks.prometheus import kepler
 from joulestream.sinks.prometheus.service import (
     DEFAULT_GROUP_ID,
@@ -30,16 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
     )
-    add_kafka_options(parser)
-    parser.add_argument(
-        "--group-id",
-        default=DEFAULT_GROUP_ID,
-        help=f"consumer group (default {DEFAULT_GROUP_ID})",
-    )
+    add_consumer_options(parser, DEFAULT_GROUP_ID)
     parser.add_argument(
         "--instance-id",
-        help="static group membership id (group.instance.id), unique per replica "
-        "(default: the host name; '' for dynamic membership)",
+        help="static group membership id (group.instance.id) after the topic prefix, unique "
+        "per replica (default: the host name; '' for dynamic membership)",
     )
     parser.add_argument(
         "--series-ttl",
@@ -87,7 +83,8 @@ def _non_negative_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     topics = topics_from(args)
-    instance_id = default_instance_id() if args.instance_id is None else args.instance_id or None
+    instance = default_instance_id() if args.instance_id is None else args.instance_id
+    instance_id = topics.group(instance) if instance else None
     stop = threading.Event()
     try:
         with stop_on_signals(stop):
@@ -95,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 topics,
                 stop,
                 bootstrap=args.bootstrap_servers,
-                group_id=args.group_id,
+                group_id=group_id(args),
                 host=args.host,
                 port=args.port,
                 instance_id=instance_id,

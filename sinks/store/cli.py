@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException
 
 from joulestream.options import topics_from
 from joulestream.signals import stop_on_signals
-from joulestream.sinks.consume import add_consumer_options, manual_commit_consumer
+from joulestream.sinks.consume import add_consumer_options, group_id, manual_commit_consumer
 from joulestream.sinks.store.backend import WRITE_METHODS, open_store
 from joulestream.sinks.store.migrations import SchemaTooNew
 from joulestream.sinks.store.service import (
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("store sink: %s", exc)
         return 2
-    log.info("storing %s into %s (group %s)", topics.energy, store.description, args.group_id)
+    log.info("storing %s into %s (group %s)", topics.energy, store.description, group_id(args))
     try:
         with stop_on_signals(stop):
             sink.run(stop)

@@ -216,7 +216,7 @@ def test_round_trip_is_byte_identical_and_exactly_once_across_a_kill(
         proc.wait(10)
 
     before_restart = file_rows(root)
-    commits = committed(kafka_bootstrap, group, topics)
+    commits = committed(kafka_bootstrap, topics.group(group), topics)
     ahead = [
         (t, p, o) for t, p, o in before_restart if o >= commits[(t, p)]
     ]  # in files but not committed: the next life reads them again
@@ -237,7 +237,9 @@ def test_round_trip_is_byte_identical_and_exactly_once_across_a_kill(
     ends = {
         (t, p): max(o for t2, p2, o in produced if (t2, p2) == (t, p)) + 1 for t, p, _ in produced
     }
-    assert committed(kafka_bootstrap, group, topics) == {tp: ends.get(tp, -1001) for tp in commits}
+    assert committed(kafka_bootstrap, topics.group(group), topics) == {
+        tp: ends.get(tp, -1001) for tp in commits
+    }
     # Replay order: per node, by time.
     for kind in ("samples", "power"):
         seen: dict[str, list[int]] = {}

@@ -178,7 +178,8 @@ def kafka_source(
     topic), the partition's samples and readings merged by Kafka timestamp."""
     codec = Codec()
     topic_of = {"samples": topics.samples, "power": topics.power}
-    probe = consumer("joulestream-replay", bootstrap, **{"enable.auto.commit": False})
+    group = topics.group("joulestream-replay")  # assigned, never joined: for ACLs only
+    probe = consumer(group, bootstrap, **{"enable.auto.commit": False})
     ranges: dict[int, list[tuple[Kind, str, int, int]]] = {}
     total = 0
     try:
@@ -204,9 +205,7 @@ def kafka_source(
             streams = []
             try:
                 for kind, topic, start, end in ranges[partition]:
-                    client = consumer(
-                        "joulestream-replay", bootstrap, **{"enable.auto.commit": False}
-                    )
+                    client = consumer(group, bootstrap, **{"enable.auto.commit": False})
                     clients.append(client)
                     rows = _partition_rows(
                         client, kind, topic, partition, start, end, codec, source.position
