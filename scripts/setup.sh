@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-venv python3-bpfcc openjdk-17-jre-headless maven prometheus stress-ng postgresql-15)
+APT_PACKAGES=(python3-venv python3-bpfcc openjdk-17-jre-headless maven prometheus stress-ng postgresql-15
+  etcd-server openssl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -39,6 +40,9 @@ if ! .venv/bin/kustomize version 2>/dev/null | grep -q "$KUSTOMIZE_VERSION"; the
   PATH="$PATH:/usr/local/go/bin" GOBIN="$PWD/.venv/bin" \
     go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
 fi
+
+# kube-apiserver and kubectl for the tests against a real API server (built once, cached).
+scripts/kubernetes.sh
 
 echo "setup: fetching Apache Kafka jars through Maven (cached after the first run)"
 .venv/bin/joulestream kafka fetch
