@@ -161,6 +161,8 @@ class PodWatcher:
         self.backoff_s = backoff_s
         self.page_size = page_size
         self.lists = 0  # successful LISTs (re-lists after 410 included)
+        self.bookmarks = 0  # BOOKMARK events: the version moved on without an event for us
+        self.resource_version = ""  # the version a broken watch resumes from
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._synced = threading.Event()
@@ -244,7 +246,8 @@ class PodWatcher:
         self.lists += 1
         self._synced.set()
         log.info("pod list: %d pods on node %s", len(pods), self.node)
-        return str(meta.get("resourceVersion") or "")
+        self.resource_version = str(meta.get("resourceVersion") or "")
+        return self.resource_version
 
     def _watch(self, version: str) -> str:
         """One watch request; returns the version to resume from when the server ends it."""
@@ -269,7 +272,10 @@ class PodWatcher:
                         raise _Gone
                     raise KubernetesUnavailable(f"watch error: {obj.get('message', obj)}")
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if kind != "BOOKMARK":
+                self.resource_version = version
+                if kind == "BOOKMARK":
+                    self.bookmarks += 1
+                else:
                     self.index.apply(str(kind), obj)
         return version
 

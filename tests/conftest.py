@@ -21,7 +21,7 @@ from joulestream.kafka.errors import PortInUseError
 from joulestream.kafka.topics import create_topics
 from joulestream.settings import Topics
 
-pytest_plugins = ["integration.postgres_fixtures"]
+pytest_plugins = ["integration.postgres_fixtures", "integration.kube_fixtures"]
 
 
 @pytest.fixture
