@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, Protocol
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
-from joulestream.sinks.store.rows import WindowRows
+from joulestream.sinks.store.rollup import NodeMinute, Rollup, window_energy
+from joulestream.sinks.store.rows import WindowRows, window_rows
 
 WriteMethod = Literal["copy", "executemany"]
 WRITE_METHODS: tuple[WriteMethod, ...] = ("copy", "executemany")
@@ -27,17 +28,47 @@ class Store(Protocol):
         """Bring the schema to the latest version; return that version."""
         ...
 
-    def write(self, windows: Sequence[WindowRows]) -> int:
-        """Upsert every row of ``windows`` in one transaction; return how many rows were
-        sent. One version per node window (see rows.latest_per_window)."""
+    def applied(self, minutes: Collection[NodeMinute]) -> dict[NodeMinute, set[int]]:
+        """The ledger: window starts already folded into each of these node-minutes."""
         ...
 
-    def expire(self, before_ns: int) -> int:
-        """Remove stored windows that started before ``before_ns`` (PostgreSQL: only whole
-        day partitions); return how many partitions or windows went."""
+    def write(
+        self,
+        rollup: Rollup,
+        raw: Sequence[WindowRows] = (),
+        partitions: Collection[tuple[str, int]] = (),
+    ) -> int:
+        """In one transaction, holding a lock per Kafka partition in ``partitions``: check
+        the ledger (LedgerConflict if a window of ``rollup`` is in it already), add the
+        rollup's rows to the stored ones, append its windows to the ledger, and upsert the
+        ``raw`` window rows; return how many rows were sent."""
+        ...
+
+    def expire(self, horizons: Mapping[str, int]) -> int:
+        """Remove what each tier (``raw``, ``minute``, ``hour``) holds from before its
+        horizon in ns (PostgreSQL: only whole partitions); return how many went."""
         ...
 
     def close(self) -> None: ...
+
+
+def write_records(store: Store, records: Iterable[Mapping[str, Any]], *, raw: bool = True) -> int:
+    """Fold decoded NodeEnergy records into ``store`` in one write, each window once: a window
+    already in the ledger (or twice in ``records``) keeps its first version. For replays,
+    tests and benchmarks; the sink does the same across batches (sinks.store.service)."""
+    windows = [(window_energy(r), window_rows(r) if raw else None) for r in records]
+    applied = store.applied({(w.cluster, w.node, w.minute_ns) for w, _ in windows})
+    rollup = Rollup()
+    rows: list[WindowRows] = []
+    for window, window_raw in windows:
+        starts = applied.setdefault((window.cluster, window.node, window.minute_ns), set())
+        if window.start_ns in starts:
+            continue
+        starts.add(window.start_ns)
+        rollup.fold(window)
+        if window_raw is not None:
+            rows.append(window_raw)
+    return store.write(rollup, rows)
 
 
 def parse_sqlite_dsn(dsn: str) -> str:

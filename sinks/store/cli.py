@@ -14,9 +14,11 @@ from joulestream.signals import stop_on_signals
 from joulestream.sinks.consume import add_consumer_options, group_id, manual_commit_consumer
 from joulestream.sinks.store.backend import WRITE_METHODS, open_store
 from joulestream.sinks.store.migrations import SchemaTooNew
+from joulestream.sinks.store.rollup import RETENTION_TIERS
 from joulestream.sinks.store.service import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_WAIT_S,
+    DEFAULT_FLUSH_AFTER_S,
     DEFAULT_GROUP_ID,
     StoreSink,
 )
@@ -34,10 +36,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"is absolute); default $JOULESTREAM_STORE_DSN or {DEFAULT_DSN}",
     )
     parser.add_argument(
-        "--retention-days",
+        "--retention",
+        type=parse_retention,
+        default={},
+        metavar="TIER=AGE,...",
+        help="how long each tier keeps data, e.g. minute=14d,hour=400d,raw=2d (ages in d or "
+        "h); PostgreSQL drops whole partitions, SQLite deletes by range; a tier not named "
+        "keeps everything",
+    )
+    parser.add_argument(
+        "--raw-windows",
+        action="store_true",
+        help="also keep every window's rows (workload x zone); off by default, since the "
+        "minute and hour rollups answer every report",
+    )
+    parser.add_argument(
+        "--flush-after",
         type=float,
-        help="keep windows this many days (PostgreSQL drops whole day partitions); "
-        "default: keep everything",
+        default=DEFAULT_FLUSH_AFTER_S,
+        metavar="SECONDS",
+        help="write a held minute after this long even if newer windows have not closed it "
+        f"(default {DEFAULT_FLUSH_AFTER_S:g})",
     )
     parser.add_argument(
         "--batch-size",
@@ -60,6 +79,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_consumer_options(parser, DEFAULT_GROUP_ID)
 
 
+_UNITS_S = {"d": 86_400.0, "h": 3_600.0}
+
+
+def parse_retention(text: str) -> dict[str, float]:
+    """``minute=14d,hour=400d,raw=2d`` -> days per tier."""
+    days: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        tier, _, age = part.partition("=")
+        if tier not in RETENTION_TIERS or not age or age[-1] not in _UNITS_S:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected TIER=AGE with TIER one of {', '.join(RETENTION_TIERS)} "
+                "and AGE like 14d or 36h"
+            )
+        try:
+            value = float(age[:-1]) * _UNITS_S[age[-1]] / 86_400.0
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: {age!r} is not an age") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{part!r}: the age must be > 0")
+        days[tier] = value
+    return days
+
+
 def run(args: argparse.Namespace) -> int:
     topics = topics_from(args)
     stop = threading.Event()
@@ -72,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
             store,
             batch_size=args.batch_size,
             batch_wait_s=args.batch_wait,
-            retention_days=args.retention_days,
+            retention_days=args.retention,
+            raw_windows=args.raw_windows,
+            flush_after_s=args.flush_after,
         )
     except ValueError as exc:
         log.error("store sink: %s", exc)

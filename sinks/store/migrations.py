@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+from joulestream.sinks.store.rollup import LEDGER_COLUMN, NODE_MINUTES, SPARSE_MEASURES, TIERS, Tier
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,7 @@ class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    backfill: bool = False  # then fold the raw rows into the rollups (sinks.store.backfill)
 
 
 class SchemaTooNew(RuntimeError):
@@ -46,6 +50,33 @@ FROM workload_windows
 """
 
 _SOURCE_CHECK = "CHECK (source IN ('measured', 'estimated', 'unmeasured'))"
+
+_TEXT_KEYS = frozenset({"cluster", "node", "workload_id", "namespace", "pod"})
+
+
+def rollup_table(tier: Tier, dialect: Literal["postgres", "sqlite"]) -> str:
+    """CREATE TABLE of a rollup tier (sinks.store.rollup): text keys and labels, integer
+    measures (zone classes nullable: NULL is 0), partitioned by ``bucket_ns`` on PostgreSQL."""
+    text, integer = ("text", "bigint") if dialect == "postgres" else ("TEXT", "INTEGER")
+    lines = [f"{c} {text if c in _TEXT_KEYS else integer} NOT NULL" for c in tier.key]
+    lines += [f"{c} {text}{' NOT NULL' if c == 'kind' else ''}" for c in tier.labels]
+    lines += [f"{c} {integer}{'' if c in SPARSE_MEASURES else ' NOT NULL'}" for c in tier.measures]
+    if tier is NODE_MINUTES:  # the ledger of applied windows (docs/architecture.md)
+        lines.append(f"{LEDGER_COLUMN} {'bigint[]' if dialect == 'postgres' else 'TEXT'} NOT NULL")
+    lines.append(f"PRIMARY KEY ({', '.join(tier.key)})")
+    tail = " PARTITION BY RANGE (bucket_ns)" if dialect == "postgres" else " WITHOUT ROWID"
+    return f"CREATE TABLE {tier.table} (\n    " + ",\n    ".join(lines) + f"\n){tail}"
+
+
+def _rollups(dialect: Literal["postgres", "sqlite"]) -> tuple[str, ...]:
+    tables = tuple(rollup_table(tier, dialect) for tier in TIERS)
+    indexes = tuple(
+        f"CREATE INDEX {t}_bucket ON {t} (bucket_ns)" for t in ("node_minutes", "node_hours")
+    )
+    return (*tables, *indexes)
+
+
+ROLLUPS_NAME = "minute and hour rollups, ledger of applied windows"
 
 # PostgreSQL: times as timestamptz (ns kept beside, exact), tables range-partitioned by the
 # day of window_start; day partitions are created on demand by the writer.
@@ -120,6 +151,12 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE INDEX ON workload_windows (window_start, namespace)",
             _BY_MODE_VIEW,
         ),
+    ),
+    Migration(
+        2,
+        ROLLUPS_NAME,
+        (*_rollups("postgres"), "CREATE INDEX node_windows_start ON node_windows (window_start)"),
+        backfill=True,
     ),
 )
 
@@ -198,6 +235,7 @@ SQLITE: tuple[Migration, ...] = (
             _BY_MODE_VIEW,
         ),
     ),
+    Migration(2, ROLLUPS_NAME, _rollups("sqlite"), backfill=True),
 )
 
 

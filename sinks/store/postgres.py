@@ -8,7 +8,8 @@ bench/bench_store.py), or through ``executemany`` of the row upsert (psycopg pip
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
@@ -16,6 +17,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
+from joulestream.sinks.store import backfill
 from joulestream.sinks.store.backend import (
     WRITE_METHODS,
     RejectedWindows,
@@ -23,7 +25,18 @@ from joulestream.sinks.store.backend import (
     WriteMethod,
 )
 from joulestream.sinks.store.migrations import POSTGRES, SCHEMA_VERSION_TABLE, pending
+from joulestream.sinks.store.rollup import (
+    LEDGER_COLUMN,
+    NODE_MINUTES,
+    NS_PER_DAY,
+    TIER_OF,
+    TIERS,
+    NodeMinute,
+    Rollup,
+    check_ledger,
+)
 from joulestream.sinks.store.rows import (
+    EPOCH,
     NODE_COLUMNS,
     NODE_KEY,
     WORKLOAD_COLUMNS,
@@ -34,7 +47,7 @@ from joulestream.sinks.store.rows import (
     WindowRows,
     ns_to_datetime,
 )
-from joulestream.sinks.store.sql import upsert
+from joulestream.sinks.store.sql import accumulate, upsert
 
 CONNECT_TIMEOUT_S = 5
 
@@ -42,17 +55,35 @@ CONNECT_TIMEOUT_S = 5
 # nor create or drop a partition at the same time.
 _MIGRATION_LOCK = 0x6A6F756C_0001
 _PARTITION_LOCK = 0x6A6F756C_0002
+# Two-key advisory locks (space, crc32 of topic/partition): one writer per Kafka partition
+# at a time, so the ledger check and the rollup upsert of a partition never interleave.
+_PARTITION_LOCK_SPACE = 0x6A6F
 
-PARTITIONED_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+RAW_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("node_windows", NODE_COLUMNS, NODE_KEY),
     ("node_zone_windows", ZONE_COLUMNS, ZONE_KEY),
     ("workload_windows", WORKLOAD_COLUMNS, WORKLOAD_KEY),
 )
-_PARTITION_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>\d{8})$")
+COLUMNS: dict[str, tuple[str, ...]] = {
+    **{t.table: (*t.columns, *((LEDGER_COLUMN,) if t is NODE_MINUTES else ())) for t in TIERS},
+    **{table: columns for table, columns, _ in RAW_TABLES},
+}
+_PARTITION_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>\d{6}|\d{8})$")
 
 
 def partition_name(table: str, day: date) -> str:
+    """Day partitions (raw and minute tiers) end in YYYYMMDD, month ones (hours) in YYYYMM."""
+    if TIER_OF[table] == "hour":
+        return f"{table}_p{day:%Y%m}"
     return f"{table}_p{day:%Y%m%d}"
+
+
+def partition_span(table: str, day: date) -> tuple[date, date]:
+    """The first day of the partition holding ``day`` and the first day after it."""
+    if TIER_OF[table] != "hour":
+        return day, day + timedelta(days=1)
+    first = day.replace(day=1)
+    return first, (first + timedelta(days=32)).replace(day=1)
 
 
 def _day(ns: int) -> date:
@@ -61,6 +92,13 @@ def _day(ns: int) -> date:
 
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _bound(table: str, day: date) -> pgsql.Composable:
+    """A partition bound: a time for raw tables, ns since the epoch for rollups."""
+    if TIER_OF[table] == "raw":
+        return pgsql.Literal(_midnight(day))
+    return pgsql.Literal((day - EPOCH.date()).days * NS_PER_DAY)
 
 
 def describe(dsn: str) -> str:
@@ -78,14 +116,20 @@ class PostgresStore:
         self.method = method
         self.description = describe(dsn)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
-        self._known_days: set[date] = set()  # day partitions that exist (this process knows)
+        self._known: set[tuple[str, date]] = set()  # partitions that exist (this process knows)
         self._statements = {
             table: (
                 upsert(table, columns, key, "postgres"),
                 upsert(table, columns, key, "postgres", source=f"incoming_{table}"),
             )
-            for table, columns, key in PARTITIONED_TABLES
+            for table, columns, key in RAW_TABLES
         }
+        for tier in TIERS:
+            ledger = LEDGER_COLUMN if tier is NODE_MINUTES else None
+            self._statements[tier.table] = (
+                accumulate(tier, "postgres", ledger=ledger),
+                accumulate(tier, "postgres", ledger=ledger, source=f"incoming_{tier.table}"),
+            )
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
@@ -116,6 +160,7 @@ class PostgresStore:
             self._conn = None
 
     def migrate(self) -> int:
+        wanted: set[tuple[str, date]] = set()
         with self._transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(SCHEMA_VERSION_TABLE.format(now_type="timestamptz", now="now()").encode())
@@ -124,47 +169,85 @@ class PostgresStore:
             for step in pending(int(str(row[0])), POSTGRES):
                 for statement in step.statements:
                     conn.execute(statement.encode())
+                if step.backfill:
+                    for rollup in backfill.rollups(
+                        lambda q, p: conn.execute(q.encode(), p).fetchall(), "%s"
+                    ):
+                        wanted |= self._write_in(conn, rollup, ())[1]
                 conn.execute(
                     "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
                     (step.version, step.name),
                 )
+        self._known |= {(t, partition_span(t, d)[0]) for t, d in wanted}
         return POSTGRES[-1].version
 
     def _ensure_partitions(
-        self, conn: psycopg.Connection[tuple[object, ...]], days: set[date]
+        self, conn: psycopg.Connection[tuple[object, ...]], wanted: set[tuple[str, date]]
     ) -> None:
-        new = days - self._known_days
+        new = {(t, partition_span(t, d)[0]) for t, d in wanted} - self._known
         if not new:
             return
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-        for day in sorted(new):
-            for table, _, _ in PARTITIONED_TABLES:
-                conn.execute(
-                    pgsql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
-                    ).format(
-                        pgsql.Identifier(partition_name(table, day)),
-                        pgsql.Identifier(table),
-                        pgsql.Literal(_midnight(day)),
-                        pgsql.Literal(_midnight(day + timedelta(days=1))),
-                    )
+        for table, day in sorted(new):
+            first, after = partition_span(table, day)
+            conn.execute(
+                pgsql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+                ).format(
+                    pgsql.Identifier(partition_name(table, first)),
+                    pgsql.Identifier(table),
+                    _bound(table, first),
+                    _bound(table, after),
                 )
+            )
 
-    def write(self, windows: Sequence[WindowRows]) -> int:
-        rows: dict[str, list[Row]] = {
-            "node_windows": [w.node for w in windows],
-            "node_zone_windows": [z for w in windows for z in w.zones],
-            "workload_windows": [r for w in windows for r in w.workloads],
-        }
-        days = {_day(w.window_start_ns) for w in windows}
+    def applied(self, minutes: Collection[NodeMinute]) -> dict[NodeMinute, set[int]]:
         with self._transaction() as conn:
-            self._ensure_partitions(conn, days)
-            for table, columns, _ in PARTITIONED_TABLES:
-                if rows[table]:
-                    self._upsert(conn, table, columns, rows[table])
+            return _applied(conn, minutes)
+
+    def write(
+        self,
+        rollup: Rollup,
+        raw: Sequence[WindowRows] = (),
+        partitions: Collection[tuple[str, int]] = (),
+    ) -> int:
+        with self._transaction() as conn:
+            for topic, partition in sorted(partitions):
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)",
+                    (_PARTITION_LOCK_SPACE, zlib.crc32(f"{topic}/{partition}".encode()) - 2**31),
+                )
+            check_ledger(_applied(conn, rollup.window_starts.keys()), rollup)
+            count, wanted = self._write_in(conn, rollup, raw)
         # Only after the commit: a rolled-back CREATE must be made again next time.
-        self._known_days |= days
-        return sum(len(r) for r in rows.values())
+        self._known |= {(t, partition_span(t, d)[0]) for t, d in wanted}
+        return count
+
+    def _write_in(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        rollup: Rollup,
+        raw: Sequence[WindowRows],
+    ) -> tuple[int, set[tuple[str, date]]]:
+        """Every row, in the caller's transaction; returns how many and the partitions
+        it needed."""
+        rows = rollup.rows()
+        rows.update(
+            {
+                "node_windows": [w.node for w in raw],
+                "node_zone_windows": [z for w in raw for z in w.zones],
+                "workload_windows": [r for w in raw for r in w.workloads],
+            }
+        )
+        wanted = {(t, _day(w.window_start_ns)) for w in raw for t, _, _ in RAW_TABLES}
+        for tier in TIERS:
+            bucket = tier.key.index("bucket_ns")
+            wanted |= {(tier.table, _day(r[bucket])) for r in rows[tier.table]}
+        self._ensure_partitions(conn, wanted)
+        for table, columns in COLUMNS.items():
+            if rows[table]:
+                self._upsert(conn, table, columns, rows[table])
+        return sum(len(r) for r in rows.values()), wanted
 
     def _upsert(
         self,
@@ -193,30 +276,32 @@ class PostgresStore:
             cur.execute(from_incoming.encode())
 
     def partitions(self) -> dict[str, list[date]]:
-        """The day partitions of each table, oldest first."""
+        """The partitions of each table by their first day, oldest first."""
         with self._transaction() as conn:
             found = conn.execute(
                 "SELECT c.relname FROM pg_inherits i "
                 "JOIN pg_class c ON c.oid = i.inhrelid "
                 "JOIN pg_class p ON p.oid = i.inhparent "
                 "WHERE p.relname = ANY(%s)",
-                ([t for t, _, _ in PARTITIONED_TABLES],),
+                (list(TIER_OF),),
             ).fetchall()
-        days: dict[str, list[date]] = {t: [] for t, _, _ in PARTITIONED_TABLES}
+        days: dict[str, list[date]] = {t: [] for t in TIER_OF}
         for (name,) in found:
             match = _PARTITION_NAME.match(str(name))
             if match and match["table"] in days:
-                days[match["table"]].append(datetime.strptime(match["day"], "%Y%m%d").date())
+                stamp = match["day"] + ("01" if len(match["day"]) == 6 else "")
+                days[match["table"]].append(datetime.strptime(stamp, "%Y%m%d").date())
         return {table: sorted(d) for table, d in days.items()}
 
-    def expire(self, before_ns: int) -> int:
-        """Drop the day partitions that end at or before ``before_ns``; return how many."""
-        horizon = ns_to_datetime(before_ns)
+    def expire(self, horizons: Mapping[str, int]) -> int:
+        """Drop the partitions that end at or before their tier's horizon (``raw``,
+        ``minute``, ``hour``: ns; a tier not given is kept); return how many."""
         old = {
             (table, day)
             for table, days in self.partitions().items()
+            if TIER_OF[table] in horizons
             for day in days
-            if _midnight(day + timedelta(days=1)) <= horizon
+            if _midnight(partition_span(table, day)[1]) <= ns_to_datetime(horizons[TIER_OF[table]])
         }
         if not old:
             return 0
@@ -228,8 +313,24 @@ class PostgresStore:
                         pgsql.Identifier(partition_name(table, day))
                     )
                 )
-        self._known_days -= {day for _, day in old}
+        self._known -= old
         return len(old)
 
     def close(self) -> None:
         self._drop_connection()
+
+
+def _applied(
+    conn: psycopg.Connection[tuple[object, ...]], minutes: Collection[NodeMinute]
+) -> dict[NodeMinute, set[int]]:
+    """The ledger: window starts already applied to the given node-minutes."""
+    if not minutes:
+        return {}
+    clusters, nodes, buckets = (list(c) for c in zip(*minutes, strict=True))
+    found = conn.execute(
+        "SELECT m.cluster, m.node, m.bucket_ns, m.window_starts FROM node_minutes m "
+        "JOIN unnest(%s::text[], %s::text[], %s::bigint[]) AS k(cluster, node, bucket_ns) "
+        "USING (cluster, node, bucket_ns)",
+        (clusters, nodes, buckets),
+    ).fetchall()
+    return {(str(c), str(n), int(str(b))): set(s) for c, n, b, s in found}  # type: ignore[call-overload]

@@ -209,13 +209,3 @@ def window_rows(record: Mapping[str, Any]) -> WindowRows:
                 )
             )
     return WindowRows(node=node, zones=zones, workloads=tuple(workloads))
-
-
-def latest_per_window(windows: Iterable[WindowRows]) -> list[WindowRows]:
-    """One version per node window, the last delivered: a batch may hold a redelivery, and
-    one upsert statement must not touch a row twice (PostgreSQL refuses that)."""
-    latest: dict[Row, WindowRows] = {}
-    for window in windows:
-        latest.pop(window.key, None)
-        latest[window.key] = window
-    return list(latest.values())

@@ -1,11 +1,24 @@
-"""The store sink: batches of NodeEnergy from Kafka, upserted, then their offsets committed.
+"""The store sink: NodeEnergy from Kafka folded into minute and hour rollups (and, optionally,
+raw window rows), written when a minute closes, then their offsets committed.
 
-Order per batch: consume up to ``batch_size`` messages → decode → one database transaction
-→ synchronous offset commit. A crash before the commit re-reads the batch, and the upserts
-make that redelivery a no-op, so every window ends up in the store exactly once. While the
-database is down the batch is held and retried with backoff; offsets stay where they are.
-An outage longer than the consumer's ``max.poll.interval.ms`` (5 min by default) costs the
-partitions: the late commit then fails (logged), and their next owner re-reads and upserts.
+Exactly once (docs/architecture.md, 'Storage tiers'). Each node-minute row carries the
+ledger of the window starts folded into it, written in the same transaction as the rollup
+rows. A window is folded only if its start is not in that ledger (read from the database
+the first time the sink meets the node-minute, then kept in memory); at write time, under
+a per-Kafka-partition advisory lock, the ledger is read again and any overlap (a partition
+that moved and was written by another replica meanwhile) aborts the write and rewinds to the
+committed offsets. Kafka offsets are committed only after the database commit, and only up
+to the first message whose window is still held in memory. A kill -9 therefore loses
+nothing (held windows are read again) and counts nothing twice (re-read windows that were
+written are in the ledger). Windows older than the minute tier's retention are refused:
+their ledger is gone.
+
+When a minute is written. A node-minute is held until the newest window start the sink has
+seen is ``grace_s`` past the minute's end (event time, so a replay of old history closes
+minutes as fast as it reads), or until it has been held ``flush_after_s`` of wall time (a
+quiet stream), or the sink stops or loses partitions. A window arriving after its minute was
+written is added to the same rows by the next write. While the database is down everything
+is held and retried with backoff; offsets stay where they are.
 """
 
 from __future__ import annotations
@@ -13,35 +26,52 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
 from joulestream.sinks.backoff import Backoff
 from joulestream.sinks.consume import commit_offsets, consume_messages
 from joulestream.sinks.store.backend import RejectedWindows, Store, StoreUnavailable
-from joulestream.sinks.store.rows import WindowRows, latest_per_window, window_rows
+from joulestream.sinks.store.rollup import (
+    MINUTE_NS,
+    NS_PER_DAY,
+    LedgerConflict,
+    NodeMinute,
+    Rollup,
+    WindowEnergy,
+    window_energy,
+)
+from joulestream.sinks.store.rows import WindowRows, window_rows
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP_ID = "joulestream-sink-store"
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_BATCH_WAIT_S = 1.0
+DEFAULT_GRACE_S = 10.0
+DEFAULT_FLUSH_AFTER_S = 90.0
 RETENTION_SWEEP_S = 3600.0
-NS_PER_DAY = 86_400 * 1_000_000_000
+LEDGER_MINUTES_KEPT = 10  # node-minutes this far behind the newest are forgotten
 DEFAULT_BACKOFF = Backoff()
+
+Partition = tuple[str, int]
+T = TypeVar("T")
 
 
 @dataclass
 class SinkStats:
-    windows: int = 0  # node windows written (a redelivered one counts again)
+    windows: int = 0  # node windows folded (each once)
+    duplicates: int = 0  # already folded (in the ledger): not folded again
     rows: int = 0
-    batches: int = 0
+    writes: int = 0
+    conflicts: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # by reason; not stored
-    expired: int = 0  # older than the retention horizon; not stored
+    expired: int = 0  # older than the minute tier's retention; not stored
     retries: int = 0
 
     def refuse(self, reason: str) -> None:
@@ -50,6 +80,19 @@ class SinkStats:
 
 def _where(message: Message) -> str:
     return f"{message.topic()}[{message.partition()}]@{message.offset()}"
+
+
+@dataclass
+class _Held:
+    """Windows folded but not written yet, per minute: rows, raw rows, first offsets."""
+
+    rollup: Rollup = field(default_factory=Rollup)
+    raw: dict[int, list[WindowRows]] = field(default_factory=dict)
+    offsets: dict[int, dict[Partition, int]] = field(default_factory=dict)  # minute -> tp -> min
+    since: float | None = None  # monotonic time the oldest held window was folded
+
+    def minutes(self) -> list[int]:
+        return sorted(self.offsets)
 
 
 class StoreSink:
@@ -61,59 +104,105 @@ class StoreSink:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
-        retention_days: float | None = None,
+        retention_days: Mapping[str, float] | None = None,
+        raw_windows: bool = False,
+        grace_s: float = DEFAULT_GRACE_S,
+        flush_after_s: float = DEFAULT_FLUSH_AFTER_S,
         backoff: Backoff = DEFAULT_BACKOFF,
         codec: Codec | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if retention_days is not None and retention_days <= 0:
-            raise ValueError(f"retention_days must be > 0, got {retention_days}")
+        for tier, days in (retention_days or {}).items():
+            if days <= 0:
+                raise ValueError(f"retention of {tier} must be > 0 days, got {days}")
         self._consumer = consumer
         self._topic = topic
         self._store = store
         self._batch_size = batch_size
         self._batch_wait_s = batch_wait_s
-        self._retention_days = retention_days
+        self._retention_days = dict(retention_days or {})
+        self._raw_windows = raw_windows
+        self._grace_ns = int(grace_s * 1e9)
+        self._flush_after_s = flush_after_s
         self._backoff = backoff
         self._codec = codec or Codec()
         self._clock_ns = clock_ns
         self._next_sweep = 0.0
+        self._held = _Held()
+        self._ledger: dict[NodeMinute, set[int]] = {}  # window starts applied or held
+        self._next_offsets: dict[Partition, int] = {}  # after the last message read
+        self._newest_start = 0
+        self._stop = threading.Event()
         self.stats = SinkStats()
 
-    def horizon_ns(self) -> int | None:
-        """Windows starting before this are past retention: neither kept nor written."""
-        if self._retention_days is None:
-            return None
-        return self._clock_ns() - int(self._retention_days * NS_PER_DAY)
+    def horizons(self) -> dict[str, int]:
+        """Per retention tier (raw, minute, hour), windows starting before this are gone."""
+        now = self._clock_ns()
+        return {tier: now - int(days * NS_PER_DAY) for tier, days in self._retention_days.items()}
 
-    def decode(self, messages: Sequence[Message]) -> list[WindowRows]:
-        """Rows of the good messages; the others are logged and counted, never fatal."""
-        horizon = self.horizon_ns()
-        windows: list[WindowRows] = []
-        for message in messages:
-            try:
-                record = self._codec.decode(message.value() or b"", expect="NodeEnergy")
-                rows = window_rows(record)
-            except RejectedInput as exc:
-                self.stats.refuse(exc.reason)
-                log.warning("refused %s (%s): %s", _where(message), exc.reason, exc)
+    def _decode(self, message: Message) -> tuple[WindowEnergy, WindowRows | None] | None:
+        try:
+            record = self._codec.decode(message.value() or b"", expect="NodeEnergy")
+            energy = window_energy(record)
+            raw = window_rows(record) if self._raw_windows else None
+        except RejectedInput as exc:
+            self.stats.refuse(exc.reason)
+            log.warning("refused %s (%s): %s", _where(message), exc.reason, exc)
+            return None
+        return energy, raw
+
+    def fold(self, messages: Sequence[Message], stop: threading.Event) -> bool:
+        """Fold every new window of ``messages``; False only if stopped while the database
+        was down (nothing folded then)."""
+        decoded = [(m, self._decode(m)) for m in messages]
+        horizons = self.horizons()
+        oldest = max((horizons[t] for t in ("minute", "hour") if t in horizons), default=None)
+        unknown = {
+            (d[0].cluster, d[0].node, d[0].minute_ns) for _, d in decoded if d is not None
+        } - self._ledger.keys()
+        if unknown:
+            found = self._waiting(lambda: self._store.applied(unknown), stop)
+            if found is None:
+                return False
+            for where in unknown:
+                self._ledger[where] = found.get(where, set())
+        held = self._held
+        for message, item in decoded:
+            tp = (message.topic() or "", message.partition() or 0)
+            self._next_offsets[tp] = (message.offset() or 0) + 1
+            if item is None:
                 continue
-            if horizon is not None and rows.window_start_ns < horizon:
+            energy, raw = item
+            if oldest is not None and energy.start_ns < oldest:
                 self.stats.expired += 1
                 log.warning("skipped %s: window older than the retention", _where(message))
                 continue
-            windows.append(rows)
-        return latest_per_window(windows)
+            applied = self._ledger[(energy.cluster, energy.node, energy.minute_ns)]
+            if energy.start_ns in applied:
+                self.stats.duplicates += 1
+                continue
+            applied.add(energy.start_ns)
+            held.rollup.fold(energy)
+            minute = energy.minute_ns
+            offsets = held.offsets.setdefault(minute, {})
+            offsets.setdefault(tp, message.offset() or 0)
+            if raw is not None and energy.start_ns >= horizons.get("raw", energy.start_ns):
+                held.raw.setdefault(minute, []).append(raw)
+            if held.since is None:
+                held.since = time.monotonic()
+            self._newest_start = max(self._newest_start, energy.start_ns)
+            self.stats.windows += 1
+        return True
 
-    def _write_waiting(self, windows: Sequence[WindowRows], stop: threading.Event) -> bool:
-        """Write, waiting out outages; False only if stopped before it succeeded."""
+    def _waiting(self, attempt: Callable[[], T], stop: threading.Event) -> T | None:
+        """``attempt()``, waiting out database outages; None only if stopped first."""
         next_delay = self._backoff.delays()
         down_since: float | None = None
         while True:
             try:
-                self.stats.rows += self._store.write(windows)
+                result = attempt()
             except StoreUnavailable as exc:
                 if down_since is None:
                     down_since = time.monotonic()
@@ -123,65 +212,139 @@ class StoreSink:
                     "store unavailable (%s); holding %d windows, offsets not committed, "
                     "retrying in %.1f s (down %.0f s)",
                     exc,
-                    len(windows),
+                    len(self._held.rollup),
                     delay,
                     time.monotonic() - down_since,
                 )
                 if stop.wait(delay):
-                    return False
+                    return None
                 continue
             if down_since is not None:
                 log.info(
-                    "store %s is back after %.0f s; %d windows written",
+                    "store %s is back after %.0f s",
                     self._store.description,
                     time.monotonic() - down_since,
-                    len(windows),
                 )
-            self.stats.windows += len(windows)
+            return result
+
+    def _due(self) -> list[int]:
+        """Held minutes to write now (all of them once the oldest was held too long)."""
+        held = self._held
+        if held.since is not None and time.monotonic() - held.since >= self._flush_after_s:
+            return held.minutes()
+        closed = self._newest_start - self._grace_ns - MINUTE_NS
+        return [m for m in held.minutes() if m <= closed]
+
+    def flush(self, stop: threading.Event, minutes: Sequence[int] | None = None) -> bool:
+        """Write the held ``minutes`` (default: all) in one transaction, then commit the
+        offsets that no held window needs. False if stopped while the database was down."""
+        held = self._held
+        chosen = set(held.minutes() if minutes is None else minutes)
+        if not chosen:
             return True
-
-    def write(self, windows: Sequence[WindowRows], stop: threading.Event) -> bool:
-        """Write every window the database accepts; one it refuses is logged and skipped
-        (found by writing the batch window by window), so it cannot block the topic."""
+        nodes = {where for where in held.rollup.nodes if where[2] in chosen}
+        taken = held.rollup.take(nodes)
+        raw = [w for m in chosen for w in held.raw.pop(m, [])]
+        partitions = {tp for m in chosen for tp in held.offsets.pop(m)}
+        if not held.offsets:
+            held.since = None
         try:
-            return self._write_waiting(windows, stop)
-        except RejectedWindows as exc:
-            if len(windows) == 1:
-                node = windows[0].key
-                self.stats.refuse("rejected-by-store")
-                log.error("store refused window %s/%s %s: %s", node[0], node[1], node[3], exc)
-                return True
-            log.warning("store refused a batch (%s); writing its windows one by one", exc)
-            return all(self.write([window], stop) for window in windows)
+            written = self._write(taken, raw, partitions, stop)
+        except LedgerConflict as exc:
+            self.stats.conflicts += 1
+            log.error("%s; dropping what is held and re-reading from the committed offsets", exc)
+            self._rewind()
+            return True
+        if written is None:
+            return False
+        self.stats.rows += written
+        self.stats.writes += 1
+        self._commit()
+        self._forget_old_minutes()
+        return True
 
-    def _commit(self, messages: Sequence[Message]) -> None:
-        """Commit the next offset of every partition in the batch, synchronously."""
-        offsets: dict[tuple[str, int], int] = {}
-        for message in messages:
-            tp = (message.topic() or "", message.partition() or 0)
-            offsets[tp] = max(offsets.get(tp, -1), (message.offset() or 0) + 1)
+    def _write(
+        self,
+        rollup: Rollup,
+        raw: list[WindowRows],
+        partitions: set[Partition],
+        stop: threading.Event,
+    ) -> int | None:
+        """Write; a rollup the database refuses is split by node-minute, and the refused
+        node-minutes are logged and counted (they cannot block the topic)."""
+        try:
+            return self._waiting(lambda: self._store.write(rollup, raw, partitions), stop)
+        except RejectedWindows as exc:
+            if len(rollup.nodes) <= 1:
+                self.stats.refuse("rejected-by-store")
+                log.error("store refused node-minute %s: %s", list(rollup.nodes), exc)
+                return 0
+            log.warning("store refused a write (%s); writing node-minute by node-minute", exc)
+            total = 0
+            for where in list(rollup.nodes):
+                part = rollup.take({where})
+                rows = [w for w in raw if (w.key[0], w.key[1]) == where[:2]]
+                written = self._write(part, rows, partitions, stop)
+                if written is None:
+                    return None
+                total += written
+            return total
+
+    def _commit(self) -> None:
+        """Commit, per partition, the first offset a held window still needs (else the one
+        after the last message read), synchronously."""
+        offsets = dict(self._next_offsets)
+        for per_tp in self._held.offsets.values():
+            for tp, first in per_tp.items():
+                offsets[tp] = min(offsets.get(tp, first), first)
+        if not offsets:
+            return
         try:
             commit_offsets(self._consumer, offsets)
         except KafkaException as exc:
-            # Partitions were taken away meanwhile; their new owner re-reads the batch and
-            # its upserts change nothing.
-            log.warning("offsets not committed (%s); the batch will be redelivered", exc)
+            # Partitions were taken away meanwhile; their new owner re-reads from the last
+            # commit and the ledger keeps what was written from counting twice.
+            log.warning("offsets not committed (%s); those windows will be redelivered", exc)
+
+    def _forget_old_minutes(self) -> None:
+        horizon = self._newest_start - LEDGER_MINUTES_KEPT * MINUTE_NS
+        held = set(self._held.rollup.nodes)
+        for where in [w for w in self._ledger if w[2] < horizon and w not in held]:
+            del self._ledger[where]
+
+    def _rewind(self) -> None:
+        """Drop everything held and seek every assigned partition back to its commit."""
+        self._held = _Held()
+        self._ledger.clear()
+        self._next_offsets.clear()
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return
+        for tp in self._consumer.committed(assigned, timeout=30):
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Write everything held before the partitions move, so their next owner starts
+        from a commit that covers them; forget the ledger (another owner may write it)."""
+        self.flush(self._stop)
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        for tp in revoked:
+            self._next_offsets.pop(tp, None)
+        self._ledger.clear()
 
     def _sweep(self) -> None:
-        horizon = self.horizon_ns()
-        if horizon is None or time.monotonic() < self._next_sweep:
+        if not self._retention_days or time.monotonic() < self._next_sweep:
             return
         try:
-            removed = self._store.expire(horizon)
+            removed = self._store.expire(self.horizons())
         except StoreUnavailable as exc:
             log.warning("retention sweep skipped: %s", exc)
             return
         self._next_sweep = time.monotonic() + RETENTION_SWEEP_S
         if removed:
             log.info(
-                "retention: removed %d old partitions/windows from %s",
-                removed,
-                self._store.description,
+                "retention: removed %d partitions/rows from %s", removed, self._store.description
             )
 
     def _messages(self) -> list[Message]:
@@ -194,35 +357,31 @@ class StoreSink:
 
     def migrate(self, stop: threading.Event) -> bool:
         """Bring the schema up to date, waiting for the database; False if stopped first."""
-        next_delay = self._backoff.delays()
-        while not stop.is_set():
-            try:
-                version = self._store.migrate()
-            except StoreUnavailable as exc:
-                delay = next_delay()
-                log.warning("store unavailable (%s); retrying in %.1f s", exc, delay)
-                stop.wait(delay)
-                continue
-            log.info("store %s at schema version %d", self._store.description, version)
-            return True
-        return False
+        version = self._waiting(self._store.migrate, stop)
+        if version is None:
+            return False
+        log.info("store %s at schema version %d", self._store.description, version)
+        return True
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; then close the consumer (nothing left to commit:
-        every written batch was committed, an unwritten one is read again next time)."""
+        """Consume until ``stop`` is set; then write what is held, commit, and close."""
+        self._stop = stop
         try:
             if not self.migrate(stop):
                 return
-            self._consumer.subscribe([self._topic])
+            self._consumer.subscribe([self._topic], on_revoke=self._on_revoke)
             while not stop.is_set():
                 self._sweep()
                 messages = self._messages()
-                if not messages:
-                    continue
-                if not self.write(self.decode(messages), stop):
+                if messages and not self.fold(messages, stop):
                     return
-                self._commit(messages)
-                self.stats.batches += 1
+                due = self._due()
+                if due:
+                    if not self.flush(stop, due):
+                        return
+                elif messages and not self._held.offsets:
+                    self._commit()  # only refused or duplicate windows: nothing to hold
+            self.flush(threading.Event())
         finally:
             self._consumer.close()
             self._store.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from joulestream.sinks.store.rollup import SPARSE_MEASURES, Tier
+
 Dialect = Literal["postgres", "sqlite"]
 
 
@@ -41,4 +43,40 @@ def upsert(
         f"INSERT INTO {table} ({names}) {rows} "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments} "
         f"WHERE {_changed(table, values, dialect)}"
+    )
+
+
+def accumulate(
+    tier: Tier, dialect: Dialect, *, ledger: str | None = None, source: str | None = None
+) -> str:
+    """``INSERT .. ON CONFLICT (key) DO UPDATE`` adding the measures of a rollup row to the
+    stored ones (first window start the least, last window end the greatest, labels the
+    latest); zone measures are NULL when 0. ``ledger`` names the column of applied window
+    starts, appended to. Rows of one statement must have distinct keys."""
+    columns = (*tier.columns, *((ledger,) if ledger else ()))
+    names = ", ".join(columns)
+    if source is None:
+        marker = "%s" if dialect == "postgres" else "?"
+        rows = f"VALUES ({', '.join([marker] * len(columns))})"
+    else:
+        rows = f"SELECT {names} FROM {source}"
+    new = "EXCLUDED" if dialect == "postgres" else "excluded"
+    least, greatest = ("LEAST", "GREATEST") if dialect == "postgres" else ("MIN", "MAX")
+    t = tier.table
+    sets = [f"{c} = {new}.{c}" for c in tier.labels]
+    for c in tier.measures:
+        if c == "first_start_ns":
+            sets.append(f"{c} = {least}({t}.{c}, {new}.{c})")
+        elif c == "last_end_ns":
+            sets.append(f"{c} = {greatest}({t}.{c}, {new}.{c})")
+        elif c in SPARSE_MEASURES:
+            sets.append(f"{c} = NULLIF(COALESCE({t}.{c}, 0) + COALESCE({new}.{c}, 0), 0)")
+        else:
+            sets.append(f"{c} = {t}.{c} + {new}.{c}")
+    if ledger:
+        glue = "" if dialect == "postgres" else " || ','"
+        sets.append(f"{ledger} = {t}.{ledger}{glue} || {new}.{ledger}")
+    return (
+        f"INSERT INTO {t} ({names}) {rows} "
+        f"ON CONFLICT ({', '.join(tier.key)}) DO UPDATE SET {', '.join(sets)}"
     )

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from joulestream.sinks.store import backfill
 from joulestream.sinks.store.backend import RejectedWindows, StoreUnavailable
 from joulestream.sinks.store.migrations import SCHEMA_VERSION_TABLE, SQLITE, pending
+from joulestream.sinks.store.rollup import (
+    LEDGER_COLUMN,
+    NODE_MINUTES,
+    TIER_OF,
+    TIERS,
+    NodeMinute,
+    Rollup,
+    check_ledger,
+)
 from joulestream.sinks.store.rows import (
     NODE_COLUMNS,
     NODE_KEY,
@@ -21,7 +31,7 @@ from joulestream.sinks.store.rows import (
     Row,
     WindowRows,
 )
-from joulestream.sinks.store.sql import upsert
+from joulestream.sinks.store.sql import accumulate, upsert
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -53,6 +63,12 @@ class SqliteStore:
             (upsert(table, columns, key, "sqlite"), _texts(columns))
             for table, columns, key in _TABLES
         )
+        self._accumulate = {
+            tier.table: accumulate(
+                tier, "sqlite", ledger=LEDGER_COLUMN if tier is NODE_MINUTES else None
+            )
+            for tier in TIERS
+        }
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -90,33 +106,79 @@ class SqliteStore:
             for step in pending(int(row[0]), SQLITE):
                 for statement in step.statements:
                     conn.execute(statement)
+                if step.backfill:
+                    for rollup in backfill.rollups(lambda q, p: conn.execute(q, p).fetchall(), "?"):
+                        self._write_rollup(conn, rollup)
                 conn.execute(
                     "INSERT INTO schema_version (version, name) VALUES (?, ?)",
                     (step.version, step.name),
                 )
         return SQLITE[-1].version
 
-    def write(self, windows: Sequence[WindowRows]) -> int:
+    def applied(self, minutes: Collection[NodeMinute]) -> dict[NodeMinute, set[int]]:
+        with self._transaction() as conn:
+            return _applied(conn, minutes)
+
+    def write(
+        self,
+        rollup: Rollup,
+        raw: Sequence[WindowRows] = (),
+        partitions: Collection[tuple[str, int]] = (),
+    ) -> int:
+        """One transaction (BEGIN IMMEDIATE: the only writer, so ``partitions`` need no
+        lock); the ledger is checked inside it."""
         tables = (
-            [w.node for w in windows],
-            [z for w in windows for z in w.zones],
-            [r for w in windows for r in w.workloads],
+            [w.node for w in raw],
+            [z for w in raw for z in w.zones],
+            [r for w in raw for r in w.workloads],
         )
         with self._transaction() as conn:
+            check_ledger(_applied(conn, rollup.window_starts.keys()), rollup)
+            count = self._write_rollup(conn, rollup)
             for (statement, times), rows in zip(self._statements, tables, strict=True):
                 conn.executemany(statement, (_as_sqlite(r, times) for r in rows))
-        return sum(len(rows) for rows in tables)
+        return count + sum(len(rows) for rows in tables)
 
-    def expire(self, before_ns: int) -> int:
+    def _write_rollup(self, conn: sqlite3.Connection, rollup: Rollup) -> int:
+        rollups = rollup.rows()
+        rollups[NODE_MINUTES.table] = [
+            (*row[:-1], ",".join(map(str, row[-1]))) for row in rollups[NODE_MINUTES.table]
+        ]
+        for table, rows in rollups.items():
+            conn.executemany(self._accumulate[table], rows)
+        return sum(len(r) for r in rollups.values())
+
+    def expire(self, horizons: Mapping[str, int]) -> int:
+        """Delete by range: rows of each tier given in ``horizons`` (``raw``, ``minute``,
+        ``hour``: ns) that start before its horizon; return how many node rows went."""
+        removed = 0
         with self._transaction() as conn:
-            for table in ("workload_windows", "node_zone_windows"):
-                conn.execute(f"DELETE FROM {table} WHERE window_start_ns < ?", (before_ns,))
-            cursor = conn.execute(
-                "DELETE FROM node_windows WHERE window_start_ns < ?", (before_ns,)
-            )
-            return cursor.rowcount
+            for table, tier in TIER_OF.items():
+                if tier not in horizons:
+                    continue
+                column = "window_start_ns" if tier == "raw" else "bucket_ns"
+                cursor = conn.execute(f"DELETE FROM {table} WHERE {column} < ?", (horizons[tier],))
+                if table in ("node_windows", "node_minutes", "node_hours"):
+                    removed += cursor.rowcount
+        return removed
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _applied(
+    conn: sqlite3.Connection, minutes: Collection[NodeMinute]
+) -> dict[NodeMinute, set[int]]:
+    """The ledger: window starts already applied to the given node-minutes."""
+    found: dict[NodeMinute, set[int]] = {}
+    for where in minutes:
+        row = conn.execute(
+            "SELECT window_starts FROM node_minutes WHERE cluster = ? AND node = ? "
+            "AND bucket_ns = ?",
+            where,
+        ).fetchone()
+        if row is not None:
+            found[where] = {int(s) for s in row[0].split(",")}
+    return found

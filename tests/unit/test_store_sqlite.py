@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from joulestream.sinks.store.backend import open_store, parse_sqlite_dsn
-from joulestream.sinks.store.migrations import SQLITE, SchemaTooNew
-from joulestream.sinks.store.rows import latest_per_window, ns_to_datetime, window_rows
-from joulestream.sinks.store.sqlite import SqliteStore
+from joulestream.sinks.store.backend import open_store, parse_sqlite_dsn, write_records
+from joulestream.sinks.store.migrations import SCHEMA_VERSION_TABLE, SQLITE, SchemaTooNew
+from joulestream.sinks.store.rollup import LedgerConflict, Rollup, window_energy
+from joulestream.sinks.store.rows import ns_to_datetime, window_rows
+from joulestream.sinks.store.sqlite import SqliteStore, _as_sqlite
 from joulestream.sinks.windows import InvalidWindow
 
 S = 1_000_000_000
-TABLES = ("node_windows", "node_zone_windows", "workload_windows")
+TABLES = ("node_windows", "node_zone_windows", "workload_windows", "workload_minutes", "node_minutes")
 
 
 def energy(start_s: int, *, node: str = "n1", model_id: str | None = None) -> dict[str, Any]:
@@ -125,7 +126,9 @@ def test_a_database_migrated_by_a_newer_version_is_refused(tmp_path: Path) -> No
 
 
 def test_rows_of_a_window_land_in_all_three_tables(store: SqliteStore) -> None:
-    assert store.write([window_rows(energy(100))]) == 1 + 2 + 3
+    # raw: 1 node + 2 zone + 3 workload rows; rollups: 2 workload and 1 node minute, 2 pod,
+    # 2 namespace and 1 node hour rows
+    assert write_records(store, [energy(100)]) == 1 + 2 + 3 + 2 + 1 + 2 + 2 + 1
     with sqlite3.connect(store.path) as conn:
         node = conn.execute(
             "SELECT window_start, window_start_ns, strftime('%s', window_start), source, pue "
@@ -151,45 +154,86 @@ def test_rows_of_a_window_land_in_all_three_tables(store: SqliteStore) -> None:
 
 
 def test_the_same_windows_twice_change_no_row(store: SqliteStore) -> None:
-    windows = [window_rows(energy(s)) for s in (100, 102, 104)]
-    store.write(windows)
+    """Even a recomputed version of a window: every tier keeps the version first folded."""
+    write_records(store, [energy(s) for s in (100, 102, 104)])
     before = dump(store.path)
     # data_version, read by one open connection, moves when another one commits a change.
     observer = sqlite3.connect(store.path)
     version = observer.execute("PRAGMA data_version").fetchone()
-    store.write(windows)
-    store.write(windows[1:2])
+    assert write_records(store, [energy(s) for s in (100, 102, 104)]) == 0
+    assert write_records(store, [energy(102, model_id="m")]) == 0
     assert observer.execute("PRAGMA data_version").fetchone() == version
     assert dump(store.path) == before
-    assert [len(before[t]) for t in TABLES] == [3, 6, 9]
-    store.write([window_rows(energy(100, model_id="m"))])  # the observer does see a change
+    assert [len(before[t]) for t in TABLES] == [3, 6, 9, 2, 1]
+    write_records(store, [energy(106)])  # the observer does see a change
     assert observer.execute("PRAGMA data_version").fetchone() != version
     observer.close()
 
 
-def test_a_recomputed_window_replaces_its_values(store: SqliteStore) -> None:
-    store.write([window_rows(energy(100))])
-    store.write([window_rows(energy(100, model_id="ccf-aws-v1"))])
+def test_a_window_already_in_the_ledger_aborts_the_write(store: SqliteStore) -> None:
+    write_records(store, [energy(100)])
+    rollup = Rollup()
+    rollup.fold(window_energy(energy(100)))
+    with pytest.raises(LedgerConflict, match="c1/n1"):
+        store.write(rollup)
+    assert [len(rows) for rows in dump(store.path).values()] == [1, 2, 3, 2, 1]
+
+
+def test_rollups_add_exact_integers_per_minute_and_hour(store: SqliteStore) -> None:
+    """Three windows in two minutes, written in two transactions: sums are exact µJ."""
+    write_records(store, [energy(100), energy(118)])  # minute 60..120
+    write_records(store, [energy(120)])  # minute 120..180
     with sqlite3.connect(store.path) as conn:
-        assert conn.execute("SELECT source, model_id FROM node_windows").fetchall() == [
-            ("estimated", "ccf-aws-v1")
-        ]
-        assert conn.execute("SELECT DISTINCT model_id FROM workload_windows").fetchall() == [
-            ("ccf-aws-v1",)
-        ]
+        minutes = conn.execute(
+            "SELECT bucket_ns / 1000000000, energy_uj, package_dynamic_uj, dram_dynamic_uj, "
+            "core_dynamic_uj, co2e_ng, windows, measured FROM workload_minutes "
+            "WHERE workload_id = 'cid-web' ORDER BY 1"
+        ).fetchall()
+        hours = conn.execute(
+            "SELECT namespace, pod, energy_uj, co2e_ng, windows FROM pod_hours ORDER BY 1"
+        ).fetchall()
+        node = conn.execute(
+            "SELECT energy_uj, idle_unassigned_uj, unattributed_uj, windows, window_starts "
+            "FROM node_minutes ORDER BY bucket_ns"
+        ).fetchall()
+    assert minutes == [(60, 8_000_000, 6_000_000, 2_000_000, None, 600_000_000, 2, 2),
+                       (120, 4_000_000, 3_000_000, 1_000_000, None, 300_000_000, 1, 1)]  # fmt: skip
+    assert hours == [("shop", "web-0", 12_000_000, 900_000_000, 3),
+                     ("system_processes", "system_processes", 7_500_000, 600_000_000, 3)]  # fmt: skip
+    starts = ",".join(str(s * S + 123_456_789) for s in (100, 118))
+    assert node == [(24_000_000, 10_000_000, 1_000_000, 2, starts),
+                    (12_000_000, 5_000_000, 500_000, 1, str(120 * S + 123_456_789))]  # fmt: skip
 
 
-def test_a_batch_keeps_the_last_version_of_a_window_delivered_twice() -> None:
-    first, other, again = (window_rows(energy(100)), window_rows(energy(102)),
-                           window_rows(energy(100, model_id="m")))  # fmt: skip
-    assert latest_per_window([first, other, again]) == [other, again]
+def test_a_store_of_schema_1_is_migrated_with_its_windows_in_the_rollups(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(SCHEMA_VERSION_TABLE.format(now_type="TEXT", now="CURRENT_TIMESTAMP"))
+        for statement in SQLITE[0].statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version, name) VALUES (1, 'v1')")
+    old = SqliteStore(path)
+    with old._transaction() as conn:
+        for (statement, times), rows in zip(old._statements, _raw(energy(100)), strict=True):
+            conn.executemany(statement, (_as_sqlite(r, times) for r in rows))
+    assert SqliteStore(path).migrate() == SQLITE[-1].version
+    fresh = SqliteStore(tmp_path / "fresh.db")
+    fresh.migrate()
+    write_records(fresh, [energy(100)])
+    assert dump(path) == dump(fresh.path)
 
 
-def test_expire_deletes_windows_that_started_before_the_horizon(store: SqliteStore) -> None:
-    store.write([window_rows(energy(s)) for s in (100, 102, 104)])
-    assert store.expire(104 * S) == 2
-    rows = dump(store.path)
-    assert [len(rows[t]) for t in TABLES] == [1, 2, 3]
+def _raw(record: dict[str, Any]) -> tuple[list[Any], ...]:
+    rows = window_rows(record)
+    return [rows.node], list(rows.zones), list(rows.workloads)
+
+
+def test_expire_deletes_each_tier_by_range(store: SqliteStore) -> None:
+    write_records(store, [energy(s) for s in (100, 102, 104, 3700)])
+    assert store.expire({"raw": 104 * S}) == 2
+    assert [len(rows) for rows in dump(store.path).values()] == [2, 4, 6, 4, 2]
+    assert store.expire({"minute": 3600 * S, "hour": 3600 * S}) == 1 + 1
+    assert [len(rows) for rows in dump(store.path).values()] == [2, 4, 6, 2, 1]
 
 
 @pytest.mark.parametrize(

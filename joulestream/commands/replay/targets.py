@@ -24,8 +24,7 @@ from joulestream.sinks.archive.layout import (
     part_path,
 )
 from joulestream.sinks.archive.rows import Row
-from joulestream.sinks.store.backend import Store, open_store
-from joulestream.sinks.store.rows import WindowRows, latest_per_window, window_rows
+from joulestream.sinks.store.backend import Store, open_store, write_records
 from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
 from joulestream.stream_processors.windows import JoinContext
 
@@ -139,7 +138,7 @@ class RecomputeTarget:
         self.energy_topic: str | None = args.energy_topic
         self.target: TopicTarget | None = None
         self.store: Store | None = None
-        self.batch: list[WindowRows] = []
+        self.batch: list[dict[str, Any]] = []
         if args.energy_topic is not None:
             self.target = TopicTarget(settings.bootstrap_servers, {})
         else:
@@ -163,9 +162,9 @@ class RecomputeTarget:
             self.target.write(Replayed("samples", row))
             return
         assert self.store is not None
-        self.batch.append(window_rows(record))
+        self.batch.append(record)
         if len(self.batch) >= self.STORE_BATCH:
-            self.store.write(latest_per_window(self.batch))
+            write_records(self.store, self.batch)
             self.batch.clear()
 
     def close(self) -> str | None:
@@ -179,7 +178,7 @@ class RecomputeTarget:
             return self.target.close()
         assert self.store is not None
         if self.batch:
-            self.store.write(latest_per_window(self.batch))
+            write_records(self.store, self.batch)
         self.store.close()
         return None
 
