@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         children.append(_spawn("sink", sink_cmd, logs))
         store_dsn = f"sqlite:///{(state_dir / 'joulestream.db').resolve()}"
         _step(6, f"store sink ({store_dsn})")
-        children.append(_spawn("store", ["sink", "store", *common, "--dsn", store_dsn], logs))
+        # Raw windows on and minutes written within 10 s: a local run reports to the second.
+        store_args = ["--dsn", store_dsn, "--raw-windows", "--flush-after", "10"]
+        children.append(_spawn("store", ["sink", "store", *common, *store_args], logs))
         metrics_url = f"http://127.0.0.1:{args.sink_port}/metrics"
         _wait_http(metrics_url, children, timeout=60)
         prometheus = shutil.which("prometheus")

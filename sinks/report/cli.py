@@ -12,6 +12,7 @@ from joulestream.sinks.report.period import parse_time
 from joulestream.sinks.report.plot import write_plot
 from joulestream.sinks.report.query import GROUPINGS, ReportError, energy_report
 from joulestream.sinks.report.render import FORMATS, render
+from joulestream.sinks.report.tiers import TIER_CHOICES
 
 DEFAULT_DSN = "sqlite:///joulestream.db"  # the store sink's default
 
@@ -25,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="end, same forms as --since (default now)")
     parser.add_argument("--by", choices=GROUPINGS, default="namespace", help="group rows by")
     parser.add_argument("--cluster", help="only this cluster")
+    parser.add_argument(
+        "--tier",
+        choices=TIER_CHOICES,
+        default="auto",
+        help="storage tier to read: auto (default) takes whole hours from the hour rollups, "
+        "the minutes at the ends from the minute rollups and the seconds from raw windows "
+        "where kept; a forced rollup tier widens the range to its buckets",
+    )
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw a bar chart")
     parser.add_argument(
@@ -40,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         since = parse_time(args.since, now).astimezone(UTC)
         until = now if args.until is None else parse_time(args.until, now).astimezone(UTC)
-        report = energy_report(args.dsn, args.by, since, until, cluster=args.cluster)
+        report = energy_report(
+            args.dsn, args.by, since, until, cluster=args.cluster, tier=args.tier
+        )
     except (ValueError, ReportError) as exc:
         print(f"joulestream report: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1

@@ -1,11 +1,13 @@
 """The report's one query path: SQL aggregation over the store's tables, the same statements
-for SQLite and PostgreSQL (only the parameter style and time parameter types differ).
+for SQLite and PostgreSQL (only the parameter style and time parameter types differ), per
+segment of the range from the tier that answers it (sinks.report.tiers), summed here.
 
-Energy never adds nested zones: per window, a platform (else psys) zone covers the node,
-otherwise every zone but core-N and uncore-N (they lie inside package-N) is summed — the
+Raw windows: energy never adds nested zones: per window, a platform (else psys) zone covers
+the node, otherwise every zone but core-N and uncore-N (they lie inside package-N) is summed — the
 processor's rule for node energy (stream_processors.attribution.node_joules). Workload energy
 is dynamic + idle joules by that rule; node energy is the zones' totals (idle, unattributed
 and all). Carbon is the stored gCO2e, which is linear in energy and needs no such care.
+Rollups hold that energy already, per window, in integer µJ (sinks.store.rollup).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from joulestream.sinks.report.period import to_ns
+from joulestream.sinks.report.tiers import Segment, TierChoice, plan
 from joulestream.sinks.store.backend import parse_sqlite_dsn
 from joulestream.sinks.store.migrations import POSTGRES, SQLITE, SchemaTooNew, pending
 from joulestream.sinks.store.rows import ns_to_datetime
@@ -70,6 +73,7 @@ class Report:
     store: str
     rows: list[ReportRow]
     unmeasured_windows: int  # node windows in range whose energy nobody knows
+    tiers: tuple[str, ...] = ("raw",)  # which tiers answered, coarsest first
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -155,10 +159,47 @@ SELECT COUNT(*) FROM node_windows WHERE {_in_range()} AND source = 'unmeasured'
 """
 
 
-def statement(by: GroupBy) -> str:
+_ROLLUP = """
+SELECT {labels}, SUM(energy_uj), SUM(co2e_ng), MIN(first_start_ns), MAX(last_end_ns)
+FROM {table}
+WHERE bucket_ns >= %(since)s AND bucket_ns < %(until)s
+  AND (CAST(%(cluster)s AS text) IS NULL OR cluster = %(cluster)s)
+GROUP BY {labels}
+"""
+
+_ROLLUP_UNMEASURED = """
+SELECT COALESCE(SUM(unmeasured), 0) FROM {table}
+WHERE bucket_ns >= %(since)s AND bucket_ns < %(until)s
+  AND (CAST(%(cluster)s AS text) IS NULL OR cluster = %(cluster)s)
+"""
+
+_ROLLUP_TABLES: dict[tuple[str, GroupBy], str] = {
+    ("minute", "namespace"): "workload_minutes",
+    ("minute", "pod"): "workload_minutes",
+    ("minute", "node"): "node_minutes",
+    ("minute", "cluster"): "node_minutes",
+    ("hour", "namespace"): "namespace_hours",
+    ("hour", "pod"): "pod_hours",
+    ("hour", "node"): "node_hours",
+    ("hour", "cluster"): "node_hours",
+}
+
+_COVERAGE = {
+    "raw": "SELECT MIN(window_start_ns) FROM node_windows",
+    "minute": "SELECT MIN(bucket_ns) FROM node_minutes",
+    "hour": "SELECT MIN(bucket_ns) FROM node_hours",
+}
+
+
+def statement(by: GroupBy, tier: str = "raw") -> tuple[str, str]:
+    """The grouped query and the unmeasured-windows query of one tier."""
+    if tier != "raw":
+        table = _ROLLUP_TABLES[(tier, by)]
+        unmeasured = _ROLLUP_UNMEASURED.format(table=f"node_{tier}s")
+        return _ROLLUP.format(labels=", ".join(LABELS[by]), table=table), unmeasured
     if by in ("namespace", "pod"):
-        return _WORKLOADS.format(labels=", ".join(LABELS[by]))
-    return _NODES.format(labels=", ".join(f"n.{label}" for label in LABELS[by]))
+        return _WORKLOADS.format(labels=", ".join(LABELS[by])), _UNMEASURED
+    return _NODES.format(labels=", ".join(f"n.{label}" for label in LABELS[by])), _UNMEASURED
 
 
 def _sqlite_style(sql: str) -> str:
@@ -226,38 +267,82 @@ class _Database:
         self._conn.close()
 
 
+def _params(segment: Segment, cluster: str | None) -> dict[str, Any]:
+    return {
+        "since": segment.since_ns,
+        "until": segment.until_ns,
+        "since_at": ns_to_datetime(segment.since_ns),
+        "until_at": ns_to_datetime(segment.until_ns),
+        "cluster": cluster,
+    }
+
+
 def energy_report(
-    dsn: str, by: GroupBy, since: datetime, until: datetime, cluster: str | None = None
+    dsn: str,
+    by: GroupBy,
+    since: datetime,
+    until: datetime,
+    cluster: str | None = None,
+    tier: TierChoice = "auto",
 ) -> Report:
-    """Windows starting in [since, until), grouped ``by``, most energy first."""
+    """Windows starting in [since, until), grouped ``by``, most energy first; ``tier``
+    chooses the storage tier (``auto``: sinks.report.tiers), and the report's range is the
+    one the tiers could answer exactly."""
     if by not in GROUPINGS:
         raise ValueError(f"--by must be one of {GROUPINGS}, not {by!r}")
     if until <= since:
         raise ValueError(f"the report ends ({until}) before it starts ({since})")
-    since_ns, until_ns = to_ns(since), to_ns(until)
-    params = {
-        "since": since_ns,
-        "until": until_ns,
-        "since_at": ns_to_datetime(since_ns),
-        "until_at": ns_to_datetime(until_ns),
-        "cluster": cluster,
-    }
     database = _Database(dsn)
+    width = len(LABELS[by])
+    exact: dict[tuple[str, ...], list[int]] = {}  # µJ, ng, first, last
+    raw: dict[tuple[str, ...], list[float]] = {}  # J, g
+    unmeasured = 0
     try:
         database.check_schema()
-        found = database.query(statement(by), params)
-        [(unmeasured,)] = database.query(_UNMEASURED, params)
+        coverage = {t: _first(database.query(q, {})) for t, q in _COVERAGE.items()}
+        segments = plan(to_ns(since), to_ns(until), tier, coverage)
+        for segment in segments:
+            grouped, count = statement(by, segment.tier)
+            params = _params(segment, cluster)
+            [(found,)] = database.query(count, params)
+            unmeasured += int(found or 0)
+            for row in database.query(grouped, params):
+                labels = tuple(str(v) for v in row[:width])
+                acc = exact.setdefault(labels, [0, 0, int(row[width + 2]), int(row[width + 3])])
+                acc[2] = min(acc[2], int(row[width + 2]))
+                acc[3] = max(acc[3], int(row[width + 3]))
+                if segment.tier == "raw":
+                    parts = raw.setdefault(labels, [0.0, 0.0])
+                    parts[0] += float(row[width] or 0.0)
+                    parts[1] += float(row[width + 1] or 0.0)
+                else:
+                    acc[0] += int(row[width] or 0)
+                    acc[1] += int(row[width + 1] or 0)
     finally:
         database.close()
-    width = len(LABELS[by])
     rows = [
         ReportRow(
-            labels=tuple(str(v) for v in row[:width]),
-            joules=float(row[width] or 0.0),
-            co2e_g=float(row[width + 1] or 0.0),
-            first_ns=int(row[width + 2]),
-            last_ns=int(row[width + 3]),
+            labels=labels,
+            joules=uj / 1e6 + raw.get(labels, [0.0, 0.0])[0],
+            co2e_g=ng / 1e9 + raw.get(labels, [0.0, 0.0])[1],
+            first_ns=first,
+            last_ns=last,
         )
-        for row in found
+        for labels, (uj, ng, first, last) in exact.items()
     ]
-    return Report(by, since, until, database.description, rows, int(unmeasured))
+    rows.sort(key=lambda r: (-r.joules, r.labels))
+    answered = tuple(t for t in ("hour", "minute", "raw") if any(s.tier == t for s in segments))
+    return Report(
+        by,
+        ns_to_datetime(segments[0].since_ns) if segments else since,
+        ns_to_datetime(segments[-1].until_ns) if segments else until,
+        database.description,
+        rows,
+        unmeasured,
+        answered,
+    )
+
+
+def _first(rows: list[Sequence[Any]]) -> int | None:
+    value = rows[0][0] if rows else None
+    return None if value is None else int(value)

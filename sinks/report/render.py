@@ -37,6 +37,7 @@ def as_json(report: Report) -> str:
             "since": report.since.isoformat(),
             "until": report.until.isoformat(),
             "store": report.store,
+            "tiers": list(report.tiers),
             "unmeasured_windows": report.unmeasured_windows,
             "rows": [
                 dict(zip(report.labels, row.labels, strict=True)) | _values(row)
@@ -71,7 +72,8 @@ def _cells(row: ReportRow) -> list[str]:
 def as_table(report: Report) -> str:
     title = (
         f"energy by {report.by}, {report.since:%Y-%m-%d %H:%M:%S%z} to "
-        f"{report.until:%Y-%m-%d %H:%M:%S%z}, from {report.store}"
+        f"{report.until:%Y-%m-%d %H:%M:%S%z}, from {report.store} "
+        f"({', '.join(report.tiers)})"
     )
     total = report.total()
     if total is None:

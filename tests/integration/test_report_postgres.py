@@ -13,8 +13,7 @@ import pytest
 from joulestream.sinks.report import cli
 from joulestream.sinks.report.period import to_ns
 from joulestream.sinks.report.query import GROUPINGS, ReportError, energy_report
-from joulestream.sinks.store.backend import open_store
-from joulestream.sinks.store.rows import window_rows
+from joulestream.sinks.store.backend import open_store, write_records
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +100,7 @@ RECORDS = [
 def fill(dsn: str) -> None:
     store = open_store(dsn)
     store.migrate()
-    store.write([window_rows(r) for r in RECORDS])
+    write_records(store, RECORDS)
     store.close()
 
 

@@ -25,8 +25,11 @@ from sink_helpers import produce_energy, running_loop
 from joulestream.kafka import clients
 from joulestream.settings import Topics
 from joulestream.sinks.backoff import Backoff
-from joulestream.sinks.store.postgres import PostgresStore
-from joulestream.sinks.store.rows import ns_to_datetime, window_rows
+from joulestream.sinks.store.backend import write_records
+from joulestream.sinks.store.migrations import POSTGRES
+from joulestream.sinks.store.postgres import PostgresStore, partition_span
+from joulestream.sinks.store.rollup import TIER_OF
+from joulestream.sinks.store.rows import ns_to_datetime
 from joulestream.sinks.store.service import StoreSink
 
 pytestmark = pytest.mark.integration
@@ -135,6 +138,8 @@ def running_sink(bootstrap: str, topics: Topics, dsn: str, group: str) -> Iterat
         PostgresStore(dsn),
         batch_size=50,
         batch_wait_s=0.2,
+        raw_windows=True,
+        flush_after_s=0.5,
         backoff=Backoff(initial_s=0.2, max_s=2.0),
     )
     with running_loop(sink.run, name="store-sink-under-test", what="sink", timeout_s=TIMEOUT_S):
@@ -143,59 +148,81 @@ def running_sink(bootstrap: str, topics: Topics, dsn: str, group: str) -> Iterat
 
 def test_migrations_partitions_idempotent_upserts_and_retention(postgres_db: str) -> None:
     store = PostgresStore(postgres_db)
-    assert store.migrate() == 1
-    assert PostgresStore(postgres_db).migrate() == 1
+    assert store.migrate() == POSTGRES[-1].version
+    assert PostgresStore(postgres_db).migrate() == POSTGRES[-1].version
     days = [TODAY_NS - d * 86_400 * S for d in (3, 1, 0)]
-    windows = [window_rows(energy(day + s * S)) for day in days for s in (10, 12)]
-    assert store.write(windows) == 6 * (1 + 1 + 2)
+    records = [energy(day + s * S) for day in days for s in (10, 12)]
+    # raw: 1 + 1 + 2 rows a window; rollups: per day (one minute) 2 workload + 1 node
+    # minute rows, then 2 pod + 1 namespace + 1 node hour rows
+    assert write_records(store, records) == 6 * 4 + 3 * (3 + 4)
     today = datetime.now(UTC).date()
     expected_days = [today - timedelta(days=d) for d in (3, 1, 0)]
-    assert store.partitions() == dict.fromkeys(TABLES, expected_days)
+    expected = {
+        table: sorted({partition_span(table, d)[0] for d in expected_days}) for table in TIER_OF
+    }
+    assert store.partitions() == expected
 
     with psycopg.connect(postgres_db) as conn:
-        before = conn.execute("SELECT xmin::text, * FROM workload_windows ORDER BY 2, 3, 4, 5, 6")
-        before_rows = before.fetchall()
-        zone = conn.execute("SELECT tableoid::regclass::text FROM node_windows LIMIT 1")
-        assert zone.fetchone()[0].startswith("node_windows_p")  # type: ignore[index]
+        before = [
+            conn.execute(f"SELECT xmin::text, * FROM {t} ORDER BY 2, 3, 4, 5").fetchall()
+            for t in ("workload_windows", "workload_minutes", "pod_hours")
+        ]
+        zone = conn.execute("SELECT tableoid::regclass::text FROM node_minutes LIMIT 1")
+        assert zone.fetchone()[0].startswith("node_minutes_p")  # type: ignore[index]
     # The same windows again, through both write paths: no row is even rewritten (xmin).
-    store.write(windows)
-    PostgresStore(postgres_db, method="executemany").write(windows)
+    assert write_records(store, records) == 0
+    assert write_records(PostgresStore(postgres_db, method="executemany"), records) == 0
     with psycopg.connect(postgres_db) as conn:
-        after = conn.execute("SELECT xmin::text, * FROM workload_windows ORDER BY 2, 3, 4, 5, 6")
-        assert after.fetchall() == before_rows
+        after = [
+            conn.execute(f"SELECT xmin::text, * FROM {t} ORDER BY 2, 3, 4, 5").fetchall()
+            for t in ("workload_windows", "workload_minutes", "pod_hours")
+        ]
+        assert after == before
         start = conn.execute(
             "SELECT window_start, window_start_ns FROM node_windows ORDER BY 2 LIMIT 1"
         ).fetchone()
+        minutes = conn.execute(
+            "SELECT energy_uj, co2e_ng, windows, measured, package_dynamic_uj, "
+            "cardinality(window_starts) FROM node_minutes ORDER BY bucket_ns"
+        ).fetchall()
     assert counts(postgres_db) == {
         "node_windows": 6,
         "node_zone_windows": 6,
         "workload_windows": 12,
     }
+    assert minutes == [(20_000_000, 500_000_000, 2, 2, 12_000_000, 2)] * 3
     assert start is not None
     assert start[0] == ns_to_datetime(start[1])
 
-    # Retention of 2 days: the partition of 3 days ago goes, whole; yesterday's stays.
-    assert store.expire(TODAY_NS - 2 * 86_400 * S) == 3
-    assert store.partitions() == dict.fromkeys(TABLES, expected_days[1:])
+    # Raw and minutes kept 2 days: their partitions of 3 days ago go, whole; the hours stay.
+    assert (
+        store.expire({"raw": TODAY_NS - 2 * 86_400 * S, "minute": TODAY_NS - 2 * 86_400 * S}) == 5
+    )
+    assert store.partitions()["workload_minutes"] == expected_days[1:]
+    assert store.partitions()["pod_hours"] == expected["pod_hours"]
     assert len(stored_windows(postgres_db)) == 4
-    # A window for a dropped day makes its partition again (the sink skips those first).
-    store.write(windows[:1])
-    assert store.partitions()["workload_windows"][0] == expected_days[0]
 
 
 def test_executemany_and_copy_store_the_same_rows(postgres_db: str) -> None:
-    windows = [window_rows(energy(TODAY_NS + s * S, node=f"n{s % 3}")) for s in range(0, 40, 2)]
+    records = [energy(TODAY_NS + s * S, node=f"n{s % 3}") for s in range(0, 40, 2)]
     copy = PostgresStore(postgres_db)
     copy.migrate()
-    copy.write(windows)
+    write_records(copy, records)
+    tables = ("workload_windows", "workload_minutes", "node_minutes", "pod_hours", "node_hours")
     with psycopg.connect(postgres_db) as conn:
-        by_copy = conn.execute("SELECT * FROM workload_windows ORDER BY 1, 2, 4, 5, 6").fetchall()
-        conn.execute("TRUNCATE node_windows, node_zone_windows, workload_windows")
-    PostgresStore(postgres_db, method="executemany").write(windows)
+        by_copy = [
+            conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4").fetchall() for t in tables
+        ]
+        conn.execute(
+            f"TRUNCATE node_windows, node_zone_windows, {', '.join(tables)}, namespace_hours"
+        )
+    write_records(PostgresStore(postgres_db, method="executemany"), records)
     with psycopg.connect(postgres_db) as conn:
-        by_many = conn.execute("SELECT * FROM workload_windows ORDER BY 1, 2, 4, 5, 6").fetchall()
+        by_many = [
+            conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4").fetchall() for t in tables
+        ]
     assert by_many == by_copy
-    assert len(by_copy) == 40
+    assert len(by_copy[0]) == 40
 
 
 def test_kafka_to_postgres_once_even_when_delivered_twice(
@@ -220,12 +247,18 @@ def test_kafka_to_postgres_once_even_when_delivered_twice(
         "node_zone_windows": 41,
         "workload_windows": 82,
     }
-    assert sink.stats.windows == 81
+    assert (sink.stats.windows, sink.stats.duplicates) == (41, 40)
     with psycopg.connect(postgres_db) as conn:
         total = conn.execute(
             "SELECT sum(dynamic_j), sum(co2e_g) FROM workload_windows WHERE namespace = 'shop'"
         ).fetchone()
     assert total == (pytest.approx(41 * 5.0), pytest.approx(41 * 0.125))
+    with psycopg.connect(postgres_db) as conn:
+        hours = conn.execute(
+            "SELECT sum(energy_uj), sum(co2e_ng), sum(windows) FROM namespace_hours "
+            "WHERE namespace = 'shop'"
+        ).fetchone()
+    assert hours == (41 * 5_000_000, 41 * 125_000_000, 82)
 
 
 def test_postgres_stopped_for_30_s_mid_stream_loses_and_doubles_nothing(
@@ -281,8 +314,11 @@ def test_cli_stores_windows_and_stops_cleanly_on_sigterm(
         "store",
         "--dsn",
         postgres_db,
-        "--retention-days",
-        "30",
+        "--retention",
+        "minute=30d,hour=400d,raw=2d",
+        "--raw-windows",
+        "--flush-after",
+        "0.5",
         "--bootstrap-servers",
         kafka_bootstrap,
         "--topic-prefix",
@@ -305,4 +341,4 @@ def test_cli_stores_windows_and_stops_cleanly_on_sigterm(
             process.communicate()
     assert process.returncode == 0, output
     assert "received SIGTERM, stopping" in output
-    assert "at schema version 1" in output
+    assert f"at schema version {POSTGRES[-1].version}" in output

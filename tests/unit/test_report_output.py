@@ -17,7 +17,7 @@ from joulestream.sinks.report.period import parse_time, to_ns
 from joulestream.sinks.report.plot import write_plot
 from joulestream.sinks.report.query import Report, ReportRow
 from joulestream.sinks.report.render import render
-from joulestream.sinks.store.rows import window_rows
+from joulestream.sinks.store.backend import write_records
 from joulestream.sinks.store.sqlite import SqliteStore
 
 S = 1_000_000_000
@@ -166,9 +166,10 @@ def test_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store.migrate()
     now = datetime.now(UTC)
     start = to_ns(now - timedelta(minutes=10))
-    store.write(
+    write_records(
+        store,
         [
-            window_rows(
+            (
                 {
                     "cluster": "c1",
                     "node": "n1",
@@ -198,7 +199,7 @@ def test_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
                     "workloads": [],
                 }
             )
-        ]
+        ],
     )
     store.close()
     png = tmp_path / "nodes.png"

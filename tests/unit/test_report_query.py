@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from joulestream.sinks.report.query import ReportError, energy_report
-from joulestream.sinks.store.rows import window_rows
+from joulestream.sinks.store.backend import write_records
 from joulestream.sinks.store.sqlite import SqliteStore
 
 S = 1_000_000_000
@@ -139,7 +139,7 @@ def store(tmp_path: Path) -> str:
     ]
     store = SqliteStore(path)
     store.migrate()
-    store.write([window_rows(r) for r in records])
+    write_records(store, records)
     store.close()
     return f"sqlite:///{path}"
 

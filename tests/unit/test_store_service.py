@@ -17,8 +17,7 @@ from test_store_sqlite import S, energy
 
 from joulestream.schemas.codec import Codec
 from joulestream.sinks.backoff import Backoff
-from joulestream.sinks.store.backend import RejectedWindows, StoreUnavailable
-from joulestream.sinks.store.backend import write_records
+from joulestream.sinks.store.backend import RejectedWindows, StoreUnavailable, write_records
 from joulestream.sinks.store.rollup import Rollup
 from joulestream.sinks.store.rows import WindowRows
 from joulestream.sinks.store.service import StoreSink

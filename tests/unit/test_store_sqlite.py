@@ -17,7 +17,13 @@ from joulestream.sinks.store.sqlite import SqliteStore, _as_sqlite
 from joulestream.sinks.windows import InvalidWindow
 
 S = 1_000_000_000
-TABLES = ("node_windows", "node_zone_windows", "workload_windows", "workload_minutes", "node_minutes")
+TABLES = (
+    "node_windows",
+    "node_zone_windows",
+    "workload_windows",
+    "workload_minutes",
+    "node_minutes",
+)
 
 
 def energy(start_s: int, *, node: str = "n1", model_id: str | None = None) -> dict[str, Any]:
@@ -198,8 +204,9 @@ def test_rollups_add_exact_integers_per_minute_and_hour(store: SqliteStore) -> N
         ).fetchall()
     assert minutes == [(60, 8_000_000, 6_000_000, 2_000_000, None, 600_000_000, 2, 2),
                        (120, 4_000_000, 3_000_000, 1_000_000, None, 300_000_000, 1, 1)]  # fmt: skip
+    system = "system_processes"
     assert hours == [("shop", "web-0", 12_000_000, 900_000_000, 3),
-                     ("system_processes", "system_processes", 7_500_000, 600_000_000, 3)]  # fmt: skip
+                     (system, system, 7_500_000, 600_000_000, 3)]  # fmt: skip
     starts = ",".join(str(s * S + 123_456_789) for s in (100, 118))
     assert node == [(24_000_000, 10_000_000, 1_000_000, 2, starts),
                     (12_000_000, 5_000_000, 500_000, 1, str(120 * S + 123_456_789))]  # fmt: skip
