@@ -34,6 +34,7 @@ from integration.test_pipeline_e2e import Series, joulestream, scrape, wait_for
 from joulestream.agents.collectors.ebpf.cgroup_ids import v2_hierarchy
 from joulestream.kafka import clients
 from joulestream.schemas.codec import Codec
+from joulestream.schemas.records import decode_sample
 from joulestream.settings import Topics
 
 pytestmark = pytest.mark.integration
@@ -185,7 +186,8 @@ def named_joules(series: Series, cluster: str, pod: Pod) -> float:
     )
 
 
-def last_sample(bootstrap: str, topics: Topics, node_name: str) -> dict[str, Any]:
+def last_capabilities(bootstrap: str, topics: Topics, node_name: str) -> list[dict[str, Any]]:
+    """The capability report of the node's last sample that carries one."""
     consumer = clients.consumer(f"kube-e2e-{uuid.uuid4().hex}", bootstrap)
     consumer.subscribe([topics.samples])
     codec, found = Codec(), None
@@ -198,10 +200,11 @@ def last_sample(bootstrap: str, topics: Topics, node_name: str) -> dict[str, Any
                     return found
                 continue
             if not message.error() and message.key().endswith(f"/{node_name}".encode()):
-                found = codec.decode(message.value())
+                frame = decode_sample(codec, message.value())
+                found = frame.capabilities if frame.capabilities is not None else found
     finally:
         consumer.close()
-    assert found is not None, "no sample of the node"
+    assert found is not None, "no sample of the node with capabilities"
     return found
 
 
@@ -273,7 +276,7 @@ def test_pods_of_a_real_api_server_are_named_in_the_sink(
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(30) == 0, logs()
 
-    sample = last_sample(kafka_bootstrap, topics, node_name)
-    (kubernetes,) = [c for c in sample["capabilities"] if c["name"] == "kubernetes_api"]
+    capabilities = last_capabilities(kafka_bootstrap, topics, node_name)
+    (kubernetes,) = [c for c in capabilities if c["name"] == "kubernetes_api"]
     assert kubernetes["available"], kubernetes
     assert f"from {kube_api.url} (kubeconfig {kube_api.cert_kubeconfig}" in kubernetes["detail"]
