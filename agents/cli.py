@@ -13,14 +13,7 @@ from joulestream.agents.kube_endpoint import kubeconfig_paths
 from joulestream.agents.options import add_kubeconfig_option, add_root_options
 from joulestream.agents.publisher import BufferLimits
 from joulestream.agents.self_metrics import DEFAULT_METRICS_PORT
-from joulestream.options import add_kafka_options, topics_from
-
-
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
+from joulestream.options import add_kafka_options, add_metrics_port, positive, topics_from
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -41,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--interval",
-        type=_positive_seconds,
+        type=positive,
         default=2.0,
         help="seconds per window (default: %(default)s)",
     )
@@ -75,34 +68,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_delivery_arguments(parser)
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
-    return value
-
-
 def _add_delivery_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--buffer-mb",
-        type=_positive_seconds,  # any positive number
+        type=positive,
         default=BufferLimits().max_bytes / 2**20,
         help="MiB of records kept through a broker outage; beyond it the oldest are dropped "
         "and counted (default: %(default)s)",
     )
     parser.add_argument(
         "--flush-timeout",
-        type=_positive_seconds,
+        type=positive,
         default=10.0,
         help="seconds to deliver what is buffered on SIGTERM before reporting the rest as "
         "undelivered (default: %(default)s)",
     )
-    parser.add_argument(
-        "--metrics-port",
-        type=_port,
-        default=DEFAULT_METRICS_PORT,
-        help="port of the agent's own /metrics, 0 disables (default: %(default)s)",
-    )
+    add_metrics_port(parser, DEFAULT_METRICS_PORT, "agent")
     parser.add_argument(
         "--metrics-addr", default="0.0.0.0", help="address of /metrics (default: %(default)s)"
     )

@@ -1,8 +1,8 @@
 """Store write rate: rows/s of batched upserts into PostgreSQL, COPY vs executemany.
 
-    .venv/bin/python bench/bench_store.py [--dsn postgresql://…] [--windows 2000]
+    .venv/bin/python bench/bench_store.py [--store postgresql://…] [--windows 2000]
 
-Without --dsn a throwaway PostgreSQL 15 is started with scripts/postgres.sh. Each method
+Without --store a throwaway PostgreSQL 15 is started with scripts/postgres.sh. Each method
 writes the same fresh windows (first delivery: inserts) and then the same windows again
 (a redelivery: conflicts that change nothing), into its own empty database, in batches of
 --batch windows, one transaction each. Prints the figures and appends them to
@@ -66,7 +66,7 @@ def timed_writes(store: PostgresStore, windows: list[WindowRows], batch: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dsn", help="an existing PostgreSQL (a scratch database is made)")
+    parser.add_argument("--store", help="an existing PostgreSQL (a scratch database is made)")
     parser.add_argument("--windows", type=int, default=2000, help="node windows per run")
     parser.add_argument("--workloads", type=int, default=50, help="workloads per window")
     parser.add_argument("--batch", type=int, default=100, help="windows per transaction")
@@ -79,7 +79,7 @@ def main() -> None:
     ]  # fmt: skip
     rows = sum(w.row_count() for w in windows)
     results: list[tuple[str, float, float]] = []
-    with throwaway_postgres() if args.dsn is None else _given(args.dsn) as admin_dsn:
+    with throwaway_postgres() if args.store is None else _given(args.store) as admin_dsn:
         for method in WRITE_METHODS:
             store = PostgresStore(fresh_database(admin_dsn, f"bench_{method}"), method=method)
             store.migrate()

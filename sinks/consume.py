@@ -9,17 +9,13 @@ from collections.abc import Callable, Mapping
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from joulestream.kafka import clients
-from joulestream.options import add_kafka_options, topics_from
+from joulestream.options import add_group_id, add_kafka_options, topics_from
 
 
 def add_consumer_options(parser: argparse.ArgumentParser, default_group_id: str) -> None:
     """The Kafka options and the sink's consumer group."""
     add_kafka_options(parser)
-    parser.add_argument(
-        "--group-id",
-        default=default_group_id,
-        help=f"consumer group, after the topic prefix (default {default_group_id})",
-    )
+    add_group_id(parser, default_group_id)
 
 
 def group_id(args: argparse.Namespace) -> str:

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from joulestream.options import add_kafka_options, topics_from
+from joulestream.options import add_kafka_options, add_metrics_port, non_negative, port, topics_from
 from joulestream.settings import bootstrap_servers
 from joulestream.stream_processors.app import (
     DEFAULT_APP_ID,
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lateness",
-        type=_non_negative,
+        type=non_negative,
         default=DEFAULT_LATENESS_S,
         help="seconds a sample (or a gap) waits for power readings / late samples "
         "(default %(default)s)",
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grid-intensity",
-        type=_non_negative,
+        type=non_negative,
         default=DEFAULT_GRID_INTENSITY,
         help="static grid carbon intensity, gCO2e/kWh (default %(default)s, world average)",
     )
@@ -101,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rapl-error",
-        type=_non_negative,
+        type=non_negative,
         default=DEFAULT_RAPL_ERROR,
         help="relative error of measured energy for the uncertainty bounds (default %(default)s)",
     )
@@ -117,12 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_WORKLOADS,
         help="samples with more workloads are dead-lettered (default %(default)s)",
     )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        help="serve the processor's own Prometheus metrics on this port (default: off)",
-    )
+    add_metrics_port(parser, None, "processor")
     parser.add_argument(
         "--session-timeout",
         type=float,
@@ -132,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--web-port",
-        type=int,
+        type=port,
         default=0,
         help="port of faust's web server; 0 disables it (default 0)",
     )
@@ -192,13 +187,6 @@ def run(args: argparse.Namespace) -> int:
     return Processor(settings, partitions).run()
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"{text} is not a finite non-negative number")
-    return value
-
-
 def _pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name or not value:
@@ -208,7 +196,7 @@ def _pair(text: str) -> tuple[str, str]:
 
 def _pue(text: str) -> tuple[str | None, float]:
     cluster, sep, value = text.rpartition("=")
-    pue = _non_negative(value)
+    pue = non_negative(value)
     if pue < 1.0:
         raise argparse.ArgumentTypeError(f"PUE {pue} is below 1.0")
     return (cluster if sep else None), pue
@@ -216,4 +204,4 @@ def _pue(text: str) -> tuple[str | None, float]:
 
 def _zone_watts(text: str) -> tuple[str, float]:
     zone, watts = _pair(text)
-    return zone, _non_negative(watts)
+    return zone, non_negative(watts)

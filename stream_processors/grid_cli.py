@@ -24,6 +24,7 @@ from joulestream.kafka.clients import producer
 from joulestream.options import add_kafka_options, topics_from
 from joulestream.schemas.codec import Codec
 from joulestream.settings import bootstrap_servers
+from joulestream.times import to_ns
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_kafka_options(imp)
 
 
-def parse_time(text: str) -> int:
-    """ISO 8601 to ns since the epoch; a time without zone is UTC (as Electricity Maps writes)."""
+def row_time(text: str) -> int:
+    """A CSV row's ISO 8601 time in ns since the epoch; a time without zone is UTC (as
+    Electricity Maps writes). Only ISO 8601: a data file has no "now" to be relative to."""
     moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
+    return to_ns(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def read_rows(
@@ -80,7 +80,7 @@ def read_rows(
                 region = (row.get(region_col) or "").strip()
                 if not region:
                     raise ValueError(f"empty {region_col}")
-                time_ns = parse_time(row.get(time_col) or "")
+                time_ns = row_time(row.get(time_col) or "")
                 value = float(row.get(column) or "nan")
                 if not math.isfinite(value) or value < 0:
                     raise ValueError(f"{column} {row.get(column)!r} is not a finite number >= 0")

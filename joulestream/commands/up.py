@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         store_dsn = f"sqlite:///{(state_dir / 'joulestream.db').resolve()}"
         _step(6, f"store sink ({store_dsn})")
         # Raw windows on and minutes written within 10 s: a local run reports to the second.
-        store_args = ["--dsn", store_dsn, "--raw-windows", "--flush-after", "10"]
+        store_args = ["--store", store_dsn, "--raw-windows", "--flush-after", "10"]
         children.append(_spawn("store", ["sink", "store", *common, *store_args], logs))
         metrics_url = f"http://127.0.0.1:{args.sink_port}/metrics"
         _wait_http(metrics_url, children, timeout=60)
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  metrics     {metrics_url}")
         if args.prometheus_port and prometheus:
             print(f"  prometheus  http://127.0.0.1:{args.prometheus_port}/graph")
-        print(f"  store       {store_dsn}  (joulestream report --dsn {store_dsn} --since 1h)")
+        print(f"  store       {store_dsn}  (joulestream report --store {store_dsn} --since 1h)")
         print(f"  live view   joulestream top --url {metrics_url}")
         print(f"  logs        {logs}/")
         print("  first windows appear after two agent intervals. Ctrl-C stops everything.\n")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import threading
-from pathlib import Path
 
 from confluent_kafka import KafkaException
 
-from joulestream.options import topics_from
+from joulestream.options import add_archive_dir, topics_from
 from joulestream.signals import stop_on_signals
 from joulestream.sinks.archive.files import ArchiveMismatch
 from joulestream.sinks.archive.service import (
@@ -23,17 +21,9 @@ from joulestream.sinks.consume import add_consumer_options, group_id, manual_com
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIR = "joulestream-archive"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=Path(os.environ.get("JOULESTREAM_ARCHIVE_DIR", DEFAULT_DIR)),
-        help="archive root; replicas of one group must share it "
-        f"(default $JOULESTREAM_ARCHIVE_DIR or {DEFAULT_DIR})",
-    )
+    add_archive_dir(parser)  # replicas of one group must share it
     parser.add_argument(
         "--roll-messages",
         type=int,
@@ -58,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         sink = ArchiveSink(
             manual_commit_consumer(args),
             {"samples": topics.samples, "power": topics.power},
-            args.dir,
+            args.archive_dir,
             roll_messages=args.roll_messages,
             roll_seconds=args.roll_seconds,
         )
@@ -69,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         "archiving %s and %s into %s (group %s)",
         topics.samples,
         topics.power,
-        args.dir,
+        args.archive_dir,
         group_id(args),
     )
     try:

@@ -100,5 +100,6 @@ def claim_kind(root: Path, kind: Kind, topic: str) -> None:
         owner = marker.read_text().strip()
     if owner != topic:
         raise ArchiveMismatch(
-            f"{kind_dir} archives topic {owner!r}, not {topic!r}: use another --dir per topic set"
+            f"{kind_dir} archives topic {owner!r}, not {topic!r}: use another --archive-dir per "
+            "topic set"
         )

@@ -158,7 +158,7 @@ class ArchiveSink:
             if archived != digest(message.value()):
                 raise ArchiveMismatch(
                     f"{topic}[{partition}]@{offset} is archived with other content: was the "
-                    f"topic deleted and made again? Archive the new one into another --dir"
+                    f"topic deleted and made again? Archive the new one into another --archive-dir"
                 )
             self.stats.skipped += 1
             return

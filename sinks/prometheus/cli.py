@@ -8,7 +8,7 @@ import threading
 
 from confluent_kafka import KafkaException
 
-from joulestream.options import topics_from
+from joulestream.options import port, positive, topics_from
 from joulestream.signals import stop_on_signals
 from joulestream.sinks.consume import add_consumer_options, group_id
 from joulestream.sinks.prometheus import kepler
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})"
+        "--port", type=port, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})"
     )
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--series-ttl",
-        type=_positive_float,
+        type=positive,
         default=DEFAULT_SERIES_TTL_S,
         metavar="SECONDS",
         help="drop the series of a workload or node with no window for this long "
@@ -65,13 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which Kepler's families: 0.7, 0.10 (and later), or both (default; the GPU "
         "joules families are then 0.7's, sinks/prometheus/kepler.py says why)",
     )
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:

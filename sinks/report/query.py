@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from joulestream.sinks.report.period import to_ns
 from joulestream.sinks.report.tiers import Segment, TierChoice, plan
 from joulestream.sinks.store.backend import parse_sqlite_dsn
 from joulestream.sinks.store.migrations import POSTGRES, SQLITE, SchemaTooNew, pending
 from joulestream.sinks.store.rows import ns_to_datetime
+from joulestream.times import to_ns
 
 GroupBy = Literal["namespace", "pod", "node", "cluster"]
 GROUPINGS: tuple[GroupBy, ...] = ("namespace", "pod", "node", "cluster")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import threading
 
 from confluent_kafka import KafkaException
 
-from joulestream.options import topics_from
+from joulestream.options import add_store_option, default_store, topics_from
 from joulestream.signals import stop_on_signals
 from joulestream.sinks.consume import add_consumer_options, group_id, manual_commit_consumer
 from joulestream.sinks.store.backend import WRITE_METHODS, open_store
@@ -25,16 +24,9 @@ from joulestream.sinks.store.service import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DSN = "sqlite:///joulestream.db"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dsn",
-        default=os.environ.get("JOULESTREAM_STORE_DSN", DEFAULT_DSN),
-        help="postgresql://USER@HOST:PORT/DB or sqlite:///PATH (relative; sqlite:////PATH "
-        f"is absolute); default $JOULESTREAM_STORE_DSN or {DEFAULT_DSN}",
-    )
+    add_store_option(parser, default_store())
     parser.add_argument(
         "--retention",
         type=parse_retention,
@@ -106,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     topics = topics_from(args)
     stop = threading.Event()
     try:
-        store = open_store(args.dsn, pg_write_method=args.pg_write_method)
+        store = open_store(args.store, pg_write_method=args.pg_write_method)
         consumer = manual_commit_consumer(args)
         sink = StoreSink(
             consumer,

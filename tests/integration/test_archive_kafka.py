@@ -173,7 +173,7 @@ def sink_process(
                 sys.executable,
                 "-c",
                 SINK_MAIN,
-                "--dir",
+                "--archive-dir",
                 str(root),
                 "--bootstrap-servers",
                 bootstrap,

@@ -53,7 +53,7 @@ def test_two_prefixed_pipelines_with_default_options_each_fill_their_own_sinks(
                 log=work / "sink.log",
             ))  # fmt: skip
             stack.enter_context(joulestream(
-                "sink", "store", *common, "--dsn", f"sqlite:///{work / 'store.db'}",
+                "sink", "store", *common, "--store", f"sqlite:///{work / 'store.db'}",
                 log=work / "store.log",
             ))  # fmt: skip
         for name, (names, nodes) in pipelines.items():

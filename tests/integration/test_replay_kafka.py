@@ -113,8 +113,8 @@ def test_replay_is_byte_identical_and_recompute_equals_the_live_processor(
     common = (
         "--bootstrap-servers", kafka_bootstrap,
         "--topic-prefix", topics.prefix,
-        "--from", str(since_ns / 1e9),
-        "--to", str(until_ns / 1e9),
+        "--since", str(since_ns / 1e9),
+        "--until", str(until_ns / 1e9),
         "--source", "kafka",
     )  # fmt: skip
 
@@ -128,7 +128,7 @@ def test_replay_is_byte_identical_and_recompute_equals_the_live_processor(
     # One kind into one topic, and a range that leaves everything out.
     assert run_replay(*common, "--kind", "power", "--to-topic", copy.energy) == 0
     assert everything(kafka_bootstrap, copy.energy) == everything(kafka_bootstrap, topics.power)
-    early = ("--from", str(since_ns / 1e9 - 3600), "--to", str(since_ns / 1e9))
+    early = ("--since", str(since_ns / 1e9 - 3600), "--until", str(since_ns / 1e9))
     assert run_replay(*common, *early, "--dry-run") == 0
 
     # 2. Replay into the archive layout, and from there: still the original bytes.
@@ -145,7 +145,7 @@ def test_replay_is_byte_identical_and_recompute_equals_the_live_processor(
         assert archived == originals[kind]
     from_archive = Topics(prefix=f"a{uuid.uuid4().hex[:12]}.")
     create_topics(clients.admin(kafka_bootstrap), from_archive, partitions=2)
-    window = ("--from", "0", "--to", str(time.time()))
+    window = ("--since", "0", "--until", str(time.time()))
     assert run_replay(
         "--bootstrap-servers", kafka_bootstrap, *window, "--source", "archive",
         "--archive-dir", str(out), "--to-prefix", from_archive.prefix,

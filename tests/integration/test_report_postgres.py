@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from joulestream.sinks.report import cli
-from joulestream.sinks.report.period import to_ns
 from joulestream.sinks.report.query import GROUPINGS, ReportError, energy_report
 from joulestream.sinks.store.backend import open_store, write_records
+from joulestream.times import to_ns
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +158,7 @@ def test_command_against_postgres(postgres_db: str, tmp_path: Path, capsys: Any)
     png = tmp_path / "pods.png"
     args = parser.parse_args(
         [
-            "--dsn",
+            "--store",
             postgres_db,
             "--since",
             "2026-11-26T22:00",

@@ -312,7 +312,7 @@ def test_cli_stores_windows_and_stops_cleanly_on_sigterm(
         "joulestream.cli",
         "sink",
         "store",
-        "--dsn",
+        "--store",
         postgres_db,
         "--retention",
         "minute=30d,hour=400d,raw=2d",

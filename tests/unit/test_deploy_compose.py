@@ -113,7 +113,7 @@ def test_agent_sees_the_host(compose: dict[str, Any]) -> None:
 
 def test_store_sink_writes_to_the_compose_postgres(compose: dict[str, Any]) -> None:
     store = compose["services"]["sink-store"]
-    dsn = store["command"][store["command"].index("--dsn") + 1]
+    dsn = store["command"][store["command"].index("--store") + 1]
     assert dsn.startswith("postgresql://") and "@postgres:5432/" in dsn
     assert store["depends_on"]["postgres"]["condition"] == "service_healthy"
 

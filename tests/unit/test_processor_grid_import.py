@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from joulestream.stream_processors.grid_cli import BadRow, parse_time, read_rows
+from joulestream.stream_processors.grid_cli import BadRow, read_rows, row_time
 
 
 def test_rows_become_grid_records_and_bad_rows_say_where(tmp_path: Path) -> None:
@@ -37,4 +37,4 @@ def test_carbon_intensity_column_alias_and_missing_columns(tmp_path: Path) -> No
 
 
 def test_naive_times_are_utc() -> None:
-    assert parse_time("1970-01-01T00:00:01") == 10**9
+    assert row_time("1970-01-01T00:00:01") == 10**9

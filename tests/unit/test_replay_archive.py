@@ -15,7 +15,6 @@ from joulestream.commands.replay.sources import (
     ReplayError,
     Source,
     archive_source,
-    parse_time,
 )
 from joulestream.commands.replay.targets import ArchiveTarget
 from joulestream.schemas.codec import Codec
@@ -24,16 +23,6 @@ from joulestream.sinks.archive.reader import read_archive
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
 codec = Codec()
-
-
-def test_times_parse_from_iso_epoch_and_relative() -> None:
-    assert parse_time("2023-11-14T22:13:20Z") == T0
-    assert parse_time("2023-11-14T22:13:20") == T0  # naive is UTC
-    assert parse_time("1700000000") == T0
-    assert parse_time("-2h", now_ns=T0) == T0 - 7200 * S
-    assert parse_time("now", now_ns=T0) == T0
-    with pytest.raises(ValueError, match="not a time"):
-        parse_time("yesterday-ish")
 
 
 def row(kind: str, node: str, offset: int, t_ns: int, value: bytes) -> dict[str, Any]:

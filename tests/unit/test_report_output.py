@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from joulestream.sinks.report import cli
-from joulestream.sinks.report.period import parse_time, to_ns
 from joulestream.sinks.report.plot import write_plot
 from joulestream.sinks.report.query import Report, ReportRow
 from joulestream.sinks.report.render import render
 from joulestream.sinks.store.backend import write_records
 from joulestream.sinks.store.sqlite import SqliteStore
+from joulestream.times import to_ns
 
 S = 1_000_000_000
 SINCE = datetime(2026, 11, 27, tzinfo=UTC)
@@ -122,38 +122,6 @@ def test_plot_of_nothing_says_so(tmp_path: Path) -> None:
         assert image.format == "PNG"
 
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1h", NOW - timedelta(hours=1)),
-        ("24h", NOW - timedelta(days=1)),
-        ("7d", NOW - timedelta(days=7)),
-        ("90m", NOW - timedelta(minutes=90)),
-        ("1.5h", NOW - timedelta(minutes=90)),
-        ("2w", NOW - timedelta(days=14)),
-        ("2026-11-28", datetime(2026, 11, 28, tzinfo=UTC)),
-        ("2026-11-28T06:30", datetime(2026, 11, 28, 6, 30, tzinfo=UTC)),
-        ("2026-11-28T06:30Z", datetime(2026, 11, 28, 6, 30, tzinfo=UTC)),
-        ("2026-11-28T07:30+01:00", datetime(2026, 11, 28, 6, 30, tzinfo=UTC)),
-    ],
-)
-def test_times(text: str, expected: datetime) -> None:
-    assert parse_time(text, NOW) == expected
-
-
-@pytest.mark.parametrize("text", ["yesterday", "1y", "-1h", "h", ""])
-def test_bad_times_say_what_is_accepted(text: str) -> None:
-    with pytest.raises(ValueError, match="ISO 8601"):
-        parse_time(text, NOW)
-
-
-def test_to_ns_is_exact() -> None:
-    assert to_ns(datetime(2026, 11, 28, 0, 0, 0, 123456, tzinfo=UTC)) == 1_795_824_000_123_456_000
-
-
 def run(*argv: str) -> int:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
@@ -205,16 +173,20 @@ def test_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     png = tmp_path / "nodes.png"
     dsn = f"sqlite:///{path}"
     assert (
-        run("--since", "1h", "--by", "node", "--format", "json", "--dsn", dsn, "--plot", str(png))
+        run("--since", "1h", "--by", "node", "--format", "json", "--store", dsn, "--plot", str(png))
         == 0
     )
     out, err = capsys.readouterr()
     [row] = json.loads(out)["rows"]
     assert (row["node"], row["energy_j"], row["avg_watts"]) == ("n1", 9.0, 4.5)
     assert png.is_file() and "chart written" in err
-    assert run("--since", "1h", "--until", "30m", "--dsn", dsn) == 0
+    assert run("--since", "1h", "--until", "30m", "--store", dsn) == 0
     assert "no energy windows" in capsys.readouterr().out
-    assert run("--since", "soon", "--dsn", dsn) == 2
-    assert "neither an ISO 8601 time" in capsys.readouterr().err
-    assert run("--dsn", f"sqlite:///{tmp_path}/nothing.db") == 1
+    with pytest.raises(SystemExit) as refused:  # argparse: a usage error, exit 2
+        run("--since", "soon", "--store", dsn)
+    assert refused.value.code == 2
+    assert "'soon' is not a time: use ISO 8601" in capsys.readouterr().err
+    assert run("--since", "1h", "--until", "2h", "--store", dsn) == 2
+    assert "before it starts" in capsys.readouterr().err
+    assert run("--store", f"sqlite:///{tmp_path}/nothing.db") == 1
     assert "no store at" in capsys.readouterr().err

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import threading
 import time
 
@@ -14,7 +13,7 @@ from confluent_kafka import KafkaException
 from joulestream.commands.loadgen.fleet import DEFAULT_CHURN, DEFAULT_NO_POWER_FRACTION, FleetConfig
 from joulestream.commands.loadgen.schedule import DEFAULT_PROGRESS_S, LoadGenerator, schedule_for
 from joulestream.kafka import clients
-from joulestream.options import add_kafka_options, topics_from
+from joulestream.options import add_kafka_options, positive, topics_from
 from joulestream.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -24,13 +23,6 @@ def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1]")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
 
 
@@ -46,17 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="workloads per node sample: 1 kernel + 3 system cgroups + containers",
     )
     parser.add_argument(
-        "--interval", type=_positive, default=2.0, help="window length, seconds (default 2)"
+        "--interval", type=positive, default=2.0, help="window length, seconds (default 2)"
     )
     parser.add_argument(
         "--rate",
-        type=_positive,
+        type=positive,
         default=None,
         help="node windows per second (default nodes x clusters / interval, i.e. real time); "
         "another rate runs simulated time faster or slower; faster needs --duration",
     )
     parser.add_argument(
-        "--duration", type=_positive, default=None, help="seconds to run (default: until Ctrl-C)"
+        "--duration", type=positive, default=None, help="seconds to run (default: until Ctrl-C)"
     )
     add_kafka_options(parser)
     parser.add_argument(
@@ -75,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="fleet seed (default 0)")
     parser.add_argument(
         "--progress",
-        type=_positive,
+        type=positive,
         default=DEFAULT_PROGRESS_S,
         help="seconds between progress lines (default %(default)s)",
     )

@@ -19,7 +19,7 @@ from joulestream.commands.replay.targets import (
     RecomputeTarget,
     TopicTarget,
 )
-from joulestream.options import topics_from
+from joulestream.options import add_store_option, topics_from
 from joulestream.settings import Topics
 from joulestream.signals import stop_on_signals
 from joulestream.sinks.archive.layout import KINDS, Kind
@@ -53,10 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--energy-topic", help="with --recompute: produce NodeEnergy windows into this topic"
     )
-    parser.add_argument(
-        "--store",
-        help="with --recompute: write windows to this store (postgresql://… or "
-        "sqlite:///PATH); recomputed windows replace stored ones of the same node window",
+    add_store_option(
+        parser,
+        when="with --recompute: write windows to this store, replacing stored ones of the same "
+        "node window: ",
     )
     parser.add_argument("--rate", type=float, help="at most this many messages per second")
     recompute = parser.add_argument_group("processor options (with --recompute)")

@@ -9,11 +9,8 @@ from __future__ import annotations
 import argparse
 import heapq
 import logging
-import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,6 +18,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from joulestream.commands.recompute import Message
 from joulestream.kafka.clients import consumer
+from joulestream.options import add_archive_dir, add_time_range
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
 from joulestream.sinks.archive.layout import (
@@ -38,39 +36,12 @@ log = logging.getLogger(__name__)
 
 NS_PER_MS = 1_000_000
 _KIND_ORDER = {"power": 0, "samples": 1}  # at one instant a reading precedes the sample
-_RELATIVE = re.compile(r"^(?:now)?-(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 CONSUME_BATCH = 500
 IDLE_POLLS = 10  # empty polls after which a partition that reached its end is done
 
 
 class ReplayError(RuntimeError):
     """The replay cannot run as asked; the message says what to change."""
-
-
-def parse_time(text: str, now_ns: int | None = None) -> int:
-    """ns since the epoch from ISO 8601 (naive = UTC), epoch seconds, ``now`` or ``-2h``."""
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    text = text.strip()
-    if text == "now":
-        return now_ns
-    relative = _RELATIVE.match(text)
-    if relative:
-        return now_ns - int(float(relative["n"]) * _UNIT_S[relative["unit"]] * 1e9)
-    try:
-        return int(float(text) * 1e9)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: use ISO 8601 (2024-05-01T12:00:00Z), epoch seconds, "
-            "'now' or a relative time like -2h"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
 @dataclass(frozen=True)
@@ -298,25 +269,17 @@ def archive_source(
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """The range and where it comes from (shared with ``joulestream train``)."""
-    times = "ISO 8601 (naive = UTC), epoch seconds, now, or relative as --from=-2h"
-    parser.add_argument(
-        "--from", dest="since", required=True, type=parse_time, metavar="T", help=times
-    )
-    parser.add_argument(
-        "--to", dest="until", required=True, type=parse_time, metavar="T", help="end (excluded)"
-    )
+    add_time_range(parser)
     parser.add_argument("--cluster", help="only this cluster")
     parser.add_argument("--node", help="only this node")
     parser.add_argument("--source", choices=("kafka", "archive"), required=True)
-    parser.add_argument("--archive-dir", type=Path, help="the archive sink's --dir (archive)")
+    add_archive_dir(parser)
 
 
 def open_source(args: argparse.Namespace, topics: Topics, kinds: tuple[Kind, ...]) -> Source:
     if args.until <= args.since:
-        raise ReplayError("--to must be after --from")
+        raise ReplayError("--until must be after --since")
     if args.source == "archive":
-        if args.archive_dir is None:
-            raise ReplayError("--source archive needs --archive-dir")
         return archive_source(
             args.archive_dir, kinds, args.since, args.until, args.cluster, args.node
         )
