@@ -305,7 +305,7 @@ class PodWatcher:
             if response.status in (401, 403):
                 raise KubernetesUnavailable(
                     f"HTTP {response.status} from the API: the agent's service account needs "
-                    "get/list/watch on pods"
+                    "list and watch on pods"
                 )
             if response.status != 200:
                 raise KubernetesUnavailable(

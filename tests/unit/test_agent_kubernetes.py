@@ -186,7 +186,7 @@ def test_forbidden_is_reported_and_retried(api: FakeApi, tmp_path: Path) -> None
     w = watcher(api, tmp_path)
 
     def forbidden(params: object, timeout: float) -> Any:
-        raise KubernetesUnavailable("HTTP 403 from the API: needs get/list/watch on pods")
+        raise KubernetesUnavailable("HTTP 403 from the API: needs list and watch on pods")
 
     w._get = forbidden  # type: ignore[method-assign]
     w.start()

@@ -167,9 +167,7 @@ def test_agent_mounts_read_only_what_it_reads_and_points_its_roots_there(
 
 def test_agent_may_only_read_pods(rendered: list[Doc]) -> None:
     role = one(rendered, "ClusterRole", "joulestream-agent")
-    assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
-    ]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
     binding = one(rendered, "ClusterRoleBinding", "joulestream-agent")
     assert binding["roleRef"]["name"] == "joulestream-agent"
     account = one(rendered, "ServiceAccount", "joulestream-agent")
