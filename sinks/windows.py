@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from joulestream.schemas.errors import RejectedInput
+from joulestream.schemas.frames import EnergyFrame
 from joulestream.settings import node_id
 
 
@@ -53,3 +54,21 @@ def check_window(record: Mapping[str, Any]) -> None:
         for zone in workload["zones"]:
             for field in ("idle_j", "dynamic_j"):
                 _energy(zone[field], f"{name} zone {zone['zone']} {field}")
+
+
+def check_frame(frame: EnergyFrame) -> None:
+    """check_window for the in-memory form: what is folded is finite and not negative."""
+    where = f"{node_id(frame.cluster, frame.node)} window {frame.window_start_ns}"
+    if frame.window_end_ns <= frame.window_start_ns:
+        raise InvalidWindow(
+            BAD_WINDOW, f"{where} ends at {frame.window_end_ns}, not after its start"
+        )
+    for name in ("co2e_g", "pue", "grid_intensity_g_per_kwh"):
+        _energy(getattr(frame, name), f"{where} {name}")
+    for zone in frame.zones:
+        what = f"{where} zone {zone.zone}"
+        if min(zone.idle_uj, zone.dynamic_uj, zone.idle_unassigned_uj, zone.unattributed_uj) < 0:
+            raise InvalidWindow(NEGATIVE_ENERGY, f"{what} has negative energy")
+        for column in (zone.workload_dynamic_uj, zone.workload_idle_uj):
+            if column and min(column) < 0:
+                raise InvalidWindow(NEGATIVE_ENERGY, f"{what} gives a workload negative energy")

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-from joulestream.sinks.store.rollup import NodeMinute, Rollup, window_energy
+from joulestream.schemas.frames import EnergyFrame, Identity
+from joulestream.sinks.store.rollup import (
+    NodeMinute,
+    Rollup,
+    node_minute,
+    node_zone_indexes,
+    record_frame,
+    zone_class,
+)
 from joulestream.sinks.store.rows import WindowRows, window_rows
 
 WriteMethod = Literal["copy", "executemany"]
@@ -52,22 +60,30 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def raw_rows(frame: EnergyFrame, names: Sequence[Identity | None]) -> WindowRows:
+    """A frame's raw window rows (``--raw-windows``), carbon per workload as the rollups'."""
+    zones = [zone.zone for zone in frame.zones]
+    node_zones = [zones[i] for i in node_zone_indexes([zone_class(z) for z in zones])]
+    return window_rows(frame.to_record(names, node_zones))
+
+
 def write_records(store: Store, records: Iterable[Mapping[str, Any]], *, raw: bool = True) -> int:
-    """Fold decoded NodeEnergy records into ``store`` in one write, each window once: a window
-    already in the ledger (or twice in ``records``) keeps its first version. For replays,
-    tests and benchmarks; the sink does the same across batches (sinks.store.service)."""
-    windows = [(window_energy(r), window_rows(r) if raw else None) for r in records]
-    applied = store.applied({(w.cluster, w.node, w.minute_ns) for w, _ in windows})
+    """Fold decoded NodeEnergy v1 records into ``store`` in one write, each window once: a
+    window already in the ledger (or twice in ``records``) keeps its first version. For
+    replays, tests and benchmarks; the sink does the same across batches (sinks.store.service)."""
+    frames = [record_frame(r) for r in records]
+    applied = store.applied({node_minute(f) for f in frames})
     rollup = Rollup()
     rows: list[WindowRows] = []
-    for window, window_raw in windows:
-        starts = applied.setdefault((window.cluster, window.node, window.minute_ns), set())
-        if window.start_ns in starts:
+    for frame in frames:
+        starts = applied.setdefault(node_minute(frame), set())
+        if frame.window_start_ns in starts:
             continue
-        starts.add(window.start_ns)
-        rollup.fold(window)
-        if window_raw is not None:
-            rows.append(window_raw)
+        starts.add(frame.window_start_ns)
+        names = [frame.identities[i] for i in frame.ids]
+        rollup.fold(frame, names)
+        if raw:
+            rows.append(raw_rows(frame, names))
     return store.write(rollup, rows)
 
 

@@ -6,66 +6,60 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from joulestream.sinks.store.rollup import (
-    NS_PER_DAY,
-    SOURCES,
-    Rollup,
-    WindowEnergy,
-    WorkloadEnergy,
-    microjoules,
-    nanograms,
-    outside_pods,
-    zone_class,
-)
+from joulestream.sinks.store.rollup import NS_PER_DAY, Rollup, record_frame
 
 Query = Callable[[str, tuple[int, int]], Sequence[Sequence[Any]]]
 
 _RANGE = "WHERE window_start_ns >= {p} AND window_start_ns < {p}"
-_NODES = "SELECT cluster, node, window_start_ns, window_end_ns, source, co2e_g FROM node_windows "
+_NODES = (
+    "SELECT cluster, node, window_start_ns, window_end_ns, agent_instance, seq, source, "
+    "source_detail, model_id, idle_policy, pue, grid_intensity_g_per_kwh, co2e_g "
+    "FROM node_windows "
+)
 _ZONES = (
-    "SELECT cluster, node, window_start_ns, zone, total_j, dynamic_j, idle_j, "
-    "idle_unassigned_j, unattributed_j FROM node_zone_windows "
+    "SELECT cluster, node, window_start_ns, zone, driver, total_j, idle_j, dynamic_j, "
+    "idle_unassigned_j, unattributed_j, residual_j FROM node_zone_windows "
 )
 _WORKLOADS = (
-    "SELECT cluster, node, window_start_ns, workload_id, zone, kind, namespace, pod, "
-    "container, container_id, pod_uid, dynamic_j, idle_j, co2e_g FROM workload_windows "
+    "SELECT cluster, node, window_start_ns, workload_id, kind, container_id, pod_uid, "
+    "namespace, pod, container, co2e_g, zone, dynamic_j, idle_j, lower_j, upper_j "
+    "FROM workload_windows "
 )
+_NODE_FIELDS = ("agent_instance", "seq", "source", "source_detail", "model_id", "idle_policy",
+                "pue", "grid_intensity_g_per_kwh", "co2e_g")  # fmt: skip
+_ZONE_FIELDS = ("zone", "driver", "total_j", "idle_j", "dynamic_j", "idle_unassigned_j",
+                "unattributed_j", "residual_j")  # fmt: skip
+_WORKLOAD_FIELDS = ("workload_id", "kind", "container_id", "pod_uid", "namespace", "pod",
+                    "container", "co2e_g")  # fmt: skip
+_WORKLOAD_ZONE_FIELDS = ("zone", "dynamic_j", "idle_j", "lower_j", "upper_j")
 
 
-def _windows(query: Query, p: str, span: tuple[int, int]) -> list[WindowEnergy]:
+def records(query: Query, p: str, span: tuple[int, int]) -> list[dict[str, Any]]:
+    """The NodeEnergy v1 records of the windows starting in ``span``, rebuilt from rows."""
     where = _RANGE.format(p=p)
-    zones: dict[tuple[str, str, int], list[tuple[int, int, int, int, int, int]]] = {}
-    for c, n, s, zone, total, dyn, idle, ia, un in query(_ZONES + where, span):
-        uj = microjoules
-        zones.setdefault((c, n, s), []).append(
-            (zone_class(zone), uj(total), uj(dyn), uj(idle), uj(ia), uj(un))
+    zones: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in query(_ZONES + where, span):
+        zones.setdefault(tuple(row[:3]), []).append(dict(zip(_ZONE_FIELDS, row[3:], strict=True)))
+    workloads: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for row in query(_WORKLOADS + where, span):
+        fields = dict(zip(_WORKLOAD_FIELDS, row[3:11], strict=True))
+        workload = workloads.setdefault(tuple(row[:3]), {}).setdefault(
+            fields["workload_id"], {**fields, "co2e_g": 0.0, "zones": []}
         )
-    workloads: dict[tuple[str, str, int], dict[str, list[Any]]] = {}
-    for c, n, s, wid, zone, kind, ns, pod, cont, cid, uid, dyn, idle, co2e in query(
-        _WORKLOADS + where, span
-    ):
-        entry = workloads.setdefault((c, n, s), {}).setdefault(
-            wid,
-            [(kind, ns or outside_pods(kind), pod or outside_pods(kind), cont, cid, uid), 0.0, []],
-        )
-        entry[1] += co2e
-        if zone:  # "" is the row of a workload without zone energy
-            entry[2].append((zone_class(zone), microjoules(dyn), microjoules(idle)))
+        workload["co2e_g"] += fields["co2e_g"]
+        if row[11]:  # "" is the row of a workload without zone energy
+            workload["zones"].append(dict(zip(_WORKLOAD_ZONE_FIELDS, row[11:], strict=True)))
     return [
-        WindowEnergy(
-            c,
-            n,
-            s,
-            e,
-            SOURCES.index(source),
-            nanograms(co2e),
-            tuple(zones.get((c, n, s), ())),
-            tuple(
-                WorkloadEnergy(wid, labels, nanograms(wco2e), tuple(parts))
-                for wid, (labels, wco2e, parts) in workloads.get((c, n, s), {}).items()
-            ),
-        )
-        for c, n, s, e, source, co2e in query(_NODES + where, span)
+        {
+            "cluster": row[0],
+            "node": row[1],
+            "window_start_ns": row[2],
+            "window_end_ns": row[3],
+            **dict(zip(_NODE_FIELDS, row[4:], strict=True)),
+            "zones": zones.get(tuple(row[:3]), []),
+            "workloads": list(workloads.get(tuple(row[:3]), {}).values()),
+        }
+        for row in query(_NODES + where, span)
     ]
 
 
@@ -81,7 +75,8 @@ def rollups(query: Query, placeholder: str) -> Iterator[Rollup]:
     day = int(first) - int(first) % NS_PER_DAY
     while day <= int(last):
         rollup = Rollup()
-        for window in _windows(query, placeholder, (day, day + NS_PER_DAY)):
-            rollup.fold(window)
+        for record in records(query, placeholder, (day, day + NS_PER_DAY)):
+            frame = record_frame(record)
+            rollup.fold(frame, [frame.identities[i] for i in frame.ids])
         yield rollup
         day += NS_PER_DAY

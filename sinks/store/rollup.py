@@ -9,17 +9,20 @@ window count and the counts per source (measured/estimated/unmeasured), and the 
 window start and last window end. Zone classes sum a class over sockets (``package-0`` and
 ``package-1`` are ``package``), so a row per workload and minute holds every zone.
 
-The fold reads a narrow view of a window (``WindowEnergy``) built from the decoded record by
-``window_energy``, so the record's wire shape can change without touching the fold.
+The fold reads the one in-memory form of NodeEnergy (joulestream.schemas.frames), whatever
+version was on the wire; its energies are integer µJ already. Workload carbon is the
+workload's µJ in the node's zones x PUE x grid intensity, as the frame defines it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from joulestream.schemas.frames import EnergyFrame, Identity
 from joulestream.sinks.windows import check_window
 
 K = TypeVar("K")
@@ -143,102 +146,47 @@ _PSYS = ZONE_CLASSES.index("psys")
 _NESTED = frozenset({ZONE_CLASSES.index("core"), ZONE_CLASSES.index("uncore")})
 
 
-def node_energy(parts: Iterable[tuple[int, int]]) -> int:
-    """One window's energy from (zone class, µJ) parts, nested zones counted once: platform
-    if present, else psys, else every zone but core and uncore (inside package)."""
-    platform = psys = rest = 0
-    has_platform = has_psys = False
-    for cls, uj in parts:
-        if cls == _PLATFORM:
-            has_platform = True
-            platform += uj
-        elif cls == _PSYS:
-            has_psys = True
-            psys += uj
-        elif cls not in _NESTED:
-            rest += uj
-    return platform if has_platform else psys if has_psys else rest
-
-
 def outside_pods(kind: str) -> str:
     """The namespace and pod the report gives a workload outside pods."""
     return {"kernel": KERNEL_PROCESSES, "system": SYSTEM_PROCESSES}.get(kind, UNKNOWN)
-
-
-def microjoules(joules: float) -> int:
-    return round(joules * 1e6)
 
 
 def nanograms(grams: float) -> int:
     return round(grams * 1e9)
 
 
-@dataclass(frozen=True, slots=True)
-class WorkloadEnergy:
-    workload_id: str
-    labels: tuple[str | None, ...]  # WORKLOAD_LABELS
-    co2e_ng: int
-    zones: tuple[tuple[int, int, int], ...]  # (zone class, dynamic µJ, idle µJ)
+def node_minute(frame: EnergyFrame) -> NodeMinute:
+    """The node-minute a window is folded into: the minute of its start."""
+    start = frame.window_start_ns
+    return (frame.cluster, frame.node, start - start % MINUTE_NS)
 
 
-@dataclass(frozen=True, slots=True)
-class WindowEnergy:
-    """What the rollups need of one node window, in integers."""
-
-    cluster: str
-    node: str
-    start_ns: int
-    end_ns: int
-    source: int  # index in SOURCES
-    co2e_ng: int
-    zones: tuple[tuple[int, int, int, int, int, int], ...]  # class, total, dyn, idle, ia, un
-    workloads: tuple[WorkloadEnergy, ...]
-
-    @property
-    def minute_ns(self) -> int:
-        return self.start_ns - self.start_ns % MINUTE_NS
-
-
-def window_energy(record: Mapping[str, Any]) -> WindowEnergy:
-    """The view of a decoded NodeEnergy; raises InvalidWindow if unfit (sinks.windows)."""
+def record_frame(record: Mapping[str, Any]) -> EnergyFrame:
+    """A decoded NodeEnergy v1 record as the in-memory form, checked first (InvalidWindow)."""
     check_window(record)
-    uj = microjoules
-    workloads = tuple(
-        WorkloadEnergy(
-            w["workload_id"],
-            (
-                w["kind"],
-                w.get("namespace") or outside_pods(w["kind"]),
-                w.get("pod") or outside_pods(w["kind"]),
-                w.get("container"),
-                w.get("container_id"),
-                w.get("pod_uid"),
-            ),
-            nanograms(w["co2e_g"]),
-            tuple((zone_class(z["zone"]), uj(z["dynamic_j"]), uj(z["idle_j"])) for z in w["zones"]),
-        )
-        for w in record["workloads"]
+    return EnergyFrame.from_record(record)
+
+
+def labels_of(ident: Identity | None, row_id: int) -> tuple[str | None, ...]:
+    """WORKLOAD_LABELS of a row; a row not named yet is a system workload ``id:N`` (as
+    EnergyFrame.to_record names it)."""
+    who = ident or Identity("system", f"id:{row_id}", "")
+    return (
+        who.kind,
+        who.namespace or outside_pods(who.kind),
+        who.pod or outside_pods(who.kind),
+        who.container,
+        who.container_id,
+        who.pod_uid,
     )
-    return WindowEnergy(
-        record["cluster"],
-        record["node"],
-        record["window_start_ns"],
-        record["window_end_ns"],
-        SOURCES.index(record["source"]),
-        nanograms(record["co2e_g"]),
-        tuple(
-            (
-                zone_class(z["zone"]),
-                uj(z["total_j"]),
-                uj(z["dynamic_j"]),
-                uj(z["idle_j"]),
-                uj(z["idle_unassigned_j"]),
-                uj(z["unattributed_j"]),
-            )
-            for z in record["zones"]
-        ),
-        workloads,
-    )
+
+
+def node_zone_indexes(classes: list[int]) -> list[int]:
+    """Indexes of the zones whose sum is the node's energy (the rule of ``node_energy``)."""
+    for whole in (_PLATFORM, _PSYS):
+        if whole in classes:
+            return [i for i, c in enumerate(classes) if c == whole]
+    return [i for i, c in enumerate(classes) if c not in _NESTED]
 
 
 def _new(measures: int, start: int, end: int) -> list[int]:
@@ -291,46 +239,65 @@ class Rollup:
     def __len__(self) -> int:
         return sum(len(starts) for starts in self.window_starts.values())
 
-    def fold(self, window: WindowEnergy) -> None:
-        cluster, node, start, end = window.cluster, window.node, window.start_ns, window.end_ns
-        minute = window.minute_ns
-        source = MEASURED + window.source
+    def fold(self, frame: EnergyFrame, names: Sequence[Identity | None]) -> None:
+        """Add one window (``names``: its rows' identities, from WorkloadTables.resolve)."""
+        cluster, node = frame.cluster, frame.node
+        start, end = frame.window_start_ns, frame.window_end_ns
+        minute = start - start % MINUTE_NS
+        source = MEASURED + SOURCES.index(frame.source)
+        zones = frame.zones
+        classes = [zone_class(z.zone) for z in zones]
+        chosen = node_zone_indexes(classes)
         where = (cluster, node, minute)
         entry = self.nodes.get(where)
         if entry is None:
             entry = self.nodes[where] = _new(len(NODE_MEASURES), start, end)
             self.window_starts[where] = []
         self.window_starts[where].append(start)
-        entry[ENERGY] += node_energy((z[0], z[1]) for z in window.zones)
-        entry[CO2E] += window.co2e_ng
+        entry[ENERGY] += sum(zones[i].total_uj for i in chosen)
+        entry[IDLE_UNASSIGNED] += sum(zones[i].idle_unassigned_uj for i in chosen)
+        entry[UNATTRIBUTED] += sum(zones[i].unattributed_uj for i in chosen)
+        entry[CO2E] += nanograms(frame.co2e_g)
         entry[WINDOWS] += 1
         entry[source] += 1
         entry[FIRST] = min(entry[FIRST], start)
         entry[LAST] = max(entry[LAST], end)
-        entry[IDLE_UNASSIGNED] += node_energy((z[0], z[4]) for z in window.zones)
-        entry[UNATTRIBUTED] += node_energy((z[0], z[5]) for z in window.zones)
-        for cls, _total, dynamic, idle, _ia, _un in window.zones:
-            entry[ZONE_BASE + 2 * cls] += dynamic
-            entry[ZONE_BASE + 2 * cls + 1] += idle
+        columns: list[tuple[int, list[int] | None, list[int] | None]] = []
+        for cls, zone in zip(classes, zones, strict=True):
+            index = ZONE_BASE + 2 * cls
+            entry[index] += zone.dynamic_uj
+            entry[index + 1] += zone.idle_uj
+            if zone.workload_dynamic_uj is not None or zone.workload_idle_uj is not None:
+                columns.append((index, zone.workload_dynamic_uj, zone.workload_idle_uj))
 
+        rows = len(frame.ids)
+        energy = [0] * rows
+        for i in chosen:
+            energy = list(map(operator.add, energy, frame.workload_uj(zones[i])))
+        # gCO2e = kWh x PUE x intensity; in ng per µJ: PUE x intensity / 3600
+        per_uj = frame.pue * frame.grid_intensity_g_per_kwh / 3600.0
         workloads, labels, size = self.workloads, self.labels, len(WORKLOAD_MEASURES)
-        for workload in window.workloads:
-            key = (cluster, node, minute, workload.workload_id)
+        for row, ident in enumerate(names):
+            row_id = frame.ids[row]
+            key = (cluster, node, minute, ident.workload_id if ident else f"id:{row_id}")
             acc = workloads.get(key)
             if acc is None:
                 acc = workloads[key] = _new(size, start, end)
-            labels[key] = workload.labels
-            acc[ENERGY] += node_energy((z[0], z[1] + z[2]) for z in workload.zones)
-            acc[CO2E] += workload.co2e_ng
+                labels[key] = labels_of(ident, row_id)
+            uj = energy[row]
+            acc[ENERGY] += uj
+            acc[CO2E] += round(uj * per_uj)
             acc[WINDOWS] += 1
             acc[source] += 1
             if start < acc[FIRST]:
                 acc[FIRST] = start
             if end > acc[LAST]:
                 acc[LAST] = end
-            for cls, dynamic, idle in workload.zones:
-                acc[ZONE_BASE + 2 * cls] += dynamic
-                acc[ZONE_BASE + 2 * cls + 1] += idle
+            for index, dynamic, idle in columns:
+                if dynamic is not None:
+                    acc[index] += dynamic[row]
+                if idle is not None:
+                    acc[index + 1] += idle[row]
 
     def take(self, minutes: set[NodeMinute]) -> Rollup:
         """Move the given node-minutes (and their workloads) into a new Rollup."""

@@ -34,19 +34,21 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
+from joulestream.schemas.frames import EnergyFrame, Identity
+from joulestream.schemas.records import WorkloadTables, decode_energy
 from joulestream.sinks.backoff import Backoff
 from joulestream.sinks.consume import commit_offsets, consume_messages
-from joulestream.sinks.store.backend import RejectedWindows, Store, StoreUnavailable
+from joulestream.sinks.store.backend import RejectedWindows, Store, StoreUnavailable, raw_rows
 from joulestream.sinks.store.rollup import (
     MINUTE_NS,
     NS_PER_DAY,
     LedgerConflict,
     NodeMinute,
     Rollup,
-    WindowEnergy,
-    window_energy,
+    node_minute,
 )
-from joulestream.sinks.store.rows import WindowRows, window_rows
+from joulestream.sinks.store.rows import WindowRows
+from joulestream.sinks.windows import NON_FINITE, InvalidWindow, check_frame
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,27 @@ class SinkStats:
 
 def _where(message: Message) -> str:
     return f"{message.topic()}[{message.partition()}]@{message.offset()}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    frame: EnergyFrame
+    names: list[Identity | None]
+
+    @property
+    def where(self) -> NodeMinute:
+        return node_minute(self.frame)
+
+
+def decode_frame(codec: Codec, data: bytes) -> EnergyFrame:
+    """Any NodeEnergy version as a frame; a v1 record with a non-finite amount (which cannot
+    become µJ) is refused like any other unfit window."""
+    try:
+        return decode_energy(codec, data)
+    except ValueError as exc:
+        if isinstance(exc, RejectedInput) or ("NaN" not in str(exc) and "infinity" not in str(exc)):
+            raise
+        raise InvalidWindow(NON_FINITE, f"a NodeEnergy v1 amount is not finite: {exc}") from exc
 
 
 @dataclass
@@ -131,6 +154,7 @@ class StoreSink:
         self._clock_ns = clock_ns
         self._next_sweep = 0.0
         self._held = _Held()
+        self._tables = WorkloadTables()
         self._ledger: dict[NodeMinute, set[int]] = {}  # window starts applied or held
         self._next_offsets: dict[Partition, int] = {}  # after the last message read
         self._newest_start = 0
@@ -142,16 +166,18 @@ class StoreSink:
         now = self._clock_ns()
         return {tier: now - int(days * NS_PER_DAY) for tier, days in self._retention_days.items()}
 
-    def _decode(self, message: Message) -> tuple[WindowEnergy, WindowRows | None] | None:
+    def _decode(self, message: Message) -> _Window | None:
+        """The window of a message, its rows named (every frame goes through the workload
+        tables, in order, even one that turns out a duplicate: it may carry entries)."""
         try:
-            record = self._codec.decode(message.value() or b"", expect="NodeEnergy")
-            energy = window_energy(record)
-            raw = window_rows(record) if self._raw_windows else None
+            frame = decode_frame(self._codec, message.value() or b"")
+            names = self._tables.resolve(frame)
+            check_frame(frame)
         except RejectedInput as exc:
             self.stats.refuse(exc.reason)
             log.warning("refused %s (%s): %s", _where(message), exc.reason, exc)
             return None
-        return energy, raw
+        return _Window(frame, names)
 
     def fold(self, messages: Sequence[Message], stop: threading.Event) -> bool:
         """Fold every new window of ``messages``; False only if stopped while the database
@@ -159,9 +185,7 @@ class StoreSink:
         decoded = [(m, self._decode(m)) for m in messages]
         horizons = self.horizons()
         oldest = max((horizons[t] for t in ("minute", "hour") if t in horizons), default=None)
-        unknown = {
-            (d[0].cluster, d[0].node, d[0].minute_ns) for _, d in decoded if d is not None
-        } - self._ledger.keys()
+        unknown = {w.where for _, w in decoded if w is not None} - self._ledger.keys()
         if unknown:
             found = self._waiting(lambda: self._store.applied(unknown), stop)
             if found is None:
@@ -174,25 +198,25 @@ class StoreSink:
             self._next_offsets[tp] = (message.offset() or 0) + 1
             if item is None:
                 continue
-            energy, raw = item
-            if oldest is not None and energy.start_ns < oldest:
+            start = item.frame.window_start_ns
+            if oldest is not None and start < oldest:
                 self.stats.expired += 1
                 log.warning("skipped %s: window older than the retention", _where(message))
                 continue
-            applied = self._ledger[(energy.cluster, energy.node, energy.minute_ns)]
-            if energy.start_ns in applied:
+            applied = self._ledger[item.where]
+            if start in applied:
                 self.stats.duplicates += 1
                 continue
-            applied.add(energy.start_ns)
-            held.rollup.fold(energy)
-            minute = energy.minute_ns
+            applied.add(start)
+            held.rollup.fold(item.frame, item.names)
+            minute = item.where[2]
             offsets = held.offsets.setdefault(minute, {})
             offsets.setdefault(tp, message.offset() or 0)
-            if raw is not None and energy.start_ns >= horizons.get("raw", energy.start_ns):
-                held.raw.setdefault(minute, []).append(raw)
+            if self._raw_windows and start >= horizons.get("raw", start):
+                held.raw.setdefault(minute, []).append(raw_rows(item.frame, item.names))
             if held.since is None:
                 held.since = time.monotonic()
-            self._newest_start = max(self._newest_start, energy.start_ns)
+            self._newest_start = max(self._newest_start, start)
             self.stats.windows += 1
         return True
 

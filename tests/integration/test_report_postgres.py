@@ -77,6 +77,19 @@ def window(
                         "lower_j": joules / 2,
                         "upper_j": joules / 2,
                     },
+                    *(
+                        [
+                            {
+                                "zone": "psys",
+                                "dynamic_j": joules,
+                                "idle_j": 0.0,
+                                "lower_j": joules,
+                                "upper_j": joules,
+                            }
+                        ]
+                        if "psys" in zones
+                        else []
+                    ),
                 ],
             }
             for pod, joules in pods.items()

@@ -252,13 +252,15 @@ def test_kafka_to_postgres_once_even_when_delivered_twice(
         total = conn.execute(
             "SELECT sum(dynamic_j), sum(co2e_g) FROM workload_windows WHERE namespace = 'shop'"
         ).fetchone()
-    assert total == (pytest.approx(41 * 5.0), pytest.approx(41 * 0.125))
+    # carbon: the workloads' energy x PUE 1 x 475 g/kWh (ng per µJ: 475 / 3600)
+    assert total == (pytest.approx(41 * 5.0), pytest.approx(41 * 5.0 * 475 / 3.6e6))
     with psycopg.connect(postgres_db) as conn:
         hours = conn.execute(
             "SELECT sum(energy_uj), sum(co2e_ng), sum(windows) FROM namespace_hours "
             "WHERE namespace = 'shop'"
         ).fetchone()
-    assert hours == (41 * 5_000_000, 41 * 125_000_000, 82)
+    ng = round(3_000_000 * 475 / 3600) + round(2_000_000 * 475 / 3600)
+    assert hours == (41 * 5_000_000, 41 * ng, 82)
 
 
 def test_postgres_stopped_for_30_s_mid_stream_loses_and_doubles_nothing(

@@ -170,9 +170,11 @@ def test_by_cluster(store: str) -> None:
 
 def test_by_namespace_and_pod_use_workload_energy(store: str) -> None:
     by_namespace = energy_report(store, "namespace", SINCE, UNTIL)
+    # A workload's carbon is its energy in the node's zones x PUE 1 x 475 g/kWh.
+    grams = 475 / 3.6e6
     assert table(by_namespace) == [
-        ("c1", "shop", 21.0, 0.9, 4.0, 5.25),
-        ("c1", "system_processes", 1.0, 0.02, 4.0, 0.25),
+        ("c1", "shop", 21.0, pytest.approx(21.0 * grams, abs=2e-9), 4.0, 5.25),
+        ("c1", "system_processes", 1.0, pytest.approx(1.0 * grams, abs=2e-9), 4.0, 0.25),
     ]
     by_pod = energy_report(store, "pod", SINCE, UNTIL)
     assert [(r.labels, round(r.joules, 9)) for r in by_pod.rows] == [

@@ -11,7 +11,7 @@ import pytest
 
 from joulestream.sinks.store.backend import open_store, parse_sqlite_dsn, write_records
 from joulestream.sinks.store.migrations import SCHEMA_VERSION_TABLE, SQLITE, SchemaTooNew
-from joulestream.sinks.store.rollup import LedgerConflict, Rollup, window_energy
+from joulestream.sinks.store.rollup import LedgerConflict, Rollup, record_frame
 from joulestream.sinks.store.rows import ns_to_datetime, window_rows
 from joulestream.sinks.store.sqlite import SqliteStore, _as_sqlite
 from joulestream.sinks.windows import InvalidWindow
@@ -132,9 +132,9 @@ def test_a_database_migrated_by_a_newer_version_is_refused(tmp_path: Path) -> No
 
 
 def test_rows_of_a_window_land_in_all_three_tables(store: SqliteStore) -> None:
-    # raw: 1 node + 2 zone + 3 workload rows; rollups: 2 workload and 1 node minute, 2 pod,
-    # 2 namespace and 1 node hour rows
-    assert write_records(store, [energy(100)]) == 1 + 2 + 3 + 2 + 1 + 2 + 2 + 1
+    # raw: 1 node + 2 zone + 4 workload rows (every workload has every zone); rollups:
+    # 2 workload and 1 node minute, 2 pod, 2 namespace and 1 node hour rows
+    assert write_records(store, [energy(100)]) == 1 + 2 + 4 + 2 + 1 + 2 + 2 + 1
     with sqlite3.connect(store.path) as conn:
         node = conn.execute(
             "SELECT window_start, window_start_ns, strftime('%s', window_start), source, pue "
@@ -150,13 +150,17 @@ def test_rows_of_a_window_land_in_all_three_tables(store: SqliteStore) -> None:
         carbon = conn.execute("SELECT sum(co2e_g) FROM workload_windows").fetchone()[0]
     assert node == ("1970-01-01 00:01:40.123456+00:00", 100 * S + 123_456_789, "100", "measured",
                     1.1)  # fmt: skip
-    # web's 0.3 g is split 3:1 by its zone energies, so any sum of rows gives its carbon.
+    # Carbon is energy x PUE x intensity, split by zone energy; the bounds are the window's
+    # relative error (1 - 2.5/3 from web's package-0).
+    grams = 1.1 * 475 / 3.6e6
     assert web == [
-        ("dram-0", "shop", "web-0", "nginx", 1.0, 0.8, 1.2, pytest.approx(0.075)),
-        ("package-0", "shop", "web-0", "nginx", 3.0, 2.5, 3.5, pytest.approx(0.225)),
-    ]
+        ("dram-0", "shop", "web-0", "nginx", 1.0, pytest.approx(5 / 6), pytest.approx(7 / 6),
+         pytest.approx(1.0 * grams)),
+        ("package-0", "shop", "web-0", "nginx", 3.0, 2.5, pytest.approx(3.5),
+         pytest.approx(3.0 * grams)),
+    ]  # fmt: skip
     assert by_mode == [("dynamic", 6.5), ("idle", 0.0)]
-    assert carbon == pytest.approx(0.5)
+    assert carbon == pytest.approx(6.5 * grams)
 
 
 def test_the_same_windows_twice_change_no_row(store: SqliteStore) -> None:
@@ -170,7 +174,7 @@ def test_the_same_windows_twice_change_no_row(store: SqliteStore) -> None:
     assert write_records(store, [energy(102, model_id="m")]) == 0
     assert observer.execute("PRAGMA data_version").fetchone() == version
     assert dump(store.path) == before
-    assert [len(before[t]) for t in TABLES] == [3, 6, 9, 2, 1]
+    assert [len(before[t]) for t in TABLES] == [3, 6, 12, 2, 1]
     write_records(store, [energy(106)])  # the observer does see a change
     assert observer.execute("PRAGMA data_version").fetchone() != version
     observer.close()
@@ -179,10 +183,11 @@ def test_the_same_windows_twice_change_no_row(store: SqliteStore) -> None:
 def test_a_window_already_in_the_ledger_aborts_the_write(store: SqliteStore) -> None:
     write_records(store, [energy(100)])
     rollup = Rollup()
-    rollup.fold(window_energy(energy(100)))
+    frame = record_frame(energy(100))
+    rollup.fold(frame, [frame.identities[i] for i in frame.ids])
     with pytest.raises(LedgerConflict, match="c1/n1"):
         store.write(rollup)
-    assert [len(rows) for rows in dump(store.path).values()] == [1, 2, 3, 2, 1]
+    assert [len(rows) for rows in dump(store.path).values()] == [1, 2, 4, 2, 1]
 
 
 def test_rollups_add_exact_integers_per_minute_and_hour(store: SqliteStore) -> None:
@@ -202,11 +207,13 @@ def test_rollups_add_exact_integers_per_minute_and_hour(store: SqliteStore) -> N
             "SELECT energy_uj, idle_unassigned_uj, unattributed_uj, windows, window_starts "
             "FROM node_minutes ORDER BY bucket_ns"
         ).fetchall()
-    assert minutes == [(60, 8_000_000, 6_000_000, 2_000_000, None, 600_000_000, 2, 2),
-                       (120, 4_000_000, 3_000_000, 1_000_000, None, 300_000_000, 1, 1)]  # fmt: skip
-    system = "system_processes"
-    assert hours == [("shop", "web-0", 12_000_000, 900_000_000, 3),
-                     (system, system, 7_500_000, 600_000_000, 3)]  # fmt: skip
+    # carbon per window: µJ x PUE 1.1 x 475 g/kWh, in ng: µJ x 1.1 x 475 / 3600, rounded
+    web, system = round(4_000_000 * 1.1 * 475 / 3600), round(2_500_000 * 1.1 * 475 / 3600)
+    assert minutes == [(60, 8_000_000, 6_000_000, 2_000_000, None, 2 * web, 2, 2),
+                       (120, 4_000_000, 3_000_000, 1_000_000, None, web, 1, 1)]  # fmt: skip
+    outside = "system_processes"
+    assert hours == [("shop", "web-0", 12_000_000, 3 * web, 3),
+                     (outside, outside, 7_500_000, 3 * system, 3)]  # fmt: skip
     starts = ",".join(str(s * S + 123_456_789) for s in (100, 118))
     assert node == [(24_000_000, 10_000_000, 1_000_000, 2, starts),
                     (12_000_000, 5_000_000, 500_000, 1, str(120 * S + 123_456_789))]  # fmt: skip
@@ -226,8 +233,9 @@ def test_a_store_of_schema_1_is_migrated_with_its_windows_in_the_rollups(tmp_pat
     assert SqliteStore(path).migrate() == SQLITE[-1].version
     fresh = SqliteStore(tmp_path / "fresh.db")
     fresh.migrate()
-    write_records(fresh, [energy(100)])
-    assert dump(path) == dump(fresh.path)
+    write_records(fresh, [energy(100)], raw=False)
+    rollups = ("workload_minutes", "node_minutes")
+    assert [dump(path)[t] for t in rollups] == [dump(fresh.path)[t] for t in rollups]
 
 
 def _raw(record: dict[str, Any]) -> tuple[list[Any], ...]:
@@ -238,9 +246,9 @@ def _raw(record: dict[str, Any]) -> tuple[list[Any], ...]:
 def test_expire_deletes_each_tier_by_range(store: SqliteStore) -> None:
     write_records(store, [energy(s) for s in (100, 102, 104, 3700)])
     assert store.expire({"raw": 104 * S}) == 2
-    assert [len(rows) for rows in dump(store.path).values()] == [2, 4, 6, 4, 2]
+    assert [len(rows) for rows in dump(store.path).values()] == [2, 4, 8, 4, 2]
     assert store.expire({"minute": 3600 * S, "hour": 3600 * S}) == 1 + 1
-    assert [len(rows) for rows in dump(store.path).values()] == [2, 4, 6, 2, 1]
+    assert [len(rows) for rows in dump(store.path).values()] == [2, 4, 8, 2, 1]
 
 
 @pytest.mark.parametrize(
