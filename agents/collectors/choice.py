@@ -10,7 +10,6 @@ from joulestream.agents.capabilities import Capability
 from joulestream.agents.collectors.base import Collector
 from joulestream.agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS, CgroupCollector
 from joulestream.agents.collectors.ebpf.collector import EbpfCollector
-from joulestream.agents.collectors.ebpf.compiler_memory import release_compiler_pages
 from joulestream.agents.collectors.ebpf.program import DEFAULT_MAP_ENTRIES
 from joulestream.agents.collectors.ebpf.support import EbpfUnavailable
 
@@ -41,7 +40,6 @@ def open_collector(
         if choice == "ebpf":
             raise
         log.warning("eBPF collector unavailable, using the procfs collector: %s", exc.reason)
-        release_compiler_pages()  # a failed attempt may have loaded bcc, and LLVM with it
         collector = CgroupCollector(cgroup_root, proc_root, max_workloads=max_workloads)
         return collector, Capability("ebpf", False, exc.reason)
     return ebpf, Capability("ebpf", True, ebpf.describe())

@@ -6,7 +6,9 @@ Load runs in fresh cgroups of the v2 hierarchy (``unified/`` on hybrid hosts), b
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -205,12 +207,11 @@ def test_map_is_bounded_and_emptied_by_each_read(cgroups: Cgroups) -> None:
             cgroups.start(cgroup, ["sh", "-c", "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done"])
         for process in cgroups.processes:
             process.wait(60)
-        table = small._bpf[b"counts"]
-        assert len(table.items()) <= 32  # the LRU bound holds in the kernel
+        assert len(small.counts.peek()) <= 32  # the LRU bound holds in the kernel
         window = small.collect()
         assert small.last_entries <= 32
         ids = {os.stat(cgroup).st_ino for cgroup in busy}
-        left = {key.cgroup_id for key, _ in table.items()}
+        left = {entry.cgroup_id for entry in small.counts.peek()}
         assert not ids & left  # read-and-delete: exited tasks' entries went with the read
         assert window.workloads  # still a window, the overflowed entries evicted, not a crash
     finally:
@@ -256,3 +257,79 @@ def test_agent_with_collector_ebpf_publishes_ebpf_samples(tmp_path: Path) -> Non
     assert {"pmu", "kernel_headers", "btf", "kubernetes_api", "rapl"} <= set(caps)
     totals = sample["node_totals"]
     assert totals["cpu_time_ns"] > 0  # type: ignore[index]
+
+
+_IN_A_FRESH_AGENT = """
+import ctypes, json, os, sys, time
+from pathlib import Path
+from joulestream.agents.collectors.ebpf.collector import EbpfCollector
+
+def prog_ids():
+    ids = []
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        ids += [int(line.split()[1]) for line in text.splitlines() if line.startswith("prog_id:")]
+    return ids
+
+def alive(prog_id):
+    attr = (ctypes.c_uint32 * 4)(prog_id, 0, 0, 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(321, ctypes.byref(attr), 13, ctypes.sizeof(attr))  # BPF_PROG_GET_FD_BY_ID
+    if fd >= 0:
+        os.close(fd)
+    return fd >= 0
+
+collector = EbpfCollector(Path("/sys/fs/cgroup"))
+maps = Path("/proc/self/maps").read_text()
+ids = prog_ids()
+collector.start()
+time.sleep(0.2)
+window = collector.collect()
+collector.close()
+deadline = time.monotonic() + 5
+while any(alive(i) for i in ids) and time.monotonic() < deadline:  # freed after an RCU grace
+    time.sleep(0.1)
+print(json.dumps({
+    "compiler_mapped": "libLLVM" in maps or "libclang" in maps,
+    "bcc_imported": "bcc" in sys.modules,
+    "programs": len(ids),
+    "alive_after_close": [i for i in ids if alive(i)],
+    "cpu_ns": window.node_totals.cpu_time_ns,
+}))
+"""
+
+
+def test_compiler_stays_out_of_the_agent_and_close_detaches() -> None:
+    """The loader process compiles; the agent holds the programs and reads the map."""
+    done = subprocess.run(
+        [sys.executable, "-c", _IN_A_FRESH_AGENT], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert not facts["compiler_mapped"] and not facts["bcc_imported"]
+    assert facts["programs"] >= 2  # sched_switch, softirq_entry at least
+    assert facts["cpu_ns"] > 0  # the probes attached by the loader count for this process
+    assert facts["alive_after_close"] == []
+
+
+_LOG_LINE = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR) joulestream\.\S+: "
+
+
+def test_start_up_stderr_has_log_records_only() -> None:
+    """bcc's own prints from probing optional counters ("bpf: Failed to load program:
+    Operation not permitted" when fentry is refused) stay off the user's terminal; what the
+    probes found is in the capability report."""
+    done = subprocess.run(
+        [sys.executable, "-m", "joulestream.cli", "capabilities", "--collector", "ebpf"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "page_cache_hits" in done.stdout and "cpu_time_ns" in done.stdout
+    strays = [line for line in done.stderr.splitlines() if not re.match(_LOG_LINE, line)]
+    assert strays == [], done.stderr
+    assert "eBPF program loaded" in done.stderr  # the loader's records reach the agent's log

@@ -15,7 +15,8 @@ cgroup collector.
 
 Everything this node cannot do is detected and reported, never counted as 0: no PMU → null
 hardware counters; no kprobe or fentry on the page-cache functions → null page-cache hits.
-bcc is imported lazily, so the procfs fallback works on nodes without it.
+bcc is never imported here: a loader process compiles and attaches the program and hands
+over its descriptors (``loader.py``), and this side reads the map with bpf(2) (``maps.py``).
 """
 
 from __future__ import annotations
@@ -36,16 +37,15 @@ from joulestream.agents.collectors.ebpf.aggregate import (
     node_totals,
 )
 from joulestream.agents.collectors.ebpf.cgroup_ids import CgroupIds, KernelThreads, v2_hierarchy
+from joulestream.agents.collectors.ebpf.flusher import CpuFlusher
+from joulestream.agents.collectors.ebpf.loader import load
+from joulestream.agents.collectors.ebpf.maps import CountsMap
 from joulestream.agents.collectors.ebpf.memory import MemoryReader
-from joulestream.agents.collectors.ebpf.program import (
-    BPF_SOURCE,
-    DEFAULT_MAP_ENTRIES,
-    load_program,
-)
+from joulestream.agents.collectors.ebpf.program import BPF_SOURCE, DEFAULT_MAP_ENTRIES
 from joulestream.agents.collectors.ebpf.support import (
     EbpfUnavailable,
+    bcc_capability,
     find_tracefs,
-    import_bcc,
     kernel_headers,
 )
 from joulestream.agents.collectors.grouping import OVERFLOW_ID, fold_overflow
@@ -68,7 +68,9 @@ class EbpfCollector:
             raise ValueError("max_workloads must be at least 2 (one is the overflow workload)")
         if map_entries < 16:
             raise ValueError(f"map_entries must be at least 16, got {map_entries}")
-        bcc = import_bcc()
+        bcc = bcc_capability()  # imported by the loader process only
+        if not bcc.available:
+            raise EbpfUnavailable(bcc.detail)
         if os.geteuid() != 0:
             raise EbpfUnavailable("eBPF needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)")
         v2 = v2_hierarchy(cgroup_root)
@@ -88,8 +90,13 @@ class EbpfCollector:
         self._kernel_threads = KernelThreads(proc_root)
         self._memory = MemoryReader(cgroup_root, v2)
         self._hybrid = v2 != cgroup_root
-        self._program = load_program(bcc, trace, map_entries, self.cgroup_ids.root_id)
-        self._bpf = self._program.bpf
+        self._program = load(trace, map_entries, self.cgroup_ids.root_id)
+        try:
+            self.counts = CountsMap(self._program.counts_fd, map_entries)
+            self._flusher, self._flush_note = self._open_flusher()
+        except BaseException:
+            self._program.close()
+            raise
         self.measured = frozenset(
             name for name in MAP_FIELDS if name not in self._program.unavailable
         )
@@ -97,16 +104,30 @@ class EbpfCollector:
         self.last_collect_s = 0.0
         self._full_warned = False
 
+    def _open_flusher(self) -> tuple[CpuFlusher | None, str]:
+        try:
+            if self._program.flush_fd is None:
+                raise OSError(self._program.flush_error)
+            flusher = CpuFlusher(self._program.flush_fd, self._program.cpus)
+        except OSError as exc:
+            note = (
+                f"no per-interval flush ({exc}): a running task's time since its last "
+                "switch lands in the interval of its next switch"
+            )
+            log.warning("eBPF: %s", note)
+            return None, note
+        return flusher, "running tasks flushed per interval on every CPU"
+
     # -- the Collector protocol -------------------------------------------------------------
 
     def describe(self) -> str:
         probes = ", ".join(self._program.probes)
-        return f"bcc program {BPF_SOURCE.name}: {probes}; {self._program.flush_note}"
+        return f"bcc program {BPF_SOURCE.name}: {probes}; {self._flush_note}"
 
     def capabilities(self) -> list[Capability]:
         on_cpu = (
             "sched_switch on-CPU time per cgroup; kernel threads by PF_KTHREAD in the root "
-            f"cgroup; {self._program.flush_note}"
+            f"cgroup; {self._flush_note}"
         )
         block = next((p for p in self._program.probes if p.startswith("tracepoint:block")), "")
         available = {
@@ -171,18 +192,14 @@ class EbpfCollector:
 
     def close(self) -> None:
         """Detach every probe and free the maps."""
-        self._bpf.cleanup()
+        self._program.close()
 
     # -- reading ----------------------------------------------------------------------------
 
     def _read_entries(self) -> list[MapEntry]:
-        if self._program.flusher is not None:
-            self._program.flusher.run()
-        table = self._bpf[b"counts"]
-        entries = [
-            MapEntry(key.cgroup_id, key.tgid, [getattr(value, f) for f in _C_FIELDS])
-            for key, value in table.items_lookup_and_delete_batch()
-        ]
+        if self._flusher is not None:
+            self._flusher.run()
+        entries = self.counts.take()
         self.last_entries = len(entries)
         if len(entries) >= 0.9 * self.map_entries:
             log.log(
@@ -194,18 +211,3 @@ class EbpfCollector:
             )
             self._full_warned = True
         return entries
-
-
-# Field names of ``struct counts_t`` in counters.c, in MAP_FIELDS order.
-_C_FIELDS = (
-    "cpu_ns",
-    "cycles",
-    "instructions",
-    "cache_misses",
-    "net_tx",
-    "net_rx",
-    "block_irq",
-    "page_cache_hits",
-    "read_bytes",
-    "write_bytes",
-)

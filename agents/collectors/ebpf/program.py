@@ -1,21 +1,22 @@
 """The kernel side: compile ``bpf/counters.c`` for what this node offers and attach its probes
 (sched_switch, softirq_entry, block tracepoints; page-cache kprobe or fentry and PMU counters
-when available). What cannot attach is recorded with the reason, never counted as 0."""
+when available). What cannot attach is recorded with the reason, never counted as 0.
+
+Runs in the loader process (``loader.py``), never in the agent: bcc compiles in-process."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from joulestream.agents.collectors.ebpf.compiler_memory import (
-    release_compiler_heap,
-    release_compiler_pages,
-)
-from joulestream.agents.collectors.ebpf.flusher import CpuFlusher
 from joulestream.agents.collectors.ebpf.support import (
     HW_EVENTS,
     EbpfUnavailable,
@@ -39,8 +40,9 @@ class LoadedProgram:
     probes: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
     measured_by: dict[str, str] = field(default_factory=dict)
-    flusher: CpuFlusher | None = None
-    flush_note: str = ""
+    flush_fd: int | None = None  # ``flush_cpu``, loaded, not attached
+    flush_error: str = ""  # why it could not be loaded
+    cpus: list[int] = field(default_factory=list)  # online CPUs, where it is to run
 
 
 def load_program(bcc: Any, trace: Path, map_entries: int, root_id: int) -> LoadedProgram:
@@ -96,24 +98,16 @@ def load_program(bcc: Any, trace: Path, map_entries: int, root_id: int) -> Loade
     except Exception as exc:
         program.cleanup()
         raise EbpfUnavailable(f"eBPF program does not attach: {exc}") from exc
-    _attach_page_cache(loaded, kprobes, kfuncs)
-    _open_hw_counters(loaded, bcc)
+    with stderr_captured() as printed:  # optional: failures are reported as capabilities
+        _attach_page_cache(loaded, kprobes, kfuncs)
+        _open_hw_counters(loaded, bcc)
+    if printed:
+        log.debug("libbpf while probing optional counters: %s", " | ".join(printed))
+    loaded.cpus = bcc.utils.get_online_cpus()
     try:
-        loaded.flusher = CpuFlusher(
-            program.load_func(b"flush_cpu", bcc.BPF.RAW_TRACEPOINT).fd,
-            bcc.utils.get_online_cpus(),
-        )
-        loaded.flush_note = "running tasks flushed per interval on every CPU"
-    except Exception as exc:  # OSError, or bcc's bare Exception
-        loaded.flusher = None
-        loaded.flush_note = (
-            f"no per-interval flush ({exc}): a running task's time since its last "
-            "switch lands in the interval of its next switch"
-        )
-        log.warning("eBPF: %s", loaded.flush_note)
-    release_compiler_heap()
-    released = release_compiler_pages()
-    log.debug("released %.0f MiB of compiler code mappings", released / 2**20)
+        loaded.flush_fd = program.load_func(b"flush_cpu", bcc.BPF.RAW_TRACEPOINT).fd
+    except Exception as exc:  # bcc's bare Exception
+        loaded.flush_error = str(exc)
     log.info(
         "eBPF program loaded in %.1f s: %s",
         time.monotonic() - started,
@@ -169,3 +163,27 @@ def _open_hw_counters(loaded: LoadedProgram, bcc: Any) -> None:
             )
         except Exception as exc:
             loaded.unavailable[name] = f"perf_event_open(PERF_TYPE_HARDWARE, {label}): {exc}"
+
+
+@contextlib.contextmanager
+def stderr_captured() -> Iterator[list[str]]:
+    """fd 2 into a file for the block; yields the lines printed there (filled at the end).
+
+    libbpf (inside libbcc) prints "bpf: Failed to load program: Operation not permitted" and
+    the verifier log to fd 2 when a program is refused; bcc then raises with the same error,
+    which becomes the counter's capability detail. Only optional probes run in here: a
+    refusal of the mandatory ones still prints, and the agent stops with the reason.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as printed:
+        os.dup2(printed.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            printed.seek(0)
+            text = printed.read().decode(errors="replace")
+            lines.extend(line for line in text.splitlines() if line.strip())
