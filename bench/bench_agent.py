@@ -1,16 +1,23 @@
-"""Agent overhead at N busy cgroups: CPU (% of one core), RSS, and context-switch throughput.
+"""Agent overhead at N busy and M idle cgroups: CPU (% of one core), RSS, wake-ups, and
+context-switch throughput.
 
-    sudo .venv/bin/python bench/bench_agent.py [--cgroups 200] [--interval 2] [--duration 60]
+    sudo .venv/bin/python bench/bench_agent.py [--cgroups 200] [--idle-cgroups 0]
+        [--interval 2] [--duration 60] [--trees TREE ...] [--repeat 1]
 
 Creates N real cgroups under ``jsbench/`` in every mounted hierarchy (v1 controllers and/or
 v2), each with one ticker (spins ~100 µs every 50 ms: 20 wake-ups/s) and one idle sleeper,
-starts a throwaway Kafka, then runs ``joulestream agent`` per collector and measures its
-steady state after a warm-up: CPU from /proc/<pid>/stat over --duration, RSS (VmRSS) sampled
-every interval (median and max), the workloads it reports (from its /metrics), and
-``stress-ng --switch`` throughput with the agent running ÷ without. eBPF programs run in the
-context of the switching tasks, so their cost shows in the switch ratio, not in the agent's
-CPU. Everything is removed afterwards. Prints the figures and appends them to
-bench/RESULTS.md with the date, git commit and machine. Needs root (cgroups, eBPF).
+and M idle cgroups with one process each that wakes once a second and does nothing; starts a
+throwaway Kafka, then runs ``joulestream agent`` per collector (and per source tree in
+--trees, run from that tree, alternating --repeat times so that trees are compared in one run
+on a shared machine) and measures its steady state after a warm-up: CPU time from
+/proc/<pid>/stat over --duration, RSS (VmRSS) sampled every interval (median and max),
+wake-ups (voluntary + involuntary context switches of all its threads, per second, and by
+thread name), the workloads it reports (from its /metrics), the CPU stolen by the hypervisor
+meanwhile, and ``stress-ng --switch`` throughput with the agent running ÷ without
+(--switch-seconds 0 skips it). eBPF programs run in the context of the switching tasks, so
+their cost shows in the switch ratio, not in the agent's CPU. Everything is removed
+afterwards. Prints the figures and appends them to bench/RESULTS.md with the date, git commit
+and machine. Needs root (cgroups, eBPF).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import ROOT, free_ports, git_commit, local_kafka, machine
+from common import ROOT, Steal, free_ports, git_commit, load, local_kafka, machine
 
 from joulestream.kafka import clients
 from joulestream.kafka.topics import create_topics
@@ -44,13 +51,16 @@ BENCH_DIR = "jsbench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 TICKER_C = r"""
+#include <stdlib.h>
 #include <time.h>
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
                           return t.tv_sec + t.tv_nsec / 1e9; }
-int main(void) {
-    struct timespec pause = {0, 50 * 1000 * 1000};
+int main(int argc, char **argv) {  /* ticker SPIN_US PERIOD_MS */
+    long period_ms = atol(argv[2]);
+    double spin = atol(argv[1]) * 1e-6;
+    struct timespec pause = {period_ms / 1000, (period_ms % 1000) * 1000 * 1000};
     volatile unsigned long x = 0;
-    for (;;) { double end = now() + 100e-6; while (now() < end) x++; nanosleep(&pause, 0); }
+    for (;;) { double end = now() + spin; while (now() < end) x++; nanosleep(&pause, 0); }
 }
 """
 
@@ -68,19 +78,27 @@ def hierarchies() -> list[Path]:
 
 
 @contextlib.contextmanager
-def busy_cgroups(count: int, workdir: Path) -> Iterator[int]:
-    """``count`` cgroups with a ticker and a sleeper each; yields the number of processes."""
+def bench_cgroups(count: int, idle: int, workdir: Path) -> Iterator[int]:
+    """``count`` cgroups with a ticker and a sleeper each and ``idle`` cgroups with a sleeper
+    each; yields the number of processes. An idle cgroup's process wakes once a second and
+    does nothing, as an idle container's runtime does (a cgroup whose tasks never run is
+    invisible to eBPF and costs it nothing)."""
     ticker = workdir / "ticker"
     (workdir / "ticker.c").write_text(TICKER_C)
     subprocess.run(["cc", "-O2", "-o", str(ticker), str(workdir / "ticker.c")], check=True)
     roots = hierarchies()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        for i in range(count):
+        for i in range(count + idle):
             dirs = [root / BENCH_DIR / f"w{i:03d}" for root in roots]
             for d in dirs:
                 d.mkdir(parents=True, exist_ok=True)
-            for command in ([str(ticker)], ["sleep", "infinity"]):
+            commands = (
+                [[str(ticker), "100", "50"], ["sleep", "infinity"]]
+                if i < count
+                else [[str(ticker), "0", "1000"]]
+            )
+            for command in commands:
                 proc = subprocess.Popen(command)
                 procs.append(proc)
                 for d in dirs:
@@ -116,6 +134,24 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def wakeups(pid: int) -> dict[str, int]:
+    """Context switches (voluntary + involuntary) so far per thread name: each one is the
+    thread going to sleep or being preempted, i.e. one wake-up's worth of scheduling."""
+    found: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = (task / "comm").read_text().strip()
+            status = (task / "status").read_text()
+            switches = sum(
+                int(line.split()[1])
+                for line in status.splitlines()
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
+            )
+            name = re.sub(r"\d+", "N", name)  # rdk:broker17 and rdk:broker3 are one kind
+            found[name] = found.get(name, 0) + switches
+    return found
+
+
 def scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -129,7 +165,7 @@ def scrape(port: int) -> dict[str, float]:
 
 def switch_rate(seconds: int) -> float | None:
     """stress-ng --switch bogo ops/s (real time), or None without stress-ng."""
-    if shutil.which("stress-ng") is None:
+    if seconds <= 0 or shutil.which("stress-ng") is None:
         return None
     out = subprocess.run(
         ["stress-ng", "--switch", "1", "-t", str(seconds), "--metrics-brief"],
@@ -145,15 +181,28 @@ def switch_rate(seconds: int) -> float | None:
 @dataclass
 class Result:
     collector: str
+    tree: str
     cpu_percent: float
     rss_median: int
     rss_max: int
     workloads: float
     collect_s: float
     switch_ratio: float | None
+    wakeups_per_s: float
+    wakeups_by_thread: dict[str, float]
+    steal: float
 
 
-def measure(collector: str, bootstrap: str, topics: Topics, args: argparse.Namespace) -> Result:
+def tree_label(tree: Path) -> str:
+    head = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"{tree.name}@{head}" if head else tree.name
+
+
+def measure(
+    collector: str, tree: Path, bootstrap: str, topics: Topics, args: argparse.Namespace
+) -> Result:
     baseline = switch_rate(args.switch_seconds)
     metrics_port = free_ports(1)[0]
     command = [
@@ -163,7 +212,8 @@ def measure(collector: str, bootstrap: str, topics: Topics, args: argparse.Names
         "--metrics-port", str(metrics_port), "--metrics-addr", "127.0.0.1",
         "--kubernetes", "off",
     ]  # fmt: skip
-    agent = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    agent = subprocess.Popen(command, cwd=tree, env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while True:  # started (eBPF compiled) and at least two windows published
@@ -176,25 +226,32 @@ def measure(collector: str, bootstrap: str, topics: Topics, args: argparse.Names
                 raise RuntimeError("agent did not publish in 120 s")
             time.sleep(0.5)
         time.sleep(args.warmup)
-        t0, c0 = time.monotonic(), cpu_ticks(agent.pid)
+        steal = Steal()
+        t0, c0, w0 = time.monotonic(), cpu_ticks(agent.pid), wakeups(agent.pid)
         rss: list[int] = []
         while time.monotonic() - t0 < args.duration:
             time.sleep(args.interval)
             rss.append(rss_bytes(agent.pid))
-        t1, c1 = time.monotonic(), cpu_ticks(agent.pid)
+        t1, c1, w1 = time.monotonic(), cpu_ticks(agent.pid), wakeups(agent.pid)
+        stolen = steal.share()
         figures = scrape(metrics_port)
         with_agent = switch_rate(args.switch_seconds)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(60)
+    by_thread = {name: (w1[name] - w0.get(name, 0)) / (t1 - t0) for name in w1}
     return Result(
         collector,
+        tree_label(tree),
         (c1 - c0) / CLK_TCK / (t1 - t0) * 100,
         int(statistics.median(rss)),
         max(rss),
         figures.get("joulestream_agent_workloads", 0),
         figures.get("joulestream_agent_collect_seconds", 0),
         with_agent / baseline if baseline and with_agent else None,
+        sum(by_thread.values()),
+        by_thread,
+        stolen,
     )
 
 
@@ -206,29 +263,46 @@ def report(results: list[Result], args: argparse.Namespace, processes: int) -> s
         "",
         f"- commit: {git_commit()}",
         f"- machine: {machine()}",
-        f"- {args.cgroups} cgroups ({processes} processes: per cgroup a ticker spinning "
-        f"~100 µs every 50 ms and an idle sleeper), interval {args.interval} s, "
-        f"{args.warmup:.0f} s warm-up, measured over {args.duration:.0f} s; a local Kafka broker",
-        "- targets (issue 3): ≤ 1 % of one core; RSS ≤ 80 MB (≤ 160 MB eBPF, "
-        "≤ 60 MB procfs in the issue); switch ratio ≥ 0.95",
+        f"- {args.cgroups} busy cgroups (per cgroup a ticker spinning ~100 µs every 50 ms and "
+        f"an idle sleeper) and {args.idle_cgroups} idle cgroups (one process each waking "
+        "once a second to do nothing), "
+        f"{processes} processes; interval {args.interval} s, {args.warmup:.0f} s warm-up, "
+        f"measured over {args.duration:.0f} s; a local Kafka broker; runs alternate between "
+        f"trees, {args.repeat} per tree and collector; {load()} at the end",
+        "- targets (docs/architecture.md, 'Targets'): eBPF agent ≤ 0.35 % of one core with 2 "
+        "busy + 100 idle cgroups at 2 s, RSS ≤ 64 MiB where bcc allows; switch ratio ≥ 0.95",
         "",
-        "| collector | CPU % of one core | RSS median | RSS max | workloads reported "
-        "| collect time | stress-ng --switch with ÷ without |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| collector | tree | CPU % of one core | RSS median | RSS max | wake-ups/s "
+        "| workloads reported | collect time | steal | stress-ng --switch with ÷ without |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = f"{r.switch_ratio:.3f}" if r.switch_ratio is not None else "n/a"
         lines.append(
-            f"| {r.collector} | {r.cpu_percent:.2f} | {r.rss_median / 2**20:.1f} MiB "
-            f"| {r.rss_max / 2**20:.1f} MiB | {r.workloads:.0f} | {r.collect_s * 1e3:.1f} ms "
-            f"| {ratio} |"
+            f"| {r.collector} | {r.tree} | {r.cpu_percent:.2f} | {r.rss_median / 2**20:.1f} MiB "
+            f"| {r.rss_max / 2**20:.1f} MiB | {r.wakeups_per_s:.1f} | {r.workloads:.0f} "
+            f"| {r.collect_s * 1e3:.1f} ms | {r.steal:.1%} | {ratio} |"
         )
+    lines += ["", "Wake-ups per second by thread:", ""]
+    for r in results:
+        busiest = sorted(r.wakeups_by_thread.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{name} {rate:.1f}" for name, rate in busiest if rate >= 0.05)
+        lines.append(f"- {r.collector} {r.tree}: {shown}")
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cgroups", type=int, default=200)
+    parser.add_argument("--cgroups", type=int, default=200, help="busy cgroups")
+    parser.add_argument("--idle-cgroups", type=int, default=0, help="cgroups with a sleeper")
+    parser.add_argument(
+        "--trees",
+        nargs="+",
+        type=Path,
+        default=[ROOT],
+        help="source trees to run the agent from (e.g. a worktree of the commit before)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tree and collector")
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds after 2 windows")
@@ -243,8 +317,13 @@ def main() -> int:
         with local_kafka(workdir / "kafka") as bootstrap:
             topics = Topics(prefix=f"bench{uuid.uuid4().hex[:6]}.")
             create_topics(clients.admin(bootstrap), topics, partitions=1)
-            with busy_cgroups(args.cgroups, workdir) as processes:
-                results = [measure(c, bootstrap, topics, args) for c in args.collectors]
+            with bench_cgroups(args.cgroups, args.idle_cgroups, workdir) as processes:
+                results = [
+                    measure(c, tree.resolve(), bootstrap, topics, args)
+                    for _ in range(args.repeat)
+                    for c in args.collectors
+                    for tree in args.trees
+                ]
     text = report(results, args, processes)
     print(text)
     if not args.no_record:
