@@ -87,15 +87,27 @@ def cpu_ns(directory: str, v2: bool) -> int | None:
     return None if usec is None else usec * 1000
 
 
-def memory_working_set(directory: str, v2: bool) -> int | None:
-    usage = _read_int(directory + ("/memory.current" if v2 else "/memory.usage_in_bytes"))
-    if usage is None:
+def memory_files(v2: bool) -> tuple[str, str]:
+    """The usage and stat files of a cgroup's memory controller, for ``working_set``."""
+    return ("memory.current" if v2 else "memory.usage_in_bytes"), "memory.stat"
+
+
+def working_set(usage: bytes | None, stat: bytes | None, v2: bool) -> int | None:
+    """Usage minus inactive file pages (the kubelet's working set), from the files' bytes."""
+    if not usage or not usage.strip():
         return None
-    stat = _read_bytes(directory + "/memory.stat")
     inactive = _stat_value(stat, b"inactive_file" if v2 else b"total_inactive_file")
     if inactive is None:
         return None
-    return max(usage - inactive, 0)
+    return max(int(usage) - inactive, 0)
+
+
+def memory_working_set(directory: str, v2: bool) -> int | None:
+    usage_file, stat_file = memory_files(v2)
+    usage = _read_bytes(f"{directory}/{usage_file}")
+    if not usage or not usage.strip():
+        return None
+    return working_set(usage, _read_bytes(f"{directory}/{stat_file}"), v2)
 
 
 def io_bytes(directory: str, v2: bool) -> tuple[int, int] | None:

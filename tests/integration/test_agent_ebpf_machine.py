@@ -6,6 +6,7 @@ Load runs in fresh cgroups of the v2 hierarchy (``unified/`` on hybrid hosts), b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from joulestream.agents.agent import EXIT_OK, AgentConfig, run_agent
-from joulestream.agents.collectors.base import CollectedWindow, Workload
+from joulestream.agents.collectors.base import CollectedWindow, Counters, Workload
 from joulestream.agents.collectors.ebpf.cgroup_ids import v2_hierarchy
 from joulestream.agents.collectors.ebpf.collector import EbpfCollector
+from joulestream.agents.collectors.ebpf.memory import MemoryReader
 from joulestream.agents.collectors.ebpf.support import HW_EVENTS, hardware_counters
 from joulestream.agents.collectors.procfs import CLOCK_TICKS, NS_PER_S, process_stat
 from joulestream.agents.publisher import PublishStats
@@ -333,3 +335,34 @@ def test_start_up_stderr_has_log_records_only() -> None:
     strays = [line for line in done.stderr.splitlines() if not re.match(_LOG_LINE, line)]
     assert strays == [], done.stderr
     assert "eBPF program loaded" in done.stderr  # the loader's records reach the agent's log
+
+
+def test_memory_files_kept_open_see_a_cgroup_go_and_come_back() -> None:
+    """cgroupfs answers ENODEV on a removed cgroup's open file; the same path created again
+    is read afresh, and the open file never blocks the removal."""
+    assert V2 is not None
+    reader = MemoryReader(CGROUP_FS, V2)
+    if reader.root is None:
+        pytest.fail("no cgroup memory controller on this machine")
+    path = f"/joulestream-test-{secrets.token_hex(4)}"
+    directory = Path(f"{reader.root}{path}")
+
+    def working_set() -> int | None:
+        window = [
+            Workload("system", "/", "/", counters=Counters()),
+            Workload("system", path, path, counters=Counters()),
+        ]
+        reader.fill(window, node_bytes=None)
+        return window[1].counters.memory_working_set_bytes
+
+    directory.mkdir()
+    try:
+        assert working_set() is not None
+        directory.rmdir()  # while its files are open here
+        assert working_set() is None
+        directory.mkdir()
+        assert working_set() is not None
+    finally:
+        reader.close()
+        with contextlib.suppress(FileNotFoundError):
+            directory.rmdir()

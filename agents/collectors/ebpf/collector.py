@@ -193,6 +193,7 @@ class EbpfCollector:
     def close(self) -> None:
         """Detach every probe and free the maps."""
         self._program.close()
+        self._memory.close()
 
     # -- reading ----------------------------------------------------------------------------
 
