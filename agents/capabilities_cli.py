@@ -7,10 +7,15 @@ the collector really is opened, so "eBPF available" means the program compiled a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import shutil
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 
 from joulestream.agents.capabilities import Capability, kubernetes_capability, node_capabilities
 from joulestream.agents.collectors.cgroup import CgroupLayoutError
@@ -66,8 +71,40 @@ def format_table(records: list[dict[str, object]], width: int) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep the probes' own chatter off the terminal: the report says what they found.
+
+    libbpf writes its verifier complaints ("bpf: Failed to load program: Operation not
+    permitted" for a probe that then falls back) straight to file descriptor 2, and our
+    loggers note each program they load. Both are held back while probing and shown only
+    if probing fails, so a failure still comes with everything that was said."""
+    level = logging.getLogger("joulestream").level
+    logging.getLogger("joulestream").setLevel(logging.WARNING)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            logging.getLogger("joulestream").setLevel(level)
+            if failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+
+
 def run(args: argparse.Namespace) -> int:
-    records = gather(args)
+    if getattr(args, "verbose", False):
+        records = gather(args)
+    else:
+        with _quiet():
+            records = gather(args)
     if args.json:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -11,10 +11,9 @@ import math
 import os
 from pathlib import Path
 
-from joulestream.settings import DEFAULT_BOOTSTRAP, Topics
+from joulestream.settings import DEFAULT_BOOTSTRAP, Topics, default_store_dsn
 from joulestream.times import FORMS, parse_time
 
-DEFAULT_STORE = "sqlite:///joulestream.db"
 DEFAULT_ARCHIVE_DIR = "joulestream-archive"
 
 
@@ -90,7 +89,8 @@ def add_time_range(parser: argparse.ArgumentParser, since: str | None = None) ->
 
 
 def default_store() -> str:
-    return os.environ.get("JOULESTREAM_STORE_DSN", DEFAULT_STORE)
+    """$JOULESTREAM_STORE_DSN, else the store ``joulestream up`` writes by default."""
+    return default_store_dsn()
 
 
 def add_store_option(
@@ -103,7 +103,7 @@ def add_store_option(
         metavar="DSN",
         help=f"{when}postgresql://USER@HOST:PORT/DB or sqlite:///PATH (relative; sqlite:////PATH "
         "is absolute)"
-        + ("" if default is None else f"; default $JOULESTREAM_STORE_DSN or {DEFAULT_STORE}"),
+        + ("" if default is None else "; default $JOULESTREAM_STORE_DSN, else %(default)s"),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 _LIBRDKAFKA_ENV_PREFIX = "JOULESTREAM_KAFKA_"
@@ -81,3 +82,24 @@ def node_id(cluster: str, node: str) -> str:
 def node_key(cluster: str, node: str) -> bytes:
     """The Kafka key of every record about a node (docs/architecture.md, 'Kafka contract')."""
     return node_id(cluster, node).encode()
+
+
+STORE_DSN_ENV = "JOULESTREAM_STORE_DSN"
+
+
+def state_home() -> Path:
+    """Where a single-machine joulestream keeps its state (Kafka data, the store, logs):
+    ``$XDG_DATA_HOME/joulestream``, ``~/.local/share/joulestream`` by default."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "joulestream"
+
+
+def store_dsn_in(state_dir: Path) -> str:
+    """The SQLite store under a state directory (what ``joulestream up`` writes)."""
+    return f"sqlite:///{(state_dir / 'joulestream.db').resolve()}"
+
+
+def default_store_dsn() -> str:
+    """The store ``joulestream sink store`` writes and ``joulestream report`` reads unless
+    told otherwise: $JOULESTREAM_STORE_DSN, else the one ``joulestream up`` writes by default."""
+    return os.environ.get(STORE_DSN_ENV) or store_dsn_in(state_home())

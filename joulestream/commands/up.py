@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import shutil
 import signal
 import subprocess
@@ -21,10 +22,10 @@ from types import FrameType
 from typing import IO
 
 from joulestream.kafka import clients
-from joulestream.kafka.broker import LocalKafka, default_data_dir
+from joulestream.kafka.broker import LocalKafka
 from joulestream.kafka.errors import LocalKafkaError
 from joulestream.kafka.topics import create_topics
-from joulestream.settings import Topics
+from joulestream.settings import Topics, default_store_dsn, state_home, store_dsn_in
 
 STOP_TIMEOUT_S = 15.0
 
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=default_data_dir().parent,
+        default=state_home(),
         help="where Kafka data, Prometheus data and logs go (default %(default)s)",
     )
     parser.add_argument("--kafka-port", type=int, default=9092)
@@ -85,32 +86,33 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = broker.bootstrap
     children: list[Child] = []
     started_broker = False
+    steps = itertools.count(1)
     try:
-        _step(1, "Apache Kafka (KRaft) on " + bootstrap)
+        _step(next(steps), "starting Apache Kafka (KRaft) on " + bootstrap)
         if broker.status().running:
             print("      already running; it will be left running")
         else:
             broker.fetch_jars()
             broker.start(timeout=120)
             started_broker = True
-        _step(2, "topics")
+        _step(next(steps), "creating topics")
         result = create_topics(clients.admin(bootstrap), Topics(), partitions=args.partitions)
         print(f"      created {len(result.created)}, existing {len(result.existing)}")
 
         common = ["--bootstrap-servers", bootstrap]
-        _say("[3] what this node can measure (joulestream capabilities)")
+        _step(next(steps), "what this node can measure (joulestream capabilities)")
         subprocess.run([sys.executable, "-m", "joulestream.cli", "capabilities"], check=False)
-        _step(3, "node agent")
+        _step(next(steps), "starting the node agent")
         agent_args = ["--cluster", args.cluster, "--interval", str(args.interval)]
         children.append(_spawn("agent", ["agent", *common, *agent_args, *args.agent_arg], logs))
-        _step(4, "stream processor")
+        _step(next(steps), "starting the stream processor")
         processor_cmd = ["process", *common, "--state-dir", str(state_dir / "processor")]
         children.append(_spawn("processor", processor_cmd, logs))
-        _step(5, f"Prometheus sink on :{args.sink_port}")
+        _step(next(steps), f"starting the Prometheus sink on :{args.sink_port}")
         sink_cmd = ["sink", "prometheus", *common, "--port", str(args.sink_port)]
         children.append(_spawn("sink", sink_cmd, logs))
-        store_dsn = f"sqlite:///{(state_dir / 'joulestream.db').resolve()}"
-        _step(6, f"store sink ({store_dsn})")
+        store_dsn = store_dsn_in(state_dir)
+        _step(next(steps), f"starting the store sink ({store_dsn})")
         # Raw windows on and minutes written within 10 s: a local run reports to the second.
         store_args = ["--store", store_dsn, "--raw-windows", "--flush-after", "10"]
         children.append(_spawn("store", ["sink", "store", *common, *store_args], logs))
@@ -118,14 +120,15 @@ def run(args: argparse.Namespace) -> int:
         _wait_http(metrics_url, children, timeout=60)
         prometheus = shutil.which("prometheus")
         if args.prometheus_port and prometheus:
-            _step(7, f"Prometheus server on :{args.prometheus_port}")
+            _step(next(steps), f"starting a Prometheus server on :{args.prometheus_port}")
             children.append(_start_prometheus(prometheus, state_dir, args, logs))
 
         print("\njoulestream is up.")
         print(f"  metrics     {metrics_url}")
         if args.prometheus_port and prometheus:
             print(f"  prometheus  http://127.0.0.1:{args.prometheus_port}/graph")
-        print(f"  store       {store_dsn}  (joulestream report --store {store_dsn} --since 1h)")
+        report = "" if store_dsn == default_store_dsn() else f" --store {store_dsn}"
+        print(f"  store       {store_dsn}  (joulestream report{report} --since 1h)")
         print(f"  live view   joulestream top --url {metrics_url}")
         print(f"  logs        {logs}/")
         print("  first windows appear after two agent intervals. Ctrl-C stops everything.\n")
@@ -158,7 +161,7 @@ def _say(message: str) -> None:
 
 
 def _step(number: int, what: str) -> None:
-    _say(f"[{number}] starting {what}")
+    _say(f"[{number}] {what}")
 
 
 def _spawn(name: str, command: list[str], logs: Path) -> Child:

@@ -24,6 +24,7 @@ from confluent_kafka import KafkaException
 from joulestream.kafka import clients
 from joulestream.kafka.errors import BrokerStartError, LocalKafkaError, PortInUseError
 from joulestream.kafka.jars import fetch_jars, java_executable, package_file
+from joulestream.settings import state_home
 
 _NODE_ID = 1
 _JVM_OPTIONS = (
@@ -39,8 +40,7 @@ _JVM_OPTIONS = (
 
 
 def default_data_dir() -> Path:
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "joulestream" / "kafka"
+    return state_home() / "kafka"
 
 
 def render_server_properties(*, host: str, port: int, controller_port: int, log_dirs: Path) -> str:

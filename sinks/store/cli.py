@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from pathlib import Path
 
 from confluent_kafka import KafkaException
 
 from joulestream.options import add_store_option, default_store, topics_from
 from joulestream.signals import stop_on_signals
 from joulestream.sinks.consume import add_consumer_options, group_id, manual_commit_consumer
-from joulestream.sinks.store.backend import WRITE_METHODS, open_store
+from joulestream.sinks.store.backend import WRITE_METHODS, open_store, parse_sqlite_dsn
 from joulestream.sinks.store.migrations import SchemaTooNew
 from joulestream.sinks.store.rollup import RETENTION_TIERS
 from joulestream.sinks.store.service import (
@@ -98,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     topics = topics_from(args)
     stop = threading.Event()
     try:
+        if args.store.startswith("sqlite:///"):  # the default lives under the state home
+            Path(parse_sqlite_dsn(args.store)).parent.mkdir(parents=True, exist_ok=True)
         store = open_store(args.store, pg_write_method=args.pg_write_method)
         consumer = manual_commit_consumer(args)
         sink = StoreSink(
