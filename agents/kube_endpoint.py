@@ -157,9 +157,9 @@ def from_kubeconfig(paths: Sequence[Path]) -> ApiEndpoint:
     server = str(cluster.get("server") or "").rstrip("/")
     if not server.startswith(("https://", "http://")):
         raise KubernetesUnavailable(f"{where}: cluster {cluster_name!r} has no https:// server")
-    user_dir, user = (
-        merged["users"].get(user_name, (cluster_dir, {})) if user_name else (cluster_dir, {})
-    )
+    if user_name and user_name not in merged["users"]:
+        raise KubernetesUnavailable(f"{where}: context {current!r} names no defined user")
+    user_dir, user = merged["users"][user_name] if user_name else (cluster_dir, {})
     unsupported = sorted({"exec", "auth-provider", "username", "password"} & user.keys())
     if unsupported:
         raise KubernetesUnavailable(

@@ -156,6 +156,7 @@ def test_flag_then_kubeconfig_env_then_in_cluster(tmp_path: Path) -> None:
         ("c", {"exec": {"command": "aws"}}, {"server": "https://k"}, "exec, which the agent"),
         ("c", {"username": "a", "password": "b"}, {"server": "https://k"}, "password, username"),
         ("c", {"token": "t"}, {"server": "k:6443"}, "no https:// server"),
+        ("c", None, {"server": "https://k"}, "names no defined user"),
         ("c", {"client-certificate": "/etc/hostname"}, {"server": "https://k"}, "needs both"),
         ("c", {"token": "t"}, {"server": "https://k", "certificate-authority": "nope.crt"},
          "no file"),
@@ -164,9 +165,14 @@ def test_flag_then_kubeconfig_env_then_in_cluster(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_unusable_kubeconfigs_say_why(
-    tmp_path: Path, current: str | None, user: dict[str, Any], cluster: dict[str, Any], message: str
+    tmp_path: Path,
+    current: str | None,
+    user: dict[str, Any] | None,
+    cluster: dict[str, Any],
+    message: str,
 ) -> None:
-    path = kubeconfig(tmp_path / "config", current, {"k": cluster}, {"u": user}, {"c": ("k", "u")})
+    users = {"u": user} if user is not None else {}
+    path = kubeconfig(tmp_path / "config", current, {"k": cluster}, users, {"c": ("k", "u")})
     with pytest.raises(KubernetesUnavailable, match=message):
         from_kubeconfig([path])
     capability = kubernetes_capability([path])
