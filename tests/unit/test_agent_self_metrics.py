@@ -13,7 +13,7 @@ from test_agent_loop import RecordingSink, config
 
 from joulestream.agents.agent import EXIT_CONFIG, EXIT_OK, run_agent
 from joulestream.agents.publisher import PublishStats
-from joulestream.agents.self_metrics import AgentCollector, LoopState
+from joulestream.agents.self_metrics import AgentCollector, LoopState, MetricsServer
 from joulestream.kafka.broker import free_ports
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -102,3 +102,25 @@ def test_metrics_port_in_use_is_a_config_error(tmp_path: Path) -> None:
         sink = RecordingSink()
         assert run_agent(cfg, sink=sink) == EXIT_CONFIG
     assert sink.closed and sink.samples == []
+
+
+def _switches(tid: int) -> int:
+    status = Path(f"/proc/self/task/{tid}/status").read_text().splitlines()
+    return sum(int(line.split()[1]) for line in status if "ctxt_switches" in line)
+
+
+def test_an_unscraped_server_sleeps_and_closes_promptly() -> None:
+    server = MetricsServer(AgentCollector(LoopState(), PublishStats, lambda: None), 0, "127.0.0.1")
+    try:
+        assert "joulestream_agent_windows_total" in str(scrape(server.port))
+        tid = server._thread.native_id
+        assert tid is not None
+        time.sleep(0.2)
+        before = _switches(tid)
+        time.sleep(2.0)
+        assert _switches(tid) - before <= 1  # the default accept loop wakes 4 times in 2 s
+    finally:
+        started = time.monotonic()
+        server.close()
+    assert time.monotonic() - started < 2
+    assert not server._thread.is_alive()
