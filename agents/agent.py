@@ -32,7 +32,8 @@ from joulestream.agents.kubernetes import PodWatcher
 from joulestream.agents.node_info import node_info
 from joulestream.agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT
 from joulestream.agents.power.rapl import DEFAULT_ROOT, node_energy_zones
-from joulestream.agents.power.select import select_power_source
+from joulestream.agents.power.redfish import RedfishConfig, RedfishReader
+from joulestream.agents.power.select import WithPlatform, select_power_source
 from joulestream.agents.power.types import PowerChoice, PowerSource, PowerStatus, PowerUnavailable
 from joulestream.agents.publisher import BufferLimits, Publisher, PublishStats
 from joulestream.agents.self_metrics import AgentCollector, LoopState, MetricsServer
@@ -72,6 +73,7 @@ class AgentConfig:
     metrics_addr: str = "0.0.0.0"
     kubernetes: Literal["auto", "off"] = "auto"  # auto: watch pods when the API is reachable
     kubeconfig: tuple[Path, ...] = ()  # empty: the in-cluster service account
+    redfish: RedfishConfig | None = None  # with power="redfish": the BMC
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0:
@@ -125,7 +127,13 @@ def run_agent(
         log.error("agent cannot start: %s", exc)
         return EXIT_CONFIG
     log.info("collector: %s", collector.kind)
-    power = select_power_source(config.power, config.powercap_root, config.hwmon_root)
+    try:
+        power = select_power_source(
+            config.power, config.powercap_root, config.hwmon_root, config.redfish
+        )
+    except ValueError as exc:  # a bad --redfish-* option
+        log.error("agent cannot start: %s", exc)
+        return EXIT_CONFIG
     sink = sink or Publisher(
         config.cluster,
         config.node,
@@ -178,6 +186,8 @@ def _run(
             collector.close()
         if watcher is not None:
             watcher.stop()
+        if isinstance(power[0], WithPlatform | RedfishReader):
+            power[0].close()
         undelivered = sink.close(config.flush_timeout_s)  # after SIGTERM too: bounded flush
         if metrics is not None:
             metrics.close()
@@ -233,6 +243,7 @@ class _Loop:
             [*environment_capabilities(), kubernetes or kubernetes_capability()],
         )
         self._power_warned = False
+        self._zones_seen: set[str] = set()
         self._summary = _Summary()
         self.state = LoopState(
             collector=collector.kind,
@@ -312,7 +323,19 @@ class _Loop:
                 exc.reason,
             )
             self._power_warned = True
+            self._count_gaps(self._zones_seen)
             return
+        missing = self._zones_seen - zones.keys()
+        if missing:  # a zone that went away (a BMC not answering): counted, never a zero
+            log.log(
+                logging.DEBUG if self._power_warned else logging.WARNING,
+                "power reading %d without %s",
+                seq,
+                ", ".join(sorted(missing)),
+            )
+            self._power_warned = True
+            self._count_gaps(missing)
+        self._zones_seen.update(zones)
         self.sink.publish_power(
             {
                 "cluster": self.config.cluster,
@@ -325,6 +348,10 @@ class _Loop:
             }
         )
         self._summary.energy(timestamp_ns, zones)
+
+    def _count_gaps(self, zones: set[str]) -> None:
+        for zone in zones:
+            self.state.power_gaps[zone] = self.state.power_gaps.get(zone, 0) + 1
 
     def _publish_sample(
         self, seq: int, start_ns: int, end_ns: int, window: CollectedWindow

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 from collections.abc import Callable
 
-from joulestream.agents.agent import AgentConfig, run_agent
+from joulestream.agents.agent import EXIT_CONFIG, AgentConfig, run_agent
 from joulestream.agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS
 from joulestream.agents.collectors.ebpf.program import DEFAULT_MAP_ENTRIES
 from joulestream.agents.kube_endpoint import kubeconfig_paths
-from joulestream.agents.options import add_kubeconfig_option, add_root_options
+from joulestream.agents.options import add_kubeconfig_option, add_root_options, redfish_config
 from joulestream.agents.publisher import BufferLimits
 from joulestream.agents.self_metrics import DEFAULT_METRICS_PORT
 from joulestream.options import add_kafka_options, add_metrics_port, positive, topics_from
+
+log = logging.getLogger(__name__)
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -99,12 +102,18 @@ def _add_delivery_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        redfish = redfish_config(args)
+    except ValueError as exc:
+        log.error("agent cannot start: %s", exc)
+        return EXIT_CONFIG
     config = AgentConfig(
         cluster=args.cluster,
         node=args.node,
         bootstrap_servers=args.bootstrap_servers,
         interval_s=args.interval,
         power=args.power,
+        redfish=redfish,
         powercap_root=args.powercap_root,
         hwmon_root=args.hwmon_root,
         cgroup_root=args.cgroup_root,

@@ -42,6 +42,7 @@ class LoopState:
     last_collect_s: float | None = None
     map_entries: int | None = None  # eBPF only: entries read in the last interval
     map_capacity: int | None = None
+    power_gaps: dict[str, int] = field(default_factory=dict)  # zone -> readings without it
 
 
 class AgentCollector(Collector):
@@ -118,6 +119,15 @@ class AgentCollector(Collector):
                 "eBPF counts map bound (LRU beyond it: raise --map-entries).",
                 value=state.map_capacity,
             )
+        gaps = CounterMetricFamily(
+            "joulestream_agent_power_gaps",
+            "Power readings published without a zone read before (a BMC that stopped "
+            "answering) or skipped altogether: counted here, never published as zero.",
+            labels=["zone"],
+        )
+        for zone, count in sorted(state.power_gaps.items()):
+            gaps.add_metric([zone], count)
+        yield gaps
         info = GaugeMetricFamily(
             "joulestream_agent_info",
             "The collector and power source in use.",

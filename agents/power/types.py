@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-PowerChoice = Literal["auto", "rapl", "hwmon", "none"]
+PowerChoice = Literal["auto", "rapl", "hwmon", "redfish", "none"]
 
 
 class PowerUnavailable(RuntimeError):
