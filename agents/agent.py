@@ -36,7 +36,8 @@ from joulestream.agents.power.redfish import RedfishConfig, RedfishReader
 from joulestream.agents.power.select import WithPlatform, select_power_source
 from joulestream.agents.power.types import PowerChoice, PowerSource, PowerStatus, PowerUnavailable
 from joulestream.agents.publisher import BufferLimits, Publisher, PublishStats
-from joulestream.agents.self_metrics import AgentCollector, LoopState, MetricsServer
+from joulestream.agents.self_metrics import AgentCollector, LoopState, agent_registry
+from joulestream.metrics_server import MetricsServer
 from joulestream.schemas import Record
 from joulestream.settings import Topics
 from joulestream.signals import stop_on_signals
@@ -172,10 +173,11 @@ def _run(
             pods = watcher.index.__len__ if watcher is not None else lambda: None
             try:
                 metrics = MetricsServer(
-                    AgentCollector(loop.state, sink.stats, pods),
-                    config.metrics_port,
+                    agent_registry(AgentCollector(loop.state, sink.stats, pods)),
                     config.metrics_addr,
+                    config.metrics_port,
                 )
+                log.info("agent metrics on http://%s:%d/metrics", metrics.host, metrics.port)
             except OSError as exc:
                 log.error("agent cannot serve metrics on port %d: %s", config.metrics_port, exc)
                 code = EXIT_CONFIG

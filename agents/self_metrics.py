@@ -7,22 +7,16 @@ and RSS come from prometheus_client's process collector (``process_*``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from joulestream.agents.publisher import RECORD_KINDS, PublishStats
+from joulestream.metrics_server import Registry
 
 log = logging.getLogger(__name__)
 
@@ -152,48 +146,9 @@ class AgentCollector(Collector):
             )
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a slow scrape never holds up the exit
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not logged."""
-
-
-class MetricsServer:
-    """``/metrics`` on ``addr:port`` in a daemon thread, until ``close()``.
-
-    The accept loop blocks until a scrape comes instead of waking every 0.5 s to check for
-    shutdown (``serve_forever``'s default, 2 of an idle agent's ~9 wake-ups per second);
-    ``close()`` wakes it with a connection of its own.
-    """
-
-    def __init__(self, collector: AgentCollector, port: int, addr: str = "0.0.0.0") -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self.registry)
-        self.registry.register(collector)
-        family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
-        server_class = type("MetricsHTTPServer", (_Server,), {"address_family": family})
-        self._server: WSGIServer = make_server(
-            addr, port, make_wsgi_app(self.registry), server_class, handler_class=_QuietHandler
-        )
-        self.port: int = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(None,), name="metrics", daemon=True
-        )
-        self._thread.start()
-        local = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-        self._wake: tuple[str, int] = (local if addr in ("", "0.0.0.0", "::") else addr, self.port)
-        log.info("agent metrics on http://%s:%d/metrics", addr, self.port)
-
-    def close(self) -> None:
-        stopping = threading.Thread(target=self._server.shutdown)  # sets the flag and waits
-        stopping.start()
-        deadline = time.monotonic() + 5
-        while stopping.is_alive() and time.monotonic() < deadline:
-            with contextlib.suppress(OSError):  # the loop sees the flag after this request
-                socket.create_connection(self._wake, timeout=1).close()
-            stopping.join(0.05)
-        self._server.server_close()
-        self._thread.join(5)
+def agent_registry(collector: AgentCollector) -> Registry:
+    """The agent's collector and prometheus_client's process metrics (CPU seconds, RSS)."""
+    registry = Registry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    registry.register(collector)
+    return registry

@@ -61,18 +61,39 @@ _COMMANDS: list[tuple[str, str, str]] = [
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """Import only the module of the command being run: the agent on every node must not
-    load faust, aiokafka or psycopg (tens of MB of resident memory) it never uses."""
-    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    load faust, aiokafka or psycopg (tens of MB of resident memory) it never uses, nor a
+    Prometheus sink pyarrow."""
     parser = argparse.ArgumentParser(prog="joulestream", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, module_name, help_text in _COMMANDS:
+    _add_commands(parser, _COMMANDS, argv, "command", None)
+    return parser
+
+
+def _add_commands(
+    parser: argparse.ArgumentParser,
+    commands: list[tuple[str, str, str]],
+    argv: list[str],
+    dest: str,
+    metavar: str | None,
+) -> None:
+    """Every command's subparser; only the chosen one (the first word of ``argv``) gets its
+    module imported and its options. A module with ``SUBCOMMANDS`` (same shape as
+    ``_COMMANDS``) has its own commands, chosen the same way from the words after it."""
+    words = [i for i, arg in enumerate(argv) if not arg.startswith("-")]
+    chosen = argv[words[0]] if words else None
+    sub = parser.add_subparsers(dest=dest, required=True, metavar=metavar)
+    for name, module_name, help_text in commands:
         command = sub.add_parser(name, help=help_text, description=help_text)
-        if name == chosen:
-            module = import_module(module_name)
+        if name != chosen:
+            continue
+        module = import_module(module_name)
+        subcommands: list[tuple[str, str, str]] | None = getattr(module, "SUBCOMMANDS", None)
+        if subcommands is None:
             module.add_arguments(command)
             command.set_defaults(run=module.run)
-    return parser
+        else:
+            rest = argv[words[0] + 1 :]
+            _add_commands(command, subcommands, rest, f"{name}_command", name.upper())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from joulestream.metrics_server import MetricsServer, Registry
 
 
 @dataclass
@@ -68,8 +69,7 @@ class StatsCollector(Collector):
         )
 
 
-def serve(stats: ProcessorStats, port: int, addr: str = "0.0.0.0") -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=True)
+def serve(stats: ProcessorStats, port: int, addr: str = "0.0.0.0") -> MetricsServer:
+    registry = Registry(auto_describe=True)
     registry.register(StatsCollector(stats))
-    start_http_server(port, addr=addr, registry=registry)
-    return registry
+    return MetricsServer(registry, addr, port)

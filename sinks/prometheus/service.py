@@ -20,17 +20,16 @@ the dead letters of its own dead-letter partitions.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from confluent_kafka import Consumer, KafkaException, Message
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from joulestream.kafka import clients
+from joulestream.metrics_server import MetricsServer, Registry
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
 from joulestream.settings import Topics
@@ -45,8 +44,6 @@ DEFAULT_HOST = "0.0.0.0"
 POLL_TIMEOUT_S = 0.5
 LAG_REFRESH_S = 5.0
 NO_REASON = "unknown"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-GZIP_LEVEL = 1  # level 9 (prometheus_client's) costs seconds at fleet scale for ~10 % less
 
 
 def default_instance_id() -> str:
@@ -156,7 +153,7 @@ class EnergyConsumer:
             self._consumer.close()
 
 
-class SinkRegistry(CollectorRegistry):
+class SinkRegistry(Registry):
     """The sink's registry (no global state): the energy families and the sink's process
     metrics. ``exposition()`` is what /metrics serves: the same text as ``generate_latest``
     of this registry, with the energy families rendered by exposition.py (seconds instead of
@@ -175,57 +172,6 @@ class SinkRegistry(CollectorRegistry):
 
 def build_registry(state: EnergyState) -> SinkRegistry:
     return SinkRegistry(state)
-
-
-def exposition_of(registry: CollectorRegistry) -> bytes:
-    if isinstance(registry, SinkRegistry):
-        return registry.exposition()
-    return generate_latest(registry)
-
-
-class _MetricsHandler(BaseHTTPRequestHandler):
-    registry: CollectorRegistry  # set on the subclass MetricsServer makes
-
-    def do_GET(self) -> None:
-        try:
-            body = exposition_of(self.registry)
-        except Exception:  # a failed scrape must not kill the server thread
-            log.exception("/metrics exposition failed")
-            self.send_error(500, "exposition failed; see the sink's log")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        if "gzip" in (self.headers.get("Accept-Encoding") or ""):
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
-            self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Scrapes are routine: no access log."""
-
-
-class MetricsServer:
-    """/metrics over HTTP (text format 0.0.4, gzip when asked) on a daemon thread; ``port``
-    is the bound one (useful with 0). Any path serves the metrics, as prometheus_client's
-    server does."""
-
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        handler = type("MetricsHandler", (_MetricsHandler,), {"registry": registry})
-        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
-        server_class = type("MetricsHTTPServer", (ThreadingHTTPServer,), {"address_family": family})
-        self._server = server_class((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.host = host
-        self.port: int = self._server.server_port
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 def serve(

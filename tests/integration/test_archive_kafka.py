@@ -36,7 +36,7 @@ TIMEOUT_S = 90.0
 REPO = Path(__file__).resolve().parents[2]
 CODEC = Codec()
 T0 = time.time_ns() // S * S
-# The sink's CLI module run directly (its ``joulestream sink archive`` registration lives in
+# The sink's CLI module run directly (``joulestream sink archive`` is registered in
 # sinks/cli.py); a short session timeout so a restarted sink need not wait 45 s for the
 # killed one to leave the group.
 SINK_MAIN = (

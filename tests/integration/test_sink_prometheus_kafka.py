@@ -17,9 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sink_helpers import running_loop
 
 from joulestream.kafka import clients
+from joulestream.metrics_server import MetricsServer
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics, node_key
-from joulestream.sinks.prometheus.service import EnergyConsumer, MetricsServer, build_registry
+from joulestream.sinks.prometheus.service import EnergyConsumer, build_registry
 from joulestream.sinks.prometheus.state import EnergyState
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,9 @@ import pytest
 from sink_helpers import produce_energy, running_loop
 
 from joulestream.kafka import clients
+from joulestream.metrics_server import MetricsServer
 from joulestream.settings import Topics, node_key
-from joulestream.sinks.prometheus.service import EnergyConsumer, MetricsServer, build_registry
+from joulestream.sinks.prometheus.service import EnergyConsumer, build_registry
 from joulestream.sinks.prometheus.state import EnergyState
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,9 @@ from test_agent_loop import RecordingSink, config
 
 from joulestream.agents.agent import EXIT_CONFIG, EXIT_OK, run_agent
 from joulestream.agents.publisher import PublishStats
-from joulestream.agents.self_metrics import AgentCollector, LoopState, MetricsServer
+from joulestream.agents.self_metrics import AgentCollector, LoopState, agent_registry
 from joulestream.kafka.broker import free_ports
+from joulestream.metrics_server import MetricsServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -110,7 +111,8 @@ def _switches(tid: int) -> int:
 
 
 def test_an_unscraped_server_sleeps_and_closes_promptly() -> None:
-    server = MetricsServer(AgentCollector(LoopState(), PublishStats, lambda: None), 0, "127.0.0.1")
+    collector = AgentCollector(LoopState(), PublishStats, lambda: None)
+    server = MetricsServer(agent_registry(collector), "127.0.0.1", 0)
     try:
         assert "joulestream_agent_windows_total" in str(scrape(server.port))
         tid = server._thread.native_id

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +197,40 @@ def test_every_command_help_runs(path: list[str], capsys: pytest.CaptureFixture[
     assert stopped.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: joulestream " + " ".join(path))
+
+
+HEAVY = ("pyarrow", "psycopg", "faust", "aiokafka", "sklearn", "matplotlib")
+_LOADED = """
+import sys
+from joulestream import cli
+argv = sys.argv[1:]
+try:
+    cli.build_parser(argv).parse_args(argv)
+except SystemExit as stop:
+    assert stop.code == 0, stop.code
+print(" ".join(sorted({name.partition(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "unwanted"),
+    [
+        (["sink", "prometheus", "--help"], HEAVY),
+        (["agent", "--help"], HEAVY),
+        (["sink", "store", "--help"], ("pyarrow", "faust", "sklearn", "matplotlib")),
+    ],
+    ids=" ".join,
+)
+def test_a_command_loads_only_what_it_runs(argv: list[str], unwanted: tuple[str, ...]) -> None:
+    """In a fresh interpreter (this one has imported everything): parsing a command's
+    options imports none of the heavy libraries it does not use."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED, *argv], capture_output=True, text=True, env=env, check=True
+    )
+    loaded = set(done.stdout.split())
+    assert "joulestream" in loaded and "argparse" in loaded  # the probe saw the imports
+    assert not loaded & set(unwanted), f"{' '.join(argv)} imports {sorted(loaded & set(unwanted))}"

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from test_sink_prometheus_state import window
 
+from joulestream import cli
 from joulestream.schemas.codec import Codec
-from joulestream.sinks import cli
+from joulestream.sinks.prometheus import cli as prometheus_cli
 from joulestream.sinks.prometheus.service import EnergyConsumer, consumer_lag
 from joulestream.sinks.prometheus.state import EnergyState
 
@@ -159,16 +160,15 @@ def test_consumer_lag_is_high_watermark_minus_position_where_both_are_known() ->
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="joulestream sink")
-    cli.add_arguments(parser)
-    return parser.parse_args(argv)
+    """``joulestream sink …`` through the real command line."""
+    return cli.build_parser(["sink", *argv]).parse_args(["sink", *argv])
 
 
 def test_cli_defaults() -> None:
     args = parse(["prometheus"])
     assert (args.port, args.host, args.group_id) == (9102, "0.0.0.0", "joulestream-sink-prometheus")
     assert args.bootstrap_servers is None and args.topic_prefix is None
-    assert args.sink_run is not None
+    assert args.run is prometheus_cli.run
     assert (args.instance_id, args.series_ttl, args.max_series) == (None, 600.0, 1_000_000)
     assert args.kepler_compat is True
 

@@ -13,9 +13,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from test_sink_prometheus_collector import promtool_check
 from test_sink_prometheus_state import window, workload, zone
 
+from joulestream.metrics_server import MetricsServer
 from joulestream.sinks.prometheus.collector import EnergyCollector
 from joulestream.sinks.prometheus.exposition import FamilyTemplate, render
-from joulestream.sinks.prometheus.service import MetricsServer, build_registry
+from joulestream.sinks.prometheus.service import build_registry
 from joulestream.sinks.prometheus.state import EnergyState
 
 
