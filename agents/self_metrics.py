@@ -7,7 +7,6 @@ and RSS come from prometheus_client's process collector (``process_*``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -17,8 +16,6 @@ from prometheus_client.registry import Collector
 
 from joulestream.agents.publisher import RECORD_KINDS, PublishStats
 from joulestream.metrics_server import Registry
-
-log = logging.getLogger(__name__)
 
 DEFAULT_METRICS_PORT = 9101
 
