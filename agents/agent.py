@@ -32,8 +32,8 @@ from joulestream.agents.kubernetes import PodWatcher
 from joulestream.agents.node_info import node_info
 from joulestream.agents.power.hwmon import DEFAULT_ROOT as DEFAULT_HWMON_ROOT
 from joulestream.agents.power.rapl import DEFAULT_ROOT, node_energy_zones
-from joulestream.agents.power.redfish import RedfishConfig, RedfishReader
-from joulestream.agents.power.select import WithPlatform, select_power_source
+from joulestream.agents.power.redfish import RedfishConfig
+from joulestream.agents.power.select import close_source, select_power_source
 from joulestream.agents.power.types import PowerChoice, PowerSource, PowerStatus, PowerUnavailable
 from joulestream.agents.publisher import BufferLimits, Publisher, PublishStats
 from joulestream.agents.self_metrics import AgentCollector, LoopState, agent_registry
@@ -188,8 +188,7 @@ def _run(
             collector.close()
         if watcher is not None:
             watcher.stop()
-        if isinstance(power[0], WithPlatform | RedfishReader):
-            power[0].close()
+        close_source(power[0])
         undelivered = sink.close(config.flush_timeout_s)  # after SIGTERM too: bounded flush
         if metrics is not None:
             metrics.close()

@@ -24,8 +24,7 @@ from joulestream.agents.collectors.ebpf.collector import EbpfCollector
 from joulestream.agents.collectors.ebpf.support import EbpfUnavailable, environment_capabilities
 from joulestream.agents.kube_endpoint import kubeconfig_paths
 from joulestream.agents.options import add_kubeconfig_option, add_root_options, redfish_config
-from joulestream.agents.power.redfish import RedfishReader
-from joulestream.agents.power.select import WithPlatform, select_power_source
+from joulestream.agents.power.select import close_source, select_power_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +57,7 @@ def gather(args: argparse.Namespace) -> list[dict[str, object]]:
     source, power = select_power_source(
         args.power, args.powercap_root, args.hwmon_root, redfish_config(args)
     )
-    if isinstance(source, WithPlatform | RedfishReader):
-        source.close()
+    close_source(source)
     kubernetes = kubernetes_capability(kubeconfig_paths(args.kubeconfig))
     return node_capabilities(collector_caps, power, [*environment_capabilities(), kubernetes])
 
