@@ -62,13 +62,14 @@ def sink_windows(port: int) -> Counter[Node]:
 
 
 def store_windows(db: Path) -> Counter[Node]:
-    """Rows of a SQLite store's node_windows per node (one row per window: idempotent)."""
+    """Windows a SQLite store folded into its minute rollups, per node (each once: the
+    ledger); a sink under test should run with a short --flush-after."""
     if not db.exists():
         return Counter()
     with sqlite3.connect(db) as connection:
         try:
             rows = connection.execute(
-                "SELECT cluster, node, count(*) FROM node_windows GROUP BY cluster, node"
+                "SELECT cluster, node, sum(windows) FROM node_minutes GROUP BY cluster, node"
             ).fetchall()
         except sqlite3.OperationalError:  # not migrated yet
             return Counter()

@@ -54,6 +54,7 @@ def test_two_prefixed_pipelines_with_default_options_each_fill_their_own_sinks(
             ))  # fmt: skip
             stack.enter_context(joulestream(
                 "sink", "store", *common, "--store", f"sqlite:///{work / 'store.db'}",
+                "--flush-after", "1",
                 log=work / "store.log",
             ))  # fmt: skip
         for name, (names, nodes) in pipelines.items():
