@@ -12,6 +12,7 @@ from joulestream.options import port, positive, topics_from
 from joulestream.signals import stop_on_signals
 from joulestream.sinks.consume import add_consumer_options, group_id
 from joulestream.sinks.prometheus import kepler
+from joulestream.sinks.prometheus.levels import DEFAULT_LEVEL, LEVELS
 from joulestream.sinks.prometheus.service import (
     DEFAULT_GROUP_ID,
     DEFAULT_HOST,
@@ -65,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which Kepler's families: 0.7, 0.10 (and later), or both (default; the GPU "
         "joules families are then 0.7's, sinks/prometheus/kepler.py says why)",
     )
+    parser.add_argument(
+        "--level",
+        choices=LEVELS,
+        default=DEFAULT_LEVEL,
+        help="finest workload series in every family, like Kepler's metricsLevel: container "
+        "(default), pod, namespace, or node (node series only)",
+    )
 
 
 def _non_negative_int(text: str) -> int:
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 max_series=args.max_series,
                 kepler_compat=args.kepler_compat,
                 kepler_generation=args.kepler_generation,
+                level=args.level,
             )
     except (OSError, KafkaException) as exc:
         log.error("prometheus sink failed: %s", exc)

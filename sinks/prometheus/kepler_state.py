@@ -10,7 +10,7 @@ sink state's lock held.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -78,8 +78,9 @@ def _touch(entries: OrderedDict[K, E], key: K, entry: E, now: float) -> None:
 class KeplerState:
     """Every Kepler family of every node the sink has seen."""
 
-    def __init__(self, admit: Callable[[int], bool]) -> None:
+    def __init__(self, admit: Callable[[int], bool], level: str = "container") -> None:
         self._admit = admit
+        self._level = level  # sinks.prometheus.levels: which Kepler >= 0.10 families
         self.series = 0
         self._nodes: OrderedDict[tuple[str, str], _Node] = OrderedDict()
         self._v07: OrderedDict[tuple[str, ...], _Entry] = OrderedDict()
@@ -92,8 +93,20 @@ class KeplerState:
         self.series -= sum(entry.series for entry in _expire(self._pods, before))
         _expire(self._nodes, before)
 
-    def fold(self, record: Mapping[str, Any], now: float) -> None:
-        """One applied window (never called twice for a window: state.py's ledger)."""
+    def drop(self, nodes: set[tuple[str, str]]) -> None:
+        """Forget the series of ``nodes`` (their partition moved to another replica)."""
+        families: tuple[OrderedDict[Any, _Entry], ...] = (self._v07, self._containers, self._pods)
+        for entries in families:
+            for key in [k for k in entries if (k[0], k[1]) in nodes]:
+                self.series -= entries.pop(key).series
+        for where in nodes:
+            self._nodes.pop(where, None)
+
+    def fold(
+        self, record: Mapping[str, Any], workloads: Sequence[Mapping[str, Any]], now: float
+    ) -> None:
+        """One applied window (never called twice for a window: state.py's ledger), its
+        workloads merged to the sink's level."""
         where = (record["cluster"], record["node"])
         end_ns: int = record["window_end_ns"]
         seconds = (end_ns - record["window_start_ns"]) / 1e9
@@ -104,9 +117,9 @@ class KeplerState:
             node.last_end_ns = end_ns
         zones = record["zones"]
         self._fold_node(node, zones, newest, seconds)
-        for workload in record["workloads"]:
+        for workload in workloads:
             self._fold_v07(where, workload, now)
-            if workload["kind"] == "container":
+            if workload["kind"] == "container" and self._level in ("container", "pod"):
                 self._fold_v10(where, workload, now, end_ns if newest else None, seconds)
 
     @staticmethod
@@ -194,8 +207,9 @@ class KeplerState:
             kepler.runtime_of(workload),
             pod_id,
         )
-        self._add_v10(self._containers, (*where, container_id), container, per_zone, now,
-                      newest_end_ns, seconds)  # fmt: skip
+        if self._level == "container":
+            self._add_v10(self._containers, (*where, container_id), container, per_zone, now,
+                          newest_end_ns, seconds)  # fmt: skip
         if pod_id:
             pod = (pod_id, workload.get("pod") or "", workload.get("namespace") or "")
             self._add_v10(self._pods, (*where, pod_id), pod, per_zone, now, newest_end_ns,

@@ -14,8 +14,10 @@ Replicas. The sink is a consumer group with static membership (``group.instance.
 partitions back without a rebalance. With N replicas each one folds and serves only the
 partitions it owns, i.e. a share of the nodes: Prometheus must scrape every replica and sum
 (the series of different replicas never overlap, since a node's windows share a key and so a
-partition). The dead-letter topic is consumed by the same consumer, so each replica counts
-the dead letters of its own dead-letter partitions.
+partition). When a partition moves away, its nodes' series and ledgers are dropped at once;
+the new owner serves them from its group's committed offset on, starting at 0 (a counter
+reset, which rate() and increase() handle). The dead-letter topic is consumed by the same
+consumer, so each replica counts the dead letters of its own dead-letter partitions.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import socket
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from joulestream.kafka import clients
@@ -34,6 +36,7 @@ from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
 from joulestream.settings import Topics
 from joulestream.sinks.prometheus.collector import EnergyCollector
+from joulestream.sinks.prometheus.levels import DEFAULT_LEVEL
 from joulestream.sinks.prometheus.state import DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_S, EnergyState
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,7 @@ class EnergyConsumer:
         self._state = state
         self._codec = codec or Codec()
         self._lag_refresh_s = lag_refresh_s
+        self._revoked: set[int] = set()
 
     def handle(self, message: Message) -> None:
         """Fold one message, then store its offset (whatever became of it)."""
@@ -104,7 +108,7 @@ class EnergyConsumer:
                 self._state.record_dead_letter(dead_letter_reason(message))
             else:
                 record = self._codec.decode(message.value() or b"", expect="NodeEnergy")
-                self._state.apply(record)
+                self._state.apply(record, message.partition())
         except RejectedInput as exc:
             self._state.record_decode_error(exc.reason)
             log.warning(
@@ -127,12 +131,26 @@ class EnergyConsumer:
                 exc,
             )
 
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Remember what was revoked: the eager protocol revokes every partition and then
+        assigns some back, whose series stay (their ledgers refuse what is read again)."""
+        self._revoked |= {tp.partition for tp in partitions if tp.topic == self._topic}
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A revoked energy partition not assigned back leaves /metrics now: its new owner
+        serves it (from 0: a counter reset to Prometheus), and no series has two replicas."""
+        gone = self._revoked - {tp.partition for tp in partitions if tp.topic == self._topic}
+        self._revoked = set()
+        if gone:
+            dropped = self._state.drop_partitions(gone)
+            log.info("partitions %s moved away: series of %d nodes dropped", sorted(gone), dropped)
+
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then close the consumer (committing stored offsets)."""
         topics = [self._topic]
         if self._deadletter_topic is not None:
             topics.append(self._deadletter_topic)
-        self._consumer.subscribe(topics)
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         next_lag = 0.0
         try:
             while not stop.is_set():
@@ -187,6 +205,7 @@ def serve(
     max_series: int = DEFAULT_MAX_SERIES,
     kepler_compat: bool = True,
     kepler_generation: str = "both",
+    level: str = DEFAULT_LEVEL,
 ) -> None:
     """Run the sink until ``stop`` is set; the consumer and the HTTP server are closed after.
     ``instance_id`` None means dynamic group membership."""
@@ -195,6 +214,7 @@ def serve(
         max_series=max_series,
         kepler_compat=kepler_compat,
         kepler_generation=kepler_generation,
+        level=level,
     )
     try:
         server = MetricsServer(build_registry(state), host, port)

@@ -33,6 +33,7 @@ from joulestream.schemas.errors import (
 )
 from joulestream.sinks.prometheus import kepler
 from joulestream.sinks.prometheus.kepler_state import KeplerState
+from joulestream.sinks.prometheus.levels import DEFAULT_LEVEL, LEVELS, at_level
 from joulestream.sinks.windows import BAD_WINDOW, NEGATIVE_ENERGY, NON_FINITE, check_window
 
 Labels = tuple[str, ...]
@@ -208,6 +209,7 @@ class EnergyState:
         max_series: int = DEFAULT_MAX_SERIES,
         kepler_compat: bool = True,
         kepler_generation: str = "both",
+        level: str = DEFAULT_LEVEL,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -219,6 +221,9 @@ class EnergyState:
             raise ValueError(f"max_series must be >= 0, got {max_series}")
         if kepler_generation not in kepler.GENERATIONS:
             raise ValueError(f"kepler_generation must be one of {kepler.GENERATIONS}")
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        self.level = level
         self.kepler_compat = kepler_compat
         self.kepler_generation = kepler_generation
         self._lock = threading.Lock()
@@ -232,7 +237,8 @@ class EnergyState:
         self._nodes: OrderedDict[tuple[str, str], _Node] = OrderedDict()
         self._workloads: OrderedDict[Labels, _Workload] = OrderedDict()
         self._series = 0
-        self._kepler = KeplerState(self._admit)
+        self._kepler = KeplerState(self._admit, level)
+        self._partition_nodes: dict[int, set[tuple[str, str]]] = {}
         self._series_overflow = 0.0
         self._consumer_lag: Series = {}
         self._decode_errors: Series = {(reason,): 0.0 for reason in DECODE_ERROR_REASONS}
@@ -257,10 +263,14 @@ class EnergyState:
         with self._lock:
             self._consumer_lag = {key: value for key, value in lag.items()}
 
-    def apply(self, record: Mapping[str, Any]) -> Outcome:
-        """Fold one decoded NodeEnergy once; raises InvalidWindow, folding nothing, if unfit."""
+    def apply(self, record: Mapping[str, Any], partition: int | None = None) -> Outcome:
+        """Fold one decoded NodeEnergy once; raises InvalidWindow, folding nothing, if unfit.
+        ``partition``: the energy topic partition it came from (see drop_partitions)."""
         check_window(record)
         with self._lock:
+            if partition is not None:
+                nodes = self._partition_nodes.setdefault(partition, set())
+                nodes.add((record["cluster"], record["node"]))
             now = self._clock()
             self._expire(now)
             outcome = self._ledger(record).admit(record["window_start_ns"])
@@ -273,6 +283,24 @@ class EnergyState:
     def expire(self) -> None:
         with self._lock:
             self._expire(self._clock())
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget every series and ledger of the nodes of ``partitions`` (revoked from this
+        replica: their new owner serves them from now on); return how many nodes."""
+        with self._lock:
+            nodes: set[tuple[str, str]] = set()
+            for partition in partitions:
+                nodes |= self._partition_nodes.pop(partition, set())
+            if not nodes:
+                return 0
+            for key in [k for k in self._workloads if (k[0], k[1]) in nodes]:
+                self._series -= self._workloads.pop(key).series
+            for where in nodes:
+                self._nodes.pop(where, None)
+            for ledger in [k for k in self._ledgers if (k[0], k[1]) in nodes]:
+                del self._ledgers[ledger]
+            self._kepler.drop(nodes)
+            return len(nodes)
 
     def _expire(self, now: float) -> None:
         before = now - self._ttl
@@ -320,10 +348,11 @@ class EnergyState:
                 node.residual[name] = zone["residual_j"]
 
         seconds = (end_ns - start_ns) / 1e9
-        for workload in record["workloads"]:
+        workloads = at_level(record["workloads"], self.level)
+        for workload in workloads:
             self._fold_workload(node, (cluster, node_name), source, workload, now, newest, seconds)
         if self.kepler_compat:  # after our own families: they come first in --max-series
-            self._kepler.fold(record, now)
+            self._kepler.fold(record, workloads, now)
 
     def _admit(self, extra: int) -> bool:
         if self._series + self._kepler.series + extra > self._max_series:
