@@ -31,9 +31,9 @@ from typing import Any, Literal, Protocol, cast
 from confluent_kafka import KafkaError
 
 from joulestream.kafka.clients import producer
-from joulestream.schemas import Record
+from joulestream.schemas import Record, node_key
 from joulestream.schemas.codec import Codec
-from joulestream.settings import Topics, node_key
+from joulestream.settings import Topics
 
 log = logging.getLogger(__name__)
 

@@ -74,16 +74,6 @@ class Topics:
         return (*self.co_partitioned(), *self.compacted(), self.deadletter)
 
 
-def node_id(cluster: str, node: str) -> str:
-    """``<cluster>/<node>``: how a node is named in keys, state and messages."""
-    return f"{cluster}/{node}"
-
-
-def node_key(cluster: str, node: str) -> bytes:
-    """The Kafka key of every record about a node (docs/architecture.md, 'Kafka contract')."""
-    return node_id(cluster, node).encode()
-
-
 STORE_DSN_ENV = "JOULESTREAM_STORE_DSN"
 
 

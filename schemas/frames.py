@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from joulestream.schemas import Record, node_id
 from joulestream.schemas.features import FEATURE_NAMES
 
-Record = dict[str, Any]
 UJ_PER_J = 1_000_000
 J_PER_KWH = 3.6e6
 IDENTITY_FIELDS = (
@@ -95,7 +95,7 @@ class SampleFrame:
 
     @property
     def key(self) -> str:
-        return f"{self.cluster}/{self.node}"
+        return node_id(self.cluster, self.node)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> SampleFrame:
@@ -207,7 +207,7 @@ class EnergyFrame:
 
     @property
     def key(self) -> str:
-        return f"{self.cluster}/{self.node}"
+        return node_id(self.cluster, self.node)
 
     def workload_uj(self, zone: ZoneEnergy) -> list[int]:
         """Dynamic + idle µJ of every row in ``zone``."""

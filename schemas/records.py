@@ -12,11 +12,12 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from joulestream.schemas import Record
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.columns import pack, pack_ids, unpack, unpack_ids
 from joulestream.schemas.errors import SchemaViolation
 from joulestream.schemas.features import FEATURE_NAMES
-from joulestream.schemas.frames import EnergyFrame, Identity, Record, SampleFrame, ZoneEnergy
+from joulestream.schemas.frames import EnergyFrame, Identity, SampleFrame, ZoneEnergy
 from joulestream.schemas.registry import COLUMNS_LAYOUT, layout_of
 
 DEFAULT_FULL_TABLE_EVERY = 60  # K: a reader starting anywhere names every workload within K

@@ -6,9 +6,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from joulestream.schemas import node_id
 from joulestream.schemas.errors import RejectedInput
 from joulestream.schemas.frames import EnergyFrame
-from joulestream.settings import node_id
 
 
 class InvalidWindow(RejectedInput):

@@ -46,9 +46,10 @@ from faust.types import TP, EventT
 from joulestream.kafka.clients import admin
 from joulestream.kafka.topics import partition_counts
 from joulestream.models.default import default_model
+from joulestream.schemas import node_id, node_key
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import CodecError, RejectedInput
-from joulestream.settings import Topics, librdkafka_passthrough, node_id, node_key
+from joulestream.settings import Topics, librdkafka_passthrough
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.carbon import CarbonConfig
 from joulestream.stream_processors.deadletter import dead_letter_headers

@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from joulestream.schemas import node_key
 from joulestream.schemas.errors import RejectedInput
 from joulestream.schemas.features import FEATURE_NAMES
-from joulestream.settings import node_key
 
 DEFAULT_MAX_FUTURE_NS = 300 * 1_000_000_000  # clock skew tolerated before "in the future"
 DEFAULT_MAX_WORKLOADS = 10_000

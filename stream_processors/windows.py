@@ -29,9 +29,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from joulestream.models.selection import ModelSet
-from joulestream.schemas import Record
+from joulestream.schemas import Record, node_id
 from joulestream.schemas.errors import RejectedInput
-from joulestream.settings import node_id
 from joulestream.stream_processors.attribution import (
     AttributionConfig,
     Carbon,

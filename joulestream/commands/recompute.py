@@ -23,10 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from joulestream.schemas import Record
+from joulestream.schemas import Record, node_id
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
-from joulestream.settings import node_id
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.join import (
     DEFAULT_MAX_READINGS,

@@ -30,9 +30,8 @@ import numpy as np
 
 from joulestream.commands.recompute import Message, Recompute, Window
 from joulestream.models.artifact import FORM_LINEAR, PowerModel
-from joulestream.schemas import Record
+from joulestream.schemas import Record, node_id
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
-from joulestream.settings import node_id
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.windows import JoinContext
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from joulestream.settings import node_id
+from joulestream.schemas import node_id
 from joulestream.sinks.windows import NON_FINITE, InvalidWindow, check_window
 
 Row = tuple[Any, ...]

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from joulestream.kafka import clients
+from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
-from joulestream.settings import node_key
 
 
 def produce_energy(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:

@@ -22,8 +22,9 @@ import pytest
 from confluent_kafka import Message, TopicPartition
 
 from joulestream.kafka import clients
+from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
-from joulestream.settings import Topics, node_key
+from joulestream.settings import Topics
 from joulestream.sinks.archive.layout import part_files
 from joulestream.sinks.archive.reader import read_archive
 from joulestream.sinks.archive.service import ArchiveSink

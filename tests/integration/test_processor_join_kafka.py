@@ -26,9 +26,10 @@ from joulestream.kafka import clients
 from joulestream.kafka.broker import free_ports
 from joulestream.kafka.topics import create_topics
 from joulestream.models.default import default_model_record
+from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.features import FEATURE_NAMES
-from joulestream.settings import Topics, node_key
+from joulestream.settings import Topics
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,10 @@ from confluent_kafka.admin import NewTopic
 from processor_helpers import JOULESTREAM, start_processor, stop_processor
 
 from joulestream.kafka import clients
+from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.features import FEATURE_NAMES
-from joulestream.settings import Topics, node_key
+from joulestream.settings import Topics
 
 pytestmark = pytest.mark.integration
 

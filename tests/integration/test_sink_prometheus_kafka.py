@@ -18,8 +18,9 @@ from sink_helpers import running_loop
 
 from joulestream.kafka import clients
 from joulestream.metrics_server import MetricsServer
+from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
-from joulestream.settings import Topics, node_key
+from joulestream.settings import Topics
 from joulestream.sinks.prometheus.service import EnergyConsumer, build_registry
 from joulestream.sinks.prometheus.state import EnergyState
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -234,3 +235,26 @@ def test_a_command_loads_only_what_it_runs(argv: list[str], unwanted: tuple[str,
     loaded = set(done.stdout.split())
     assert "joulestream" in loaded and "argparse" in loaded  # the probe saw the imports
     assert not loaded & set(unwanted), f"{' '.join(argv)} imports {sorted(loaded & set(unwanted))}"
+
+
+ONE_PLACE = {
+    # what must be said in one place only -> (pattern, the file that says it)
+    "the record alias": (re.compile(r"^Record = dict\[", re.M), "joulestream/schemas/__init__.py"),
+    "a node key": (
+        re.compile(r"""f["'][^"']*\{[^}]*cluster[^}]*\}/\{[^}]*node[^}]*\}"""),
+        "joulestream/schemas/__init__.py",
+    ),
+}
+
+
+@pytest.mark.parametrize("thing", ONE_PLACE)
+def test_one_thing_is_said_in_one_place(thing: str) -> None:
+    pattern, home = ONE_PLACE[thing]
+    elsewhere = [
+        f"{path.relative_to(REPO)}:{path.read_text()[: m.start()].count(chr(10)) + 1}"
+        for root in (REPO / PACKAGE, REPO / "bench")
+        for path in python_files(root)
+        for m in pattern.finditer(path.read_text())
+        if path.relative_to(REPO).as_posix() != home
+    ]
+    assert not elsewhere, f"{thing} belongs in {home} only:\n" + "\n".join(elsewhere)

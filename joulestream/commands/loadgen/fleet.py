@@ -27,9 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from joulestream.schemas import Record
+from joulestream.schemas import Record, node_key
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
-from joulestream.settings import node_key
 
 S = 1_000_000_000
 

@@ -13,7 +13,8 @@ from joulestream.commands.recompute import Recompute
 from joulestream.commands.replay.sources import Replayed
 from joulestream.kafka.clients import producer
 from joulestream.models.default import default_model
-from joulestream.settings import Topics, node_key
+from joulestream.schemas import node_key
+from joulestream.settings import Topics
 from joulestream.sinks.archive.files import claim_kind, write_durably
 from joulestream.sinks.archive.layout import (
     NS_PER_HOUR,
