@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -317,24 +316,22 @@ def test_compiler_stays_out_of_the_agent_and_close_detaches() -> None:
     assert facts["alive_after_close"] == []
 
 
-_LOG_LINE = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR) joulestream\.\S+: "
-
-
-def test_start_up_stderr_has_log_records_only() -> None:
-    """bcc's own prints from probing optional counters ("bpf: Failed to load program:
-    Operation not permitted" when fentry is refused) stay off the user's terminal; what the
-    probes found is in the capability report."""
-    done = subprocess.run(
-        [sys.executable, "-m", "joulestream.cli", "capabilities", "--collector", "ebpf"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+def test_agent_start_up_prints_nothing_of_its_own_on_fd2(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """bcc's prints from probing optional counters ("bpf: Failed to load program: Operation
+    not permitted" when fentry is refused, in the loader process, which shares our fd 2) stay
+    off the user's terminal: the capability report says what the probes found, and the log
+    (captured by pytest here, not on fd 2) says the rest."""
+    config = AgentConfig(
+        interval_s=0.3, once=True, collector="ebpf", powercap_root=tmp_path / "no-powercap"
     )
-    assert done.returncode == 0, done.stderr
-    assert "page_cache_hits" in done.stdout and "cpu_time_ns" in done.stdout
-    strays = [line for line in done.stderr.splitlines() if not re.match(_LOG_LINE, line)]
-    assert strays == [], done.stderr
-    assert "eBPF program loaded" in done.stderr  # the loader's records reach the agent's log
+    sink = _Sink()
+    assert run_agent(config, sink=sink) == EXIT_OK
+    assert capfd.readouterr().err == ""
+    caps = {c["name"]: c for c in sink.samples[0]["capabilities"]}  # type: ignore[attr-defined]
+    page_cache = caps["page_cache_hits"]
+    assert page_cache["available"] or page_cache["detail"]  # a reason whenever it is null
 
 
 def test_memory_files_kept_open_see_a_cgroup_go_and_come_back() -> None:

@@ -197,3 +197,24 @@ def test_capabilities_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     table = capsys.readouterr().out
     assert table.splitlines()[0].split() == ["capability", "ok", "detail"]
     assert "rapl" in table and " NO " in table
+
+
+def test_only_new_cgroup_ids_cause_a_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a").mkdir()
+    ids = CgroupIds(tmp_path)
+    walks: list[int] = []
+    walk = ids.refresh
+    monkeypatch.setattr(ids, "refresh", lambda: walks.append(1) or walk())
+    a = os.stat(tmp_path / "a").st_ino
+    ids.learn([ids.root_id, a])
+    assert walks == []  # all known
+    (tmp_path / "b").mkdir()
+    b = os.stat(tmp_path / "b").st_ino
+    ids.learn([a, b])
+    assert walks == [1] and ids.path(b) == "/b"
+    outside = 10**12  # e.g. a host cgroup seen from inside a cgroup namespace
+    ids.learn([outside])
+    ids.learn([outside, a])
+    ids.learn([outside])
+    assert walks == [1, 1]  # missed once, not walked for again
+    assert ids.path(outside) is None

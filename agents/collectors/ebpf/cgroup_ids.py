@@ -10,6 +10,8 @@ from pathlib import Path
 from joulestream.agents.collectors.cgroup import ROOT
 from joulestream.agents.collectors.procfs import process_stat
 
+_MAX_MISSED = 100_000
+
 
 def v2_hierarchy(cgroup_root: Path) -> Path | None:
     """The cgroup v2 mount: the root itself (v2) or ``unified/`` (hybrid)."""
@@ -22,9 +24,9 @@ def v2_hierarchy(cgroup_root: Path) -> Path | None:
 class CgroupIds:
     """v2 cgroup id → path relative to the hierarchy root ("/" for the root).
 
-    Refreshed by walking the hierarchy when an unknown id shows up. Ids of cgroups removed
-    since the previous walk stay known for one more walk, so the last window of a removed
-    container is still attributed to it.
+    Refreshed by walking the hierarchy when an unknown id shows up (``learn``). Ids of cgroups
+    removed since the previous walk stay known for one more walk, so the last window of a
+    removed container is still attributed to it.
     """
 
     def __init__(self, root: Path) -> None:
@@ -32,7 +34,20 @@ class CgroupIds:
         self.root_id = os.stat(root).st_ino
         self._paths: dict[int, str] = {}
         self._previous: dict[int, str] = {}
+        self._missed: set[int] = set()  # ids a walk looked for and did not find
         self.refresh()
+
+    def learn(self, cgroup_ids: Iterable[int]) -> None:
+        """Walk again if one of these ids is new. An id a walk already missed does not cause
+        another: ids are never reused, so it is a cgroup removed before the walk, or one
+        outside this hierarchy (a cgroup namespace), and it would be missed every window."""
+        new = {i for i in cgroup_ids if self.path(i) is None and i not in self._missed}
+        if not new:
+            return
+        self.refresh()
+        if len(self._missed) > _MAX_MISSED:
+            self._missed.clear()
+        self._missed |= {i for i in new if self.path(i) is None}
 
     def refresh(self) -> None:
         found = {self.root_id: ROOT}

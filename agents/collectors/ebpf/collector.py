@@ -166,13 +166,7 @@ class EbpfCollector:
     def collect(self) -> CollectedWindow:
         started = time.perf_counter()
         entries = self._read_entries()
-        unknown = [
-            e.cgroup_id
-            for e in entries
-            if e.cgroup_id != self.cgroup_ids.root_id and self.cgroup_ids.path(e.cgroup_id) is None
-        ]
-        if unknown:  # new cgroups: one walk per interval at most
-            self.cgroup_ids.refresh()
+        self.cgroup_ids.learn(e.cgroup_id for e in entries)  # one walk per interval at most
         kernel_tgids = self._kernel_threads.classify(
             {e.tgid for e in entries if e.cgroup_id == self.cgroup_ids.root_id}
         )
