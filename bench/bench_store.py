@@ -1,4 +1,4 @@
-"""Store write rate: rows/s of batched upserts into PostgreSQL, COPY vs executemany.
+"""Store write rate: rows/s of batched raw-window upserts into PostgreSQL, COPY vs executemany.
 
     .venv/bin/python bench/bench_store.py [--store postgresql://…] [--windows 2000]
 
@@ -21,11 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from common import ROOT, append_results, energy_window, free_ports
+from common import ROOT, append_results, energy_window
 from psycopg import sql
 
+from joulestream.kafka.broker import free_ports
 from joulestream.sinks.store.backend import WRITE_METHODS
 from joulestream.sinks.store.postgres import PostgresStore
+from joulestream.sinks.store.rollup import Rollup
 from joulestream.sinks.store.rows import WindowRows, window_rows
 
 S = 1_000_000_000
@@ -58,9 +60,10 @@ def fresh_database(admin_dsn: str, name: str) -> str:
 
 
 def timed_writes(store: PostgresStore, windows: list[WindowRows], batch: int) -> float:
+    """Raw window rows only (``--raw-windows``), no rollup."""
     started = time.perf_counter()
     for i in range(0, len(windows), batch):
-        store.write(windows[i : i + batch])
+        store.write(Rollup(), windows[i : i + batch])
     return time.perf_counter() - started
 
 

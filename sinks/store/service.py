@@ -112,7 +112,7 @@ class _Held:
     rollup: Rollup = field(default_factory=Rollup)
     raw: dict[int, list[WindowRows]] = field(default_factory=dict)
     offsets: dict[int, dict[Partition, int]] = field(default_factory=dict)  # minute -> tp -> min
-    since: float | None = None  # monotonic time the oldest held window was folded
+    since: dict[int, float] = field(default_factory=dict)  # minute -> monotonic first fold
 
     def minutes(self) -> list[int]:
         return sorted(self.offsets)
@@ -214,8 +214,7 @@ class StoreSink:
             offsets.setdefault(tp, message.offset() or 0)
             if self._raw_windows and start >= horizons.get("raw", start):
                 held.raw.setdefault(minute, []).append(raw_rows(item.frame, item.names))
-            if held.since is None:
-                held.since = time.monotonic()
+            held.since.setdefault(minute, time.monotonic())
             self._newest_start = max(self._newest_start, start)
             self.stats.windows += 1
         return True
@@ -252,12 +251,10 @@ class StoreSink:
             return result
 
     def _due(self) -> list[int]:
-        """Held minutes to write now (all of them once the oldest was held too long)."""
-        held = self._held
-        if held.since is not None and time.monotonic() - held.since >= self._flush_after_s:
-            return held.minutes()
+        """Held minutes to write now: closed by event time, or held too long."""
         closed = self._newest_start - self._grace_ns - MINUTE_NS
-        return [m for m in held.minutes() if m <= closed]
+        too_old = time.monotonic() - self._flush_after_s
+        return [m for m, since in self._held.since.items() if m <= closed or since <= too_old]
 
     def flush(self, stop: threading.Event, minutes: Sequence[int] | None = None) -> bool:
         """Write the held ``minutes`` (default: all) in one transaction, then commit the
@@ -270,8 +267,8 @@ class StoreSink:
         taken = held.rollup.take(nodes)
         raw = [w for m in chosen for w in held.raw.pop(m, [])]
         partitions = {tp for m in chosen for tp in held.offsets.pop(m)}
-        if not held.offsets:
-            held.since = None
+        for minute in chosen:
+            del held.since[minute]
         try:
             written = self._write(taken, raw, partitions, stop)
         except LedgerConflict as exc:
