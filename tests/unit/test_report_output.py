@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from builders import node_energy, zone_energy
 from PIL import Image
 
 from joulestream.sinks.report import cli
@@ -138,34 +139,14 @@ def test_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         store,
         [
             (
-                {
-                    "cluster": "c1",
-                    "node": "n1",
-                    "agent_instance": "a",
-                    "seq": 1,
-                    "window_start_ns": start,
-                    "window_end_ns": start + 2 * S,
-                    "source": "measured",
-                    "source_detail": "rapl-powercap",
-                    "model_id": None,
-                    "idle_policy": "none",
-                    "pue": 1.0,
-                    "grid_intensity_g_per_kwh": 475.0,
-                    "co2e_g": 0.001,
-                    "zones": [
-                        {
-                            "zone": "package-0",
-                            "driver": None,
-                            "total_j": 9.0,
-                            "idle_j": 0.0,
-                            "dynamic_j": 9.0,
-                            "idle_unassigned_j": 0.0,
-                            "unattributed_j": 0.0,
-                            "residual_j": 0.0,
-                        }
-                    ],
-                    "workloads": [],
-                }
+                node_energy(
+                    seq=1,
+                    start_ns=start,
+                    zones=[zone_energy(driver=None, total_j=9.0, idle_j=0.0)],
+                    workloads=[],
+                    agent_instance="a",
+                    co2e_g=0.001,
+                )
             )
         ],
     )

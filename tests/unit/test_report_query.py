@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import node_energy, zone_energy
 
 from joulestream.sinks.report.query import ReportError, energy_report
 from joulestream.sinks.store.backend import write_records
@@ -47,35 +48,19 @@ def energy(
     co2e: float,
     source: str = "measured",
 ) -> dict[str, Any]:
-    return {
-        "cluster": cluster,
-        "node": node,
-        "agent_instance": "a1",
-        "seq": start_ns // S,
-        "window_start_ns": start_ns,
-        "window_end_ns": start_ns + 2 * S,
-        "source": source,
-        "source_detail": "rapl-powercap",
-        "model_id": None,
-        "idle_policy": "none",
-        "pue": 1.0,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": co2e,
-        "zones": [
-            {
-                "zone": z,
-                "driver": "cpu_time_ns",
-                "total_j": j,
-                "idle_j": 0.0,
-                "dynamic_j": j,
-                "idle_unassigned_j": 0.0,
-                "unattributed_j": 0.0,
-                "residual_j": 0.0,
-            }
-            for z, j in zones.items()
-        ],
-        "workloads": workloads,
-    }
+    return node_energy(
+        cluster=cluster,
+        node=node,
+        seq=start_ns // S,
+        start_ns=start_ns,
+        source=source,
+        zones=[zone_energy(z, total_j=j, idle_j=0.0) for z, j in zones.items()],
+        workloads=workloads,
+        agent_instance="a1",
+        source_detail="rapl-powercap",
+        model_id=None,
+        co2e_g=co2e,
+    )
 
 
 def n1_window(start_ns: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import node_energy, zone_energy
 
 from joulestream.sinks.report.query import GROUPINGS, GroupBy, Report, energy_report
 from joulestream.sinks.report.tiers import Segment, plan
@@ -41,28 +42,23 @@ def window(node: str, start_ns: int, rng: random.Random) -> dict[str, Any]:
         }
         for i in range(4)
     ]  # fmt: skip
-    return {
-        "cluster": "c1",
-        "node": node,
-        "agent_instance": "a",
-        "seq": start_ns // S,
-        "window_start_ns": start_ns,
-        "window_end_ns": start_ns + 20 * S,
-        "source": rng.choice(["measured", "estimated", "unmeasured"]),
-        "source_detail": "",
-        "model_id": None,
-        "idle_policy": "none",
-        "pue": 1.0,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": rng.uniform(0, 0.1),
-        "zones": [
-            {"zone": z, "driver": None, "total_j": rng.uniform(5, 50), "idle_j": 1.0,
-             "dynamic_j": 2.0, "idle_unassigned_j": 0.5, "unattributed_j": 0.1,
-             "residual_j": 0.0}
+    return node_energy(
+        node=node,
+        seq=start_ns // S,
+        start_ns=start_ns,
+        interval_ns=20 * S,
+        source=rng.choice(["measured", "estimated", "unmeasured"]),
+        zones=[
+            zone_energy(z, driver=None, total_j=rng.uniform(5, 50), idle_j=1.0, dynamic_j=2.0,
+                        idle_unassigned_j=0.5, unattributed_j=0.1)
             for z in zones
         ],
-        "workloads": workloads,
-    }  # fmt: skip
+        workloads=workloads,
+        agent_instance="a",
+        source_detail="",
+        model_id=None,
+        co2e_g=rng.uniform(0, 0.1),
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import node_energy, workload_energy, zone_energy
 from test_sink_prometheus_collector import exposition, samples
 
 from joulestream.agents.power import hwmon, rapl
@@ -136,45 +137,32 @@ def window(node: str, zones: list[str], seq: int, rng: random.Random) -> dict[st
                 }
             )
         zone_records.append(
-            {
-                "zone": name,
-                "driver": "cpu_time_ns",
-                "total_j": idle + dynamic,
-                "idle_j": idle,
-                "dynamic_j": dynamic,
-                "idle_unassigned_j": 0.0 if proportional else idle,
-                "unattributed_j": unattributed,
-                "residual_j": 0.0,
-            }
+            zone_energy(
+                name,
+                total_j=idle + dynamic,
+                idle_j=idle,
+                idle_unassigned_j=0.0 if proportional else idle,
+                unattributed_j=unattributed,
+            )
         )
     estimated = node.startswith("est")
-    record = {
-        "cluster": "c1",
-        "node": node,
-        "agent_instance": f"agent-{node}",
-        "seq": seq,
-        "window_start_ns": (1000 + 2 * seq) * S,
-        "window_end_ns": (1002 + 2 * seq) * S,
-        "source": "estimated" if estimated else "measured",
-        "source_detail": "model" if estimated else "rapl-powercap",
-        "model_id": "m" if estimated else None,
-        "idle_policy": "proportional" if proportional else "none",
-        "pue": 1.0,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": 0.0,
-        "zones": zone_records,
-        "workloads": [
-            {
-                "kind": kind,
-                "workload_id": workload_id,
-                "container_id": container_id,
-                "pod_uid": pod_uid,
-                "namespace": namespace,
-                "pod": pod,
-                "container": container,
-                "co2e_g": 0.0,
-                "zones": shares[index],
-            }
+    record = node_energy(
+        node=node,
+        seq=seq,
+        start_ns=(1000 + 2 * seq) * S,
+        source="estimated" if estimated else "measured",
+        zones=zone_records,
+        workloads=[
+            workload_energy(
+                workload_id,
+                kind=kind,
+                zones=shares[index],
+                container_id=container_id,
+                pod_uid=pod_uid,
+                namespace=namespace,
+                pod=pod,
+                container=container,
+            )
             for index, (
                 kind,
                 workload_id,
@@ -185,7 +173,11 @@ def window(node: str, zones: list[str], seq: int, rng: random.Random) -> dict[st
                 container,
             ) in enumerate(WORKLOADS)
         ],
-    }
+        agent_instance=f"agent-{node}",
+        source_detail="model" if estimated else "rapl-powercap",
+        model_id="m" if estimated else None,
+        idle_policy="proportional" if proportional else "none",
+    )
     Codec().encode("NodeEnergy", record)
     return record
 

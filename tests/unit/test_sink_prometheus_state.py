@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from builders import node_energy, workload_energy, zone_energy
 
 from joulestream.schemas.codec import Codec
 from joulestream.sinks.prometheus.state import (
@@ -29,20 +30,19 @@ def workload(
     container: str | None = "nginx",
     co2e_g: float = 0.0,
 ) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "workload_id": workload_id,
-        "container_id": workload_id if kind == "container" else None,
-        "pod_uid": "uid-1" if pod else None,
-        "namespace": namespace,
-        "pod": pod,
-        "container": container,
-        "co2e_g": co2e_g,
-        "zones": [
+    return workload_energy(
+        workload_id,
+        kind=kind,
+        pod_uid="uid-1" if pod else None,
+        namespace=namespace,
+        pod=pod,
+        container=container,
+        co2e_g=co2e_g,
+        zones=[
             {"zone": z, "dynamic_j": d, "idle_j": i, "lower_j": d + i, "upper_j": d + i}
             for z, (d, i) in zones.items()
         ],
-    }
+    )
 
 
 def zone(
@@ -53,16 +53,15 @@ def zone(
     idle_unassigned: float | None = None,
     residual: float = 0.0,
 ) -> dict[str, Any]:
-    return {
-        "zone": name,
-        "driver": "cpu_time_ns",
-        "total_j": idle + dynamic,
-        "idle_j": idle,
-        "dynamic_j": dynamic,
-        "idle_unassigned_j": idle if idle_unassigned is None else idle_unassigned,
-        "unattributed_j": unattributed,
-        "residual_j": residual,
-    }
+    return zone_energy(
+        name,
+        total_j=idle + dynamic,
+        idle_j=idle,
+        dynamic_j=dynamic,
+        idle_unassigned_j=idle if idle_unassigned is None else idle_unassigned,
+        unattributed_j=unattributed,
+        residual_j=residual,
+    )
 
 
 def default_zones() -> list[dict[str, Any]]:
@@ -94,23 +93,19 @@ def window(
 ) -> dict[str, Any]:
     """package-0: 4 J idle (unassigned) + 6 J dynamic = web 4 + db 1.5 + 0.5 unattributed;
     dram-0: 1 J idle + 1 J dynamic = web 1."""
-    record = {
-        "cluster": cluster,
-        "node": node,
-        "agent_instance": instance,
-        "seq": start_s,
-        "window_start_ns": start_s * S,
-        "window_end_ns": (start_s + 2) * S,
-        "source": source,
-        "source_detail": "rapl-powercap",
-        "model_id": None,
-        "idle_policy": "none",
-        "pue": 1.0,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": 0.002,
-        "zones": default_zones() if zones is None else zones,
-        "workloads": default_workloads() if workloads is None else workloads,
-    }
+    record = node_energy(
+        cluster=cluster,
+        node=node,
+        seq=start_s,
+        start_ns=start_s * S,
+        source=source,
+        zones=default_zones() if zones is None else zones,
+        workloads=default_workloads() if workloads is None else workloads,
+        agent_instance=instance,
+        source_detail="rapl-powercap",
+        model_id=None,
+        co2e_g=0.002,
+    )
     Codec().encode("NodeEnergy", record)  # every fixture is a valid NodeEnergy
     return record
 

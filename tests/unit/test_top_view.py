@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from builders import node_energy
 from prometheus_client import generate_latest
 
 from joulestream.commands import top
@@ -55,23 +56,17 @@ def zone(name: str, dynamic: float, idle: float, unattributed: float = 0.0) -> d
 
 
 def window(node: str, source: str, zones: list[Any], workloads: list[Any]) -> dict[str, Any]:
-    return {
-        "cluster": "c1",
-        "node": node,
-        "agent_instance": f"agent-{node}",
-        "seq": 1,
-        "window_start_ns": 100 * S,
-        "window_end_ns": 102 * S,  # 2 s: watts = joules / 2
-        "source": source,
-        "source_detail": "test",
-        "model_id": None if source == "measured" else "default",
-        "idle_policy": "none",
-        "pue": 1.0,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": sum(w["co2e_g"] for w in workloads),
-        "zones": zones,
-        "workloads": workloads,
-    }
+    return node_energy(
+        node=node,
+        seq=1,
+        start_ns=100 * S,  # 2 s windows: watts = joules / 2
+        source=source,
+        zones=zones,
+        workloads=workloads,
+        agent_instance=f"agent-{node}",
+        source_detail="test",
+        co2e_g=sum(w["co2e_g"] for w in workloads),
+    )
 
 
 def exposition() -> bytes:
