@@ -17,10 +17,18 @@ librdkafka cannot remove single queued messages either (``purge`` empties it). S
 
 The idempotent producer (``enable.idempotence``) retries without duplicates, and with no
 message timeout it never has to give up a sequence, so every record arrives exactly once.
+
+Start-up order (docs/architecture.md, 'Reliability'): nothing is handed over until both topics
+exist and this principal may use them (``TopicGate``, which says once what it waits for). A
+delivery refused later because a topic went missing or the principal lost its rights, or a
+fatal producer error (librdkafka's answer to an idempotent producer whose principal may write
+nowhere yet), is not a loss: the records go back to the head of the buffer, in order, and are
+sent again, by a new producer after a fatal error, once the gate opens again.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -31,6 +39,7 @@ from typing import Any, Literal, Protocol, cast
 from confluent_kafka import KafkaError
 
 from joulestream.kafka.clients import producer
+from joulestream.kafka.readiness import NOT_READY, TopicGate
 from joulestream.schemas import Record, node_key
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
@@ -110,6 +119,7 @@ class _Pending:
     kind: RecordKind
     seq: int
     value: bytes
+    order: int  # publication order: records sent again go back in this order
 
 
 def seq_ranges(seqs: list[int]) -> str:
@@ -133,25 +143,33 @@ class Publisher:
         codec: Codec | None = None,
         client: ProducerLike | None = None,
         limits: BufferLimits | None = None,
+        gate: TopicGate | None = None,
     ) -> None:
+        """``client`` and ``gate`` are for tests; by default a producer is made (again after
+        a fatal error) and a gate probes the two topics."""
         self.topics = topics or Topics()
         self.key = node_key(cluster, node)
         self.codec = codec or Codec()
         self.limits = limits or BufferLimits()
-        self.client: ProducerLike = (
-            client
-            if client is not None
-            else cast(
-                ProducerLike,
-                producer(
-                    bootstrap_servers, error_cb=self._on_error, **self.limits.producer_overrides()
-                ),
-            )
-        )
         self._topic: dict[RecordKind, str] = {
             "sample": self.topics.samples,
             "power": self.topics.power,
         }
+        self._bootstrap = bootstrap_servers
+        self._own_client = client is None
+        self.client: ProducerLike = client if client is not None else self._new_client()
+        self._gate = gate
+        if gate is None and client is None:
+            self._gate = TopicGate(
+                list(self._topic.values()),
+                who=f"agent {cluster}/{node}",
+                operation="write",
+                bootstrap=bootstrap_servers,
+            )
+            self._gate.start()
+        self._order = itertools.count()
+        self._retry: list[_Pending] = []  # refused as not ready: sent again, in order
+        self._fatal = False  # the producer is unusable: a new one once nothing is in flight
         self._waiting: deque[_Pending] = deque()  # not yet handed to librdkafka
         self._waiting_bytes = 0
         self._handed: dict[int, _Pending] = {}  # id → handed over, not yet acknowledged
@@ -195,13 +213,15 @@ class Publisher:
         """Deliver what is buffered for at most ``timeout_s``; returns how many records could
         not be delivered (also kept in ``undelivered`` and logged by kind and seq)."""
         deadline = time.monotonic() + timeout_s
-        while self._waiting or self._handed:
+        while self._waiting or self._handed or self._retry:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             self._hand_over()
             self.client.flush(min(left, 0.1))
-        self.undelivered = [*self._handed.values(), *self._waiting]
+        if self._gate is not None:
+            self._gate.stop()
+        self.undelivered = [*self._retry, *self._handed.values(), *self._waiting]
         if self.undelivered:
             for kind in RECORD_KINDS:
                 seqs = [p.seq for p in self.undelivered if p.kind == kind]
@@ -224,7 +244,9 @@ class Publisher:
         # validation (most of the encoding cost at hundreds of workloads); a record the write
         # rejects is still validated and raised as a SchemaViolation, a bug.
         value = self.codec.encode(_SCHEMA[kind], record, validate=False)
-        self._waiting.append(_Pending(kind, int(cast(int, record["seq"])), value))
+        self._waiting.append(
+            _Pending(kind, int(cast(int, record["seq"])), value, next(self._order))
+        )
         self._stats[kind].buffered += 1
         self._waiting_bytes += len(value)
         self._enforce_bound()
@@ -234,7 +256,7 @@ class Publisher:
     def _enforce_bound(self) -> None:
         limits = self.limits
         while self._waiting and (
-            len(self._waiting) + len(self._handed) > limits.max_messages
+            len(self._waiting) + len(self._handed) + len(self._retry) > limits.max_messages
             or self._waiting_bytes + self._handed_bytes > limits.max_bytes
         ):
             oldest = self._waiting.popleft()
@@ -254,7 +276,30 @@ class Publisher:
             )
             self._dropping = True
 
+    def _new_client(self) -> ProducerLike:
+        overrides = self.limits.producer_overrides()
+        return cast(ProducerLike, producer(self._bootstrap, error_cb=self._on_error, **overrides))
+
+    def _ready(self) -> bool:
+        """Whether records may be handed over now; puts refused records back first once
+        nothing is in flight any more (a later refusal would otherwise reorder them)."""
+        if self._gate is not None and not self._gate.is_open:
+            return False
+        if self._handed:
+            return not (self._retry or self._fatal)
+        if self._fatal and self._own_client:
+            self.client = self._new_client()
+            log.info("a new Kafka producer takes over the buffered records")
+        self._fatal = False
+        if self._retry:
+            self._retry.sort(key=lambda p: p.order, reverse=True)
+            self._waiting.extendleft(self._retry)  # extendleft reverses: oldest first again
+            self._retry.clear()
+        return True
+
     def _hand_over(self) -> None:
+        if not self._ready():
+            return
         limits = self.limits
         while self._waiting and (
             len(self._handed) < limits.handover_messages
@@ -296,6 +341,16 @@ class Publisher:
                 return
             if _code(error) in _PURGED:  # close() gave up on it and reported it
                 return
+            if _code(error) in NOT_READY and (self._gate is not None or self._fatal):
+                self._stats[pending.kind].buffered += 1
+                self._retry.append(pending)
+                self._waiting_bytes += len(pending.value)
+                if self._gate is not None:
+                    self._gate.close()
+                log.debug(
+                    "%s seq %d kept to send again: %s", _SCHEMA[pending.kind], pending.seq, error
+                )
+                return
             self._stats[pending.kind].failed += 1
             log.warning(
                 "delivery of %s seq %d failed: %s (%d lost so far)",
@@ -310,7 +365,14 @@ class Publisher:
     def _on_error(self, error: KafkaError) -> None:
         """librdkafka's client-level errors (broker down, auth): once per kind per outage."""
         if error.fatal():
-            log.error("Kafka producer fatal error: %s", error)
+            log.error(
+                "Kafka producer fatal error: %s; its records are kept and sent again by a new "
+                "producer once the topics are usable",
+                error,
+            )
+            self._fatal = True
+            if self._gate is not None:
+                self._gate.close()
             return
         code = error.code()
         level = logging.DEBUG if code in self._broker_errors else logging.WARNING

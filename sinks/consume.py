@@ -4,11 +4,13 @@ commits an offset only after what it read there is durable in its output."""
 from __future__ import annotations
 
 import argparse
+import threading
 from collections.abc import Callable, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from joulestream.kafka import clients
+from joulestream.kafka.readiness import TopicGate
 from joulestream.options import add_group_id, add_kafka_options, topics_from
 
 
@@ -21,6 +23,15 @@ def add_consumer_options(parser: argparse.ArgumentParser, default_group_id: str)
 def group_id(args: argparse.Namespace) -> str:
     """``--group-id`` under the topic prefix, as the processor's ``--app-id``."""
     return topics_from(args).group(args.group_id)
+
+
+def wait_for_topics(
+    args: argparse.Namespace, names: list[str], who: str, stop: threading.Event
+) -> bool:
+    """Wait until the sink may read ``names`` (saying once what it waits for); False when
+    ``stop`` came first."""
+    gate = TopicGate(names, who=who, operation="read", bootstrap=args.bootstrap_servers)
+    return gate.wait(stop)
 
 
 def manual_commit_consumer(args: argparse.Namespace) -> Consumer:

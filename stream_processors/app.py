@@ -142,13 +142,9 @@ def faust_broker_url(bootstrap_servers: str) -> str:
     return ";".join(f"kafka://{h}" for h in hosts)
 
 
-def co_partition_count(bootstrap_servers: str, topics: Topics, timeout_s: float = 15.0) -> int:
-    """Partition count shared by the samples and power topics, or StartupError.
-
-    The join looks a node's power series up in the partition its sample arrived on; with
-    different counts a node's readings and samples land on different partitions and never meet.
-    """
-    needed = (
+def used_topics(topics: Topics) -> tuple[str, ...]:
+    """What a worker reads or writes, all of which must exist before it starts."""
+    return (
         topics.samples,
         topics.power,
         topics.energy,
@@ -156,6 +152,15 @@ def co_partition_count(bootstrap_servers: str, topics: Topics, timeout_s: float 
         topics.models,
         topics.grid,
     )
+
+
+def co_partition_count(bootstrap_servers: str, topics: Topics, timeout_s: float = 15.0) -> int:
+    """Partition count shared by the samples and power topics, or StartupError.
+
+    The join looks a node's power series up in the partition its sample arrived on; with
+    different counts a node's readings and samples land on different partitions and never meet.
+    """
+    needed = used_topics(topics)
     counts = partition_counts(admin(bootstrap_servers), needed, timeout_s)
     missing = [t for t in needed if t not in counts]
     if missing:

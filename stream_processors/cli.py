@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 from pathlib import Path
 
+from joulestream.kafka.readiness import TopicGate
 from joulestream.options import add_kafka_options, add_metrics_port, non_negative, port, topics_from
 from joulestream.settings import bootstrap_servers
+from joulestream.signals import stop_on_signals
 from joulestream.stream_processors.app import (
     DEFAULT_APP_ID,
     DEFAULT_LATENESS_S,
@@ -18,6 +21,7 @@ from joulestream.stream_processors.app import (
     co_partition_count,
     default_state_dir,
     ensure_changelog,
+    used_topics,
 )
 from joulestream.stream_processors.attribution import (
     DEFAULT_GRID_INTENSITY,
@@ -167,8 +171,22 @@ def settings_from_args(args: argparse.Namespace) -> ProcessorSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Waits for its topics first (saying once which are missing or refused), like agents and
+    sinks, so that it may start before them."""
     try:
         settings = settings_from_args(args)
+    except ValueError as exc:
+        log.error("joulestream process cannot start: %s", exc)
+        return 2
+    stop = threading.Event()
+    gate = TopicGate(
+        used_topics(settings.topics), who="processor", operation="use",
+        bootstrap=settings.bootstrap_servers,
+    )  # fmt: skip
+    with stop_on_signals(stop):
+        if not gate.wait(stop):
+            return 0
+    try:
         partitions = co_partition_count(settings.bootstrap_servers, settings.topics)
         for changelog in settings.changelog_topics:
             ensure_changelog(settings.bootstrap_servers, changelog, partitions)

@@ -17,7 +17,12 @@ from joulestream.sinks.archive.service import (
     DEFAULT_ROLL_SECONDS,
     ArchiveSink,
 )
-from joulestream.sinks.consume import add_consumer_options, group_id, manual_commit_consumer
+from joulestream.sinks.consume import (
+    add_consumer_options,
+    group_id,
+    manual_commit_consumer,
+    wait_for_topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         with stop_on_signals(stop):
-            sink.run(stop)
+            if wait_for_topics(args, [topics.samples, topics.power], "archive sink", stop):
+                sink.run(stop)
     except (KafkaException, ArchiveMismatch, OSError) as exc:
         log.error("archive sink failed: %s", exc)
         return 1

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from joulestream.kafka import clients
+from joulestream.kafka.readiness import TopicGate
 from joulestream.metrics_server import MetricsServer, Registry
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
@@ -230,7 +231,13 @@ def serve(
         instance_id,
     )
     overrides = {} if instance_id is None else {"group.instance.id": instance_id}
+    gate = TopicGate(
+        [topics.energy, topics.deadletter], who="prometheus sink", operation="read",
+        bootstrap=bootstrap,
+    )  # fmt: skip
     try:
+        if not gate.wait(stop):
+            return
         EnergyConsumer(
             clients.consumer(group_id, bootstrap, **overrides),
             topics.energy,

@@ -11,7 +11,12 @@ from confluent_kafka import KafkaException
 
 from joulestream.options import add_store_option, default_store, topics_from
 from joulestream.signals import stop_on_signals
-from joulestream.sinks.consume import add_consumer_options, group_id, manual_commit_consumer
+from joulestream.sinks.consume import (
+    add_consumer_options,
+    group_id,
+    manual_commit_consumer,
+    wait_for_topics,
+)
 from joulestream.sinks.store.backend import WRITE_METHODS, open_store, parse_sqlite_dsn
 from joulestream.sinks.store.migrations import SchemaTooNew
 from joulestream.sinks.store.rollup import RETENTION_TIERS
@@ -119,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("storing %s into %s (group %s)", topics.energy, store.description, group_id(args))
     try:
         with stop_on_signals(stop):
-            sink.run(stop)
+            if wait_for_topics(args, [topics.energy], "store sink", stop):
+                sink.run(stop)
     except (KafkaException, SchemaTooNew) as exc:
         log.error("store sink failed: %s", exc)
         return 1

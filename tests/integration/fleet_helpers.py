@@ -77,13 +77,15 @@ def store_windows(db: Path) -> Counter[Node]:
 
 
 def topic_messages(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of ``topic`` from the beginning, until ``idle_s`` without news."""
+    """Every (key, value) of ``topic`` from the beginning, until ``idle_s`` without news
+    (at most a minute)."""
     consumer = clients.consumer(f"fleet-test-{uuid.uuid4().hex}", bootstrap)
     consumer.subscribe([topic])
     messages: list[tuple[bytes, bytes]] = []
     idle_until = time.monotonic() + idle_s + 10  # the first assignment takes a while
+    give_up = time.monotonic() + 60
     try:
-        while time.monotonic() < idle_until:
+        while time.monotonic() < min(idle_until, give_up):
             for message in consumer.consume(500, timeout=0.5):
                 if message.error() is None:
                     messages.append((message.key(), message.value()))

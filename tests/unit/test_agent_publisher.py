@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from joulestream.agents import publisher as publisher_module
 from joulestream.agents.publisher import BufferLimits, Publisher, seq_ranges
 from joulestream.kafka import clients
 from joulestream.schemas.codec import Codec
@@ -62,6 +63,22 @@ class FakeProducer:
         self.purged += len(served)
         for topic, callback in served:
             callback(KafkaError(KafkaError._PURGE_QUEUE), FakeMessage(topic))
+
+
+class OpenGate:
+    """A TopicGate whose topics are ready (``close`` shuts it until ``open``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.is_open = True
+        self.closed = 0
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None:
+        self.is_open = False
+        self.closed += 1
 
 
 def power(seq: int) -> dict[str, object]:
@@ -197,6 +214,7 @@ def test_producer_gets_buffer_settings_and_env_passthrough(
     reach the confluent-kafka Producer config."""
     seen: list[dict[str, Any]] = []
     monkeypatch.setattr(clients, "Producer", lambda config: seen.append(config) or FakeProducer())
+    monkeypatch.setattr(publisher_module, "TopicGate", OpenGate)
     monkeypatch.setenv("JOULESTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("JOULESTREAM_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("JOULESTREAM_KAFKA_SSL_CA_LOCATION", "/etc/ca.pem")
@@ -225,3 +243,34 @@ def test_librdkafka_itself_receives_env_settings(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("JOULESTREAM_KAFKA_SASL_PASSWORD", "secret")
     publisher = Publisher("c1", "n1", "127.0.0.1:1")  # accepted, with our buffer settings
     assert publisher.close(0.1) == 0
+
+
+def test_records_refused_as_not_ready_are_kept_and_sent_again_in_order() -> None:
+    """A topic deleted (or a right revoked) while records are in flight: they wait for the
+    gate and go out again ahead of the newer ones, none counted as lost."""
+    fake, gate = FakeProducer(), OpenGate()
+    publisher = Publisher(
+        "c1",
+        "n1",
+        client=fake,
+        limits=BufferLimits(handover_messages=3),
+        gate=gate,  # type: ignore[arg-type]
+    )
+    fake.up = False  # in flight, unanswered
+    for seq in range(5):
+        publisher.publish_power(power(seq))
+    assert delivered_seqs(fake) == [0, 1, 2]
+    served, fake.pending = fake.pending, []
+    for topic, callback in served:
+        callback(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), FakeMessage(topic))
+    assert gate.closed == 3 and publisher.lost == 0
+    publisher.publish_power(power(5))
+    publisher.poll()
+    assert delivered_seqs(fake) == [0, 1, 2]  # closed: nothing handed over
+    gate.is_open, fake.up = True, True
+    fake.sent.clear()
+    while publisher.backlog:
+        publisher.poll()
+    publisher.poll()
+    assert delivered_seqs(fake) == [0, 1, 2, 3, 4, 5]
+    assert publisher.stats().records["power"].published == 6 and publisher.lost == 0
