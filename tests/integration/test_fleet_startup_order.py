@@ -56,8 +56,8 @@ def test_parts_started_before_their_topics_wait_and_lose_nothing(
             log=logs["sink"],
         ))  # fmt: skip
         store = stack.enter_context(joulestream(
-            "sink", "store", *common, "--dsn", f"sqlite:///{tmp_path / 'store.db'}",
-            log=logs["store"],
+            "sink", "store", *common, "--store", f"sqlite:///{tmp_path / 'store.db'}",
+            "--flush-after", "1", log=logs["store"],
         ))  # fmt: skip
         wait_for(
             lambda: all(WAITING.format(topics.samples) in logs[n].read_text() for n in
