@@ -41,6 +41,15 @@ if ! .venv/bin/kustomize version 2>/dev/null | grep -q "$KUSTOMIZE_VERSION"; the
     go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
 fi
 
+# helm renders deploy/helm/joulestream in the tests (lint, template); built like kustomize.
+HELM_VERSION=v3.22.0  # needs Go >= 1.26.0
+# go install leaves `helm version` at "v3.22"; the module version is in the build info.
+if ! PATH="$PATH:/usr/local/go/bin" go version -m .venv/bin/helm 2>/dev/null | grep -q "helm.sh/helm/v3[[:space:]]*$HELM_VERSION"; then
+  echo "setup: building helm $HELM_VERSION with Go into .venv/bin"
+  PATH="$PATH:/usr/local/go/bin" GOBIN="$PWD/.venv/bin" \
+    go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+
 # kube-apiserver and kubectl for the tests against a real API server (built once, cached).
 scripts/kubernetes.sh
 
