@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import node_energy, workload_energy, zone_energy
 
 from joulestream.sinks.report import cli
 from joulestream.sinks.report.query import GROUPINGS, ReportError, energy_report
@@ -25,76 +26,33 @@ def window(
     cluster: str, node: str, start: datetime, zones: dict[str, float], pods: dict[str, float]
 ) -> dict[str, Any]:
     start_ns = to_ns(start)
-    return {
-        "cluster": cluster,
-        "node": node,
-        "agent_instance": "a1",
-        "seq": start_ns // S,
-        "window_start_ns": start_ns,
-        "window_end_ns": start_ns + 60 * S,
-        "source": "measured",
-        "source_detail": "rapl-powercap",
-        "model_id": None,
-        "idle_policy": "none",
-        "pue": 1.2,
-        "grid_intensity_g_per_kwh": 400.0,
-        "co2e_g": 0.0,
-        "zones": [
-            {
-                "zone": z,
-                "driver": "cpu_time_ns",
-                "total_j": j,
-                "idle_j": 0.0,
-                "dynamic_j": j,
-                "idle_unassigned_j": 0.0,
-                "unattributed_j": 0.0,
-                "residual_j": 0.0,
-            }
-            for z, j in zones.items()
-        ],
-        "workloads": [
-            {
-                "kind": "container",
-                "workload_id": f"cid-{pod}",
-                "container_id": f"cid-{pod}",
-                "pod_uid": f"uid-{pod}",
-                "namespace": pod.split("-")[0],
-                "pod": pod,
-                "container": "main",
-                "co2e_g": joules / 3.6e6 * 1.2 * 400.0,
-                "zones": [
-                    {
-                        "zone": "package-0",
-                        "dynamic_j": joules,
-                        "idle_j": 0.0,
-                        "lower_j": joules,
-                        "upper_j": joules,
-                    },
-                    {
-                        "zone": "core-0",
-                        "dynamic_j": joules / 2,
-                        "idle_j": 0.0,
-                        "lower_j": joules / 2,
-                        "upper_j": joules / 2,
-                    },
-                    *(
-                        [
-                            {
-                                "zone": "psys",
-                                "dynamic_j": joules,
-                                "idle_j": 0.0,
-                                "lower_j": joules,
-                                "upper_j": joules,
-                            }
-                        ]
-                        if "psys" in zones
-                        else []
-                    ),
-                ],
-            }
+    return node_energy(
+        cluster=cluster,
+        node=node,
+        seq=start_ns // S,
+        start_ns=start_ns,
+        interval_ns=60 * S,
+        zones=[zone_energy(z, total_j=j, idle_j=0.0) for z, j in zones.items()],
+        workloads=[
+            workload_energy(
+                f"cid-{pod}",
+                pod=pod,
+                zones={
+                    "package-0": joules,
+                    "core-0": joules / 2,
+                    **({"psys": joules} if "psys" in zones else {}),
+                },
+                error=0.0,
+                co2e_g=joules / 3.6e6 * 1.2 * 400.0,
+                namespace=pod.split("-")[0],
+                container="main",
+            )
             for pod, joules in pods.items()
         ],
-    }
+        agent_instance="a1",
+        pue=1.2,
+        grid_intensity_g_per_kwh=400.0,
+    )
 
 
 RECORDS = [

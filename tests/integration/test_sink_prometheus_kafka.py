@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from builders import node_energy, workload_energy, zone_energy
 from prometheus_client.parser import text_string_to_metric_families
 from sink_helpers import running_loop
 
@@ -33,54 +34,24 @@ Values = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def energy(start_s: int, *, node: str = "n1") -> dict[str, Any]:
     """package-0: 4 J idle (unassigned) + 6 J dynamic = web 5.5 + 0.5 unattributed."""
-    return {
-        "cluster": "c1",
-        "node": node,
-        "agent_instance": "agent-a",
-        "seq": start_s,
-        "window_start_ns": start_s * S,
-        "window_end_ns": (start_s + 2) * S,
-        "source": "measured",
-        "source_detail": "rapl-powercap",
-        "model_id": None,
-        "idle_policy": "none",
-        "pue": 1.0,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": 0.25,
-        "zones": [
-            {
-                "zone": "package-0",
-                "driver": "cpu_time_ns",
-                "total_j": 10.0,
-                "idle_j": 4.0,
-                "dynamic_j": 6.0,
-                "idle_unassigned_j": 4.0,
-                "unattributed_j": 0.5,
-                "residual_j": 0.0,
-            }
-        ],
-        "workloads": [
-            {
-                "kind": "container",
-                "workload_id": "cid-web",
-                "container_id": "cid-web",
-                "pod_uid": "uid-1",
-                "namespace": "shop",
-                "pod": "web-0",
-                "container": "nginx",
-                "co2e_g": 0.25,
-                "zones": [
-                    {
-                        "zone": "package-0",
-                        "dynamic_j": 5.5,
-                        "idle_j": 0.0,
-                        "lower_j": 5.0,
-                        "upper_j": 6.0,
-                    }
+    return node_energy(
+        node=node,
+        seq=start_s,
+        start_ns=start_s * S,
+        zones=[zone_energy(unattributed_j=0.5)],
+        workloads=[
+            workload_energy(
+                zones=[
+                    {"zone": "package-0", "dynamic_j": 5.5, "idle_j": 0.0, "lower_j": 5.0,
+                     "upper_j": 6.0}
                 ],
-            }
+                co2e_g=0.25,
+                pod_uid="uid-1",
+                container="nginx",
+            )
         ],
-    }
+        co2e_g=0.25,
+    )  # fmt: skip
 
 
 def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:

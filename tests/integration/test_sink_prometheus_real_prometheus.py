@@ -18,6 +18,7 @@ from typing import Any
 
 import kepler_dashboards
 import pytest
+from builders import node_energy, workload_energy, zone_energy
 from sink_helpers import produce_energy, running_loop
 
 from joulestream.kafka import clients
@@ -36,16 +37,7 @@ WEB_KEPLER_JOULES_PER_WINDOW = 12.0  # package 5 + dram 1 + other (psys 8 - 5 - 
 
 
 def zone(name: str, idle: float, dynamic: float) -> dict[str, Any]:
-    return {
-        "zone": name,
-        "driver": "cpu_time_ns",
-        "total_j": idle + dynamic,
-        "idle_j": idle,
-        "dynamic_j": dynamic,
-        "idle_unassigned_j": idle,
-        "unattributed_j": 0.0,
-        "residual_j": 0.0,
-    }
+    return zone_energy(name, total_j=idle + dynamic, idle_j=idle, dynamic_j=dynamic)
 
 
 def share(name: str, dynamic: float) -> dict[str, Any]:
@@ -53,57 +45,38 @@ def share(name: str, dynamic: float) -> dict[str, Any]:
 
 
 def energy(node: str, start_s: int) -> dict[str, Any]:
-    """A NodeEnergy (schemas/avro/NodeEnergy.v1.avsc) that conserves energy in every zone."""
-    return {
-        "cluster": "c1",
-        "node": node,
-        "agent_instance": f"agent-{node}",
-        "seq": start_s,
-        "window_start_ns": start_s * S,
-        "window_end_ns": (start_s + 2) * S,
-        "source": "measured",
-        "source_detail": "rapl-powercap",
-        "model_id": None,
-        "idle_policy": "none",
-        "pue": 1.0,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": 0.5,
-        "zones": [
+    """A NodeEnergy that conserves energy in every zone."""
+    web = [share("package-0", 5), share("dram-0", 1), share("psys", 8), share("gpu-0", 4)]
+    return node_energy(
+        node=node,
+        seq=start_s,
+        start_ns=start_s * S,
+        zones=[
             zone("package-0", 4, 6),
             zone("dram-0", 1, 1),
             zone("psys", 10, 10),
             zone("gpu-0", 0, 4),
         ],
-        "workloads": [
-            {
-                "kind": "container",
-                "workload_id": f"cid-web-{node}",
-                "container_id": f"cid-web-{node}",
-                "pod_uid": f"uid-{node}",
-                "namespace": "shop",
-                "pod": f"web-{node}",
-                "container": "nginx",
-                "co2e_g": 0.4,
-                "zones": [
-                    share("package-0", 5),
-                    share("dram-0", 1),
-                    share("psys", 8),
-                    share("gpu-0", 4),
-                ],
-            },
-            {
-                "kind": "system",
-                "workload_id": "/system.slice/sshd.service",
-                "container_id": None,
-                "pod_uid": None,
-                "namespace": None,
-                "pod": None,
-                "container": None,
-                "co2e_g": 0.1,
-                "zones": [share("package-0", 1), share("psys", 2)],
-            },
+        workloads=[
+            workload_energy(
+                f"cid-web-{node}",
+                pod=f"web-{node}",
+                zones=web,
+                co2e_g=0.4,
+                pod_uid=f"uid-{node}",
+                container="nginx",
+            ),
+            workload_energy(
+                "/system.slice/sshd.service",
+                kind="system",
+                pod=None,
+                zones=[share("package-0", 1), share("psys", 2)],
+                co2e_g=0.1,
+            ),
         ],
-    }
+        agent_instance=f"agent-{node}",
+        co2e_g=0.5,
+    )
 
 
 def produce_dead_letter(bootstrap: str, topic: str, reason: str) -> None:

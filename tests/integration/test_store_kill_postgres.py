@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from builders import node_energy, workload_energy, zone_energy
 from fleet_helpers import joulestream, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from sink_helpers import produce_energy
@@ -43,30 +44,25 @@ def window(node: str, i: int, rng: random.Random) -> dict[str, Any]:
     workloads = []
     for w in range(6):
         kind = "container" if w < 5 else "system"
-        workloads.append({
-            "kind": kind, "workload_id": f"{node}-w{w}",
-            "container_id": f"{node}-w{w}" if w < 5 else None, "pod_uid": None,
-            "namespace": f"ns{w % 3}" if w < 5 else None,
-            "pod": f"{node}-pod{w // 2}" if w < 5 else None,
-            "container": f"c{w % 2}" if w < 5 else None, "co2e_g": 0.0,
-            "zones": [{"zone": z, "dynamic_j": rng.uniform(0, 3), "idle_j": rng.uniform(0, 0.5),
-                       "lower_j": 0.0, "upper_j": 9.0} for z in zones],
-        })  # fmt: skip
+        workloads.append(workload_energy(
+            f"{node}-w{w}", kind=kind, pod=f"{node}-pod{w // 2}" if w < 5 else None,
+            zones=[{"zone": z, "dynamic_j": rng.uniform(0, 3), "idle_j": rng.uniform(0, 0.5),
+                    "lower_j": 0.0, "upper_j": 9.0} for z in zones],
+            pod_uid=None, namespace=f"ns{w % 3}" if w < 5 else None,
+            container=f"c{w % 2}" if w < 5 else None,
+        ))  # fmt: skip
     node_zones = []
     for z in zones:
         dynamic = sum(w["zones"][zones.index(z)]["dynamic_j"] for w in workloads) + 1.0
         idle = sum(w["zones"][zones.index(z)]["idle_j"] for w in workloads) + 0.5
-        node_zones.append({"zone": z, "driver": None, "total_j": dynamic + idle, "idle_j": idle,
-                           "dynamic_j": dynamic, "idle_unassigned_j": 0.5,
-                           "unattributed_j": 1.0, "residual_j": 0.0})  # fmt: skip
-    return {
-        "cluster": "c1", "node": node, "agent_instance": f"agent-{node}", "seq": i,
-        "window_start_ns": start, "window_end_ns": start + 2 * S,
-        "source": ("measured", "estimated")[i % 7 == 0], "source_detail": "",
-        "model_id": None, "idle_policy": "none", "pue": 1.2,
-        "grid_intensity_g_per_kwh": 400.0, "co2e_g": 0.01, "zones": node_zones,
-        "workloads": workloads,
-    }  # fmt: skip
+        node_zones.append(zone_energy(z, driver=None, total_j=dynamic + idle, idle_j=idle,
+                                      dynamic_j=dynamic, idle_unassigned_j=0.5,
+                                      unattributed_j=1.0))  # fmt: skip
+    return node_energy(
+        node=node, seq=i, start_ns=start, source=("measured", "estimated")[i % 7 == 0],
+        zones=node_zones, workloads=workloads, agent_instance=f"agent-{node}",
+        source_detail="", model_id=None, pue=1.2, grid_intensity_g_per_kwh=400.0, co2e_g=0.01,
+    )  # fmt: skip
 
 
 def whole_node(per_zone: dict[str, float]) -> float:

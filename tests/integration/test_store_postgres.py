@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from builders import node_energy, workload_energy, zone_energy
 from confluent_kafka import TopicPartition
 from postgres_fixtures import PostgresServer
 from sink_helpers import produce_energy, running_loop
@@ -45,54 +46,23 @@ def energy(start_ns: int, *, node: str = "n1", co2e_g: float = 0.25) -> dict[str
     """One zone, two workloads: 3 + 2 dynamic J, 4 J idle unassigned, 1 J unattributed."""
 
     def workload(name: str, joules: float) -> dict[str, Any]:
-        return {
-            "kind": "container",
-            "workload_id": f"cid-{name}",
-            "container_id": f"cid-{name}",
-            "pod_uid": f"uid-{name}",
-            "namespace": "shop",
-            "pod": f"{name}-0",
-            "container": name,
-            "co2e_g": co2e_g * joules / 10,
-            "zones": [
-                {
-                    "zone": "package-0",
-                    "dynamic_j": joules,
-                    "idle_j": 0.0,
-                    "lower_j": joules * 0.9,
-                    "upper_j": joules * 1.1,
-                }
-            ],
-        }
+        return workload_energy(
+            f"cid-{name}",
+            pod=f"{name}-0",
+            zones={"package-0": joules},
+            co2e_g=co2e_g * joules / 10,
+            pod_uid=f"uid-{name}",
+            container=name,
+        )
 
-    return {
-        "cluster": "c1",
-        "node": node,
-        "agent_instance": "agent-a",
-        "seq": start_ns // S,
-        "window_start_ns": start_ns,
-        "window_end_ns": start_ns + 2 * S,
-        "source": "measured",
-        "source_detail": "rapl-powercap",
-        "model_id": None,
-        "idle_policy": "none",
-        "pue": 1.0,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": co2e_g,
-        "zones": [
-            {
-                "zone": "package-0",
-                "driver": "cpu_time_ns",
-                "total_j": 10.0,
-                "idle_j": 4.0,
-                "dynamic_j": 6.0,
-                "idle_unassigned_j": 4.0,
-                "unattributed_j": 1.0,
-                "residual_j": 0.0,
-            }
-        ],
-        "workloads": [workload("web", 3.0), workload("db", 2.0)],
-    }
+    return node_energy(
+        node=node,
+        seq=start_ns // S,
+        start_ns=start_ns,
+        zones=[zone_energy(unattributed_j=1.0)],
+        workloads=[workload("web", 3.0), workload("db", 2.0)],
+        co2e_g=co2e_g,
+    )
 
 
 def counts(dsn: str) -> dict[str, int]:

@@ -141,6 +141,7 @@ def window(node: str, zones: list[str], seq: int, rng: random.Random) -> dict[st
                 name,
                 total_j=idle + dynamic,
                 idle_j=idle,
+                dynamic_j=dynamic,
                 idle_unassigned_j=0.0 if proportional else idle,
                 unattributed_j=unattributed,
             )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import node_energy, workload_energy, zone_energy
 
 from joulestream.sinks.store.backend import open_store, parse_sqlite_dsn, write_records
 from joulestream.sinks.store.migrations import SCHEMA_VERSION_TABLE, SQLITE, SchemaTooNew
@@ -28,75 +29,39 @@ TABLES = (
 
 def energy(start_s: int, *, node: str = "n1", model_id: str | None = None) -> dict[str, Any]:
     """Two zones; web has both, db only package-0 (so 3 workload rows)."""
-    return {
-        "cluster": "c1",
-        "node": node,
-        "agent_instance": "agent-a",
-        "seq": start_s,
-        "window_start_ns": start_s * S + 123_456_789,
-        "window_end_ns": (start_s + 2) * S + 123_456_789,
-        "source": "measured" if model_id is None else "estimated",
-        "source_detail": "rapl-powercap",
-        "model_id": model_id,
-        "idle_policy": "none",
-        "pue": 1.1,
-        "grid_intensity_g_per_kwh": 475.0,
-        "co2e_g": 0.5,
-        "zones": [
-            {
-                "zone": "package-0",
-                "driver": "cpu_time_ns",
-                "total_j": 10.0,
-                "idle_j": 4.0,
-                "dynamic_j": 6.0,
-                "idle_unassigned_j": 4.0,
-                "unattributed_j": 0.5,
-                "residual_j": 0.0,
-            },
-            {
-                "zone": "dram-0",
-                "driver": None,
-                "total_j": 2.0,
-                "idle_j": 1.0,
-                "dynamic_j": 1.0,
-                "idle_unassigned_j": 1.0,
-                "unattributed_j": 0.0,
-                "residual_j": 0.0,
-            },
+    web = workload_energy(
+        zones=[
+            {"zone": "package-0", "dynamic_j": 3.0, "idle_j": 0.0, "lower_j": 2.5, "upper_j": 3.5},
+            {"zone": "dram-0", "dynamic_j": 1.0, "idle_j": 0.0, "lower_j": 0.8, "upper_j": 1.2},
         ],
-        "workloads": [
-            {
-                "kind": "container",
-                "workload_id": "cid-web",
-                "container_id": "cid-web",
-                "pod_uid": "uid-1",
-                "namespace": "shop",
-                "pod": "web-0",
-                "container": "nginx",
-                "co2e_g": 0.3,
-                "zones": [
-                    {"zone": "package-0", "dynamic_j": 3.0, "idle_j": 0.0, "lower_j": 2.5,
-                     "upper_j": 3.5},
-                    {"zone": "dram-0", "dynamic_j": 1.0, "idle_j": 0.0, "lower_j": 0.8,
-                     "upper_j": 1.2},
-                ],
-            },
-            {
-                "kind": "system",
-                "workload_id": "system_processes",
-                "container_id": None,
-                "pod_uid": None,
-                "namespace": None,
-                "pod": None,
-                "container": None,
-                "co2e_g": 0.2,
-                "zones": [
-                    {"zone": "package-0", "dynamic_j": 2.5, "idle_j": 0.0, "lower_j": 2.0,
-                     "upper_j": 3.0},
-                ],
-            },
+        co2e_g=0.3,
+        pod_uid="uid-1",
+        container="nginx",
+    )
+    system = workload_energy(
+        "system_processes",
+        kind="system",
+        pod=None,
+        zones=[
+            {"zone": "package-0", "dynamic_j": 2.5, "idle_j": 0.0, "lower_j": 2.0, "upper_j": 3.0}
         ],
-    }  # fmt: skip
+        co2e_g=0.2,
+    )
+    return node_energy(
+        node=node,
+        seq=start_s,
+        start_ns=start_s * S + 123_456_789,
+        source="measured" if model_id is None else "estimated",
+        zones=[
+            zone_energy(unattributed_j=0.5),
+            zone_energy("dram-0", driver=None, total_j=2.0, idle_j=1.0),
+        ],
+        workloads=[web, system],
+        source_detail="rapl-powercap",
+        model_id=model_id,
+        pue=1.1,
+        co2e_g=0.5,
+    )
 
 
 def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
