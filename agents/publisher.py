@@ -40,7 +40,7 @@ from confluent_kafka import KafkaError
 
 from joulestream.kafka.clients import producer
 from joulestream.kafka.readiness import NOT_READY, TopicGate
-from joulestream.schemas import Record, node_key
+from joulestream.schemas import Record, node_id, node_key
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
 
@@ -162,7 +162,7 @@ class Publisher:
         if gate is None and client is None:
             self._gate = TopicGate(
                 list(self._topic.values()),
-                who=f"agent {cluster}/{node}",
+                who=f"agent {node_id(cluster, node)}",
                 operation="write",
                 bootstrap=bootstrap_servers,
             )
