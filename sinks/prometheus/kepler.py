@@ -154,17 +154,20 @@ def container_key(workload: Mapping[str, Any]) -> ContainerKey:
     )
 
 
-def _platform_zones(zones: Iterable[Mapping[str, Any]]) -> frozenset[str]:
-    """The zones that stand for the whole host: every platform zone, else psys."""
+def platform_zones(zones: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The zones of a node window that stand for the whole host: every platform zone, else
+    psys."""
     names = [zone["zone"] for zone in zones]
     platforms = [n for n in names if (m := map_zone(n)) and m.cpu_zone == "platform"]
     return frozenset(platforms or [n for n in names if n == "psys"])
 
 
-def container_parts(zones: list[Mapping[str, Any]]) -> Parts:
-    """One workload's window in Kepler 0.7 components, summed over sockets."""
+def container_parts(zones: list[Mapping[str, Any]], chosen: frozenset[str] | None = None) -> Parts:
+    """One workload's window in Kepler 0.7 components, summed over sockets; ``chosen`` is
+    the node window's ``platform_zones`` (computed from ``zones`` when not given)."""
     parts: Parts = {}
-    chosen = _platform_zones(zones)
+    if chosen is None:
+        chosen = platform_zones(zones)
     for zone in zones:
         mapped = map_zone(zone["zone"])
         if mapped is None or (mapped.component == "platform" and zone["zone"] not in chosen):
@@ -184,7 +187,7 @@ def node_parts(zones: list[Mapping[str, Any]]) -> NodeParts:
     """One node window in Kepler 0.7 components, one entry per socket (``package`` label);
     ``other`` is filed under the (first) platform zone's name."""
     parts: NodeParts = {}
-    chosen = _platform_zones(zones)
+    chosen = platform_zones(zones)
     sums = {"package": [0.0, 0.0], "dram": [0.0, 0.0], "platform": [0.0, 0.0]}
     for zone in zones:
         mapped = map_zone(zone["zone"])
@@ -251,9 +254,9 @@ _RUNTIMES = (
 )
 
 
-def runtime_of(workload: Mapping[str, Any]) -> str:
+@functools.lru_cache(maxsize=65536)  # the same containers come back every window
+def runtime_of(path: str) -> str:
     """Kepler's ``runtime`` of a container workload, from its cgroup path (workload_id)."""
-    path = workload["workload_id"]
     for marker, runtime in _RUNTIMES:
         if marker in path:
             return runtime

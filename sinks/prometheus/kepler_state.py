@@ -50,10 +50,6 @@ def _count_v07(entry: _Entry) -> int:
     return len(entry.joules) + len(kepler.MODES)  # + kepler_container_joules_total
 
 
-def _count_v10(entry: _Entry) -> int:
-    return len(entry.joules) + len(entry.watts)
-
-
 E = TypeVar("E", _Node, _Entry)
 
 
@@ -70,8 +66,10 @@ def _expire(entries: OrderedDict[K, E], before: float) -> list[E]:
 
 def _touch(entries: OrderedDict[K, E], key: K, entry: E, now: float) -> None:
     """Most recently seen last, for the TTL."""
-    entries.pop(key, None)
-    entries[key] = entry
+    if key in entries:
+        entries.move_to_end(key)
+    else:
+        entries[key] = entry
     entry.seen = now
 
 
@@ -117,8 +115,9 @@ class KeplerState:
             node.last_end_ns = end_ns
         zones = record["zones"]
         self._fold_node(node, zones, newest, seconds)
+        chosen = kepler.platform_zones(zones)
         for workload in workloads:
-            self._fold_v07(where, workload, now)
+            self._fold_v07(where, workload, chosen, now)
             if workload["kind"] == "container" and self._level in ("container", "pod"):
                 self._fold_v10(where, workload, now, end_ns if newest else None, seconds)
 
@@ -160,17 +159,25 @@ class KeplerState:
         if entry is None:
             if not self._admit(extra):
                 return None  # counted as overflow by the caller's budget
-            entry = _Entry(now, ident)
-        entry.ident = ident
-        _touch(entries, key, entry, now)
+            entry = entries[key] = _Entry(now, ident)
+        else:
+            entries.move_to_end(key)  # most recently seen last, for the TTL
+            entry.seen = now
+            entry.ident = ident
         return entry
 
     def _recount(self, entry: _Entry, count: int) -> None:
         self.series += count - entry.series
         entry.series = count
 
-    def _fold_v07(self, where: tuple[str, str], workload: Mapping[str, Any], now: float) -> None:
-        parts = kepler.container_parts(workload["zones"])
+    def _fold_v07(
+        self,
+        where: tuple[str, str],
+        workload: Mapping[str, Any],
+        chosen: frozenset[str],
+        now: float,
+    ) -> None:
+        parts = kepler.container_parts(workload["zones"], chosen)
         ident = kepler.container_key(workload)
         entry = self._entry(
             self._v07, (*where, *ident), ident, 2 * len(parts) + len(kepler.MODES), now
@@ -204,7 +211,7 @@ class KeplerState:
         container = (
             container_id,
             workload.get("container") or "",
-            kepler.runtime_of(workload),
+            kepler.runtime_of(workload["workload_id"]),
             pod_id,
         )
         if self._level == "container":
@@ -228,14 +235,18 @@ class KeplerState:
         entry = self._entry(entries, key, ident, 2 * len(per_zone), now)
         if entry is None:
             return
+        total = entry.joules
         for zone_key, joules in per_zone.items():
-            entry.joules[zone_key] = entry.joules.get(zone_key, 0.0) + joules
+            total[zone_key] = total.get(zone_key, 0.0) + joules
         if newest_end_ns is not None:
             if entry.watts_end_ns != newest_end_ns:
                 entry.watts, entry.watts_end_ns = {}, newest_end_ns
+            watts = entry.watts
             for zone_key, joules in per_zone.items():
-                entry.watts[zone_key] = entry.watts.get(zone_key, 0.0) + joules / seconds
-        self._recount(entry, _count_v10(entry))
+                watts[zone_key] = watts.get(zone_key, 0.0) + joules / seconds
+        count = len(total) + len(entry.watts)  # joules and watts series
+        self.series += count - entry.series
+        entry.series = count
 
     def snapshot(self) -> dict[str, Series]:
         """Family name (as in kepler.FAMILIES) -> series, label values in the family's order."""
