@@ -1,4 +1,4 @@
-"""A single-node Apache Kafka (KRaft, combined broker + controller) run from Maven jars.
+"""Apache Kafka nodes (KRaft, each a combined broker + controller) run from Maven jars.
 
 Tests, CI and the local pipeline all start Kafka through ``LocalKafka`` so that there is one
 way a broker gets configured here. The broker runs detached in its own session, so it outlives
@@ -11,11 +11,13 @@ import base64
 import contextlib
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +28,8 @@ from joulestream.kafka.errors import BrokerStartError, LocalKafkaError, PortInUs
 from joulestream.kafka.jars import fetch_jars, java_executable, package_file
 from joulestream.settings import state_home
 
-_NODE_ID = 1
 _JVM_OPTIONS = (
     "-Xms128m",
-    "-Xmx512m",
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
     "-XX:+ExitOnOutOfMemoryError",
@@ -43,14 +43,29 @@ def default_data_dir() -> Path:
     return state_home() / "kafka"
 
 
-def render_server_properties(*, host: str, port: int, controller_port: int, log_dirs: Path) -> str:
-    """server.properties of a one-node cluster: every replication factor and ISR is 1, and
-    topics exist only when ``joulestream topics create`` made them (no auto-creation, so a
-    typo in a topic name fails instead of writing to a new, unpartitioned topic)."""
+def render_server_properties(
+    *,
+    host: str,
+    port: int,
+    controller_port: int,
+    log_dirs: Path,
+    node_id: int = 1,
+    voters: tuple[int, ...] = (),
+    overrides: Mapping[str, str] | None = None,
+) -> str:
+    """server.properties of one node of a cluster whose controllers listen on ``voters``
+    (controller ports; just this node's when empty). Internal topics get replication factor
+    min(3, nodes) and min ISR 2 from 3 nodes on (docs/architecture.md, 'Kafka contract').
+    Topics exist only when ``joulestream topics create`` made them (no auto-creation, so a
+    typo in a topic name fails instead of writing to a new, unpartitioned topic).
+    ``overrides`` replace listeners and security (``--secure``)."""
+    controllers = voters or (controller_port,)
+    replication = str(min(3, len(controllers)))
+    isr = "2" if len(controllers) >= 3 else "1"
     settings = {
         "process.roles": "broker,controller",
-        "node.id": str(_NODE_ID),
-        "controller.quorum.bootstrap.servers": f"{host}:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.bootstrap.servers": ",".join(f"{host}:{p}" for p in controllers),
         "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
@@ -59,17 +74,18 @@ def render_server_properties(*, host: str, port: int, controller_port: int, log_
         "log.dirs": str(log_dirs),
         "auto.create.topics.enable": "false",
         "num.partitions": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": replication,
+        "min.insync.replicas": isr,
+        "offsets.topic.replication.factor": replication,
         "offsets.topic.num.partitions": "8",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": replication,
+        "transaction.state.log.min.isr": isr,
         "transaction.state.log.num.partitions": "8",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": replication,
+        "share.coordinator.state.topic.min.isr": isr,
         "group.initial.rebalance.delay.ms": "0",
         "log.retention.check.interval.ms": "60000",
+        **(overrides or {}),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
@@ -85,6 +101,16 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive ports nobody listens on now: a cluster's brokers
+    (and its controllers) take consecutive ports from --port (--controller-port) upwards."""
+    for _attempt in range(200):
+        base = random.randrange(20_000, 60_000 - count)
+        if not any(port_in_use(host, base + i) for i in range(count)):
+            return base
+    raise LocalKafkaError(f"no {count} consecutive free ports found on {host}")
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -148,8 +174,20 @@ class KafkaStatus:
         return f"kafka not running ({self.data_dir})"
 
 
+@dataclass(frozen=True)
+class Membership:
+    """A node's place in a multi-node cluster (``LocalCluster`` makes these): its id, the
+    controller ports of all nodes, and what every node is formatted with."""
+
+    node_id: int
+    voters: tuple[int, ...]
+    cluster_id: str
+    initial_controllers: str  # id@host:port:directory-id,... (StorageTool --initial-controllers)
+
+
 class LocalKafka:
-    """One broker per data dir: storage, config, pid file and logs all live under it."""
+    """One node per data dir: storage, config, pid file and logs all live under it. Alone it
+    is a one-node cluster; ``membership`` makes it one node of several."""
 
     def __init__(
         self,
@@ -158,13 +196,30 @@ class LocalKafka:
         controller_port: int = 9093,
         host: str = "127.0.0.1",
         libs_dir: Path | None = None,
+        *,
+        membership: Membership | None = None,
+        overrides: Mapping[str, str] | None = None,
+        format_options: tuple[str, ...] = (),
+        probe_security: Mapping[str, str] | None = None,
+        heap_mb: int = 512,
     ) -> None:
+        """``overrides``/``format_options``/``probe_security``: server settings, StorageTool
+        options (SCRAM users) and the client settings of the start-up probe (``--secure``)."""
         self.data_dir = Path(data_dir)
         self.port = port
         self.controller_port = controller_port
         self.host = host
         self.libs_dir = libs_dir
+        self.membership = membership
+        self.overrides = dict(overrides or {})
+        self.format_options = format_options
+        self.probe_security = probe_security
+        self.heap_mb = heap_mb
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def node_id(self) -> int:
+        return self.membership.node_id if self.membership else 1
 
     @property
     def bootstrap(self) -> str:
@@ -204,12 +259,29 @@ class LocalKafka:
 
         Returns at once if this data dir's broker already runs and answers.
         """
+        self.launch()
+        self.wait_until_answering(timeout)
+
+    def wait_until_answering(self, timeout: float = 60) -> None:
+        """Wait for the launched node (a cluster's nodes answer once a quorum runs)."""
+        try:
+            self._wait_until_answering(time.monotonic() + timeout)
+        except BrokerStartError:
+            if self._proc is not None:
+                self.stop(timeout=10)
+            raise
+
+    def launch(self) -> None:
+        """Start the node's process unless it runs; does not wait for it to answer."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         properties = render_server_properties(
             host=self.host,
             port=self.port,
             controller_port=self.controller_port,
             log_dirs=self.storage_dir,
+            node_id=self.node_id,
+            voters=self.membership.voters if self.membership else (),
+            overrides=self.overrides,
         )
         running = self.pid()
         if running is not None:
@@ -218,7 +290,6 @@ class LocalKafka:
                     f"kafka from {self.data_dir} already runs (pid {running}) with other "
                     f"settings than {self.bootstrap}; stop it first or use its port"
                 )
-            self._wait_until_answering(time.monotonic() + timeout)
             return
         for port, option in ((self.port, "--port"), (self.controller_port, "--controller-port")):
             if port_in_use(self.host, port):
@@ -239,11 +310,6 @@ class LocalKafka:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
-        try:
-            self._wait_until_answering(time.monotonic() + timeout)
-        except BrokerStartError:
-            self.stop(timeout=10)
-            raise
 
     def stop(self, timeout: float = 30) -> bool:
         """SIGTERM (Kafka shuts down cleanly), then SIGKILL after ``timeout`` seconds.
@@ -316,6 +382,7 @@ class LocalKafka:
     def _java_command(self, java: Path, libs: Path) -> list[str]:
         return [
             str(java),
+            f"-Xmx{self.heap_mb}m",
             *_JVM_OPTIONS,
             f"-Dlog4j2.configurationFile={package_file('log4j2.properties')}",
             f"-Dkafka.logs.dir={self.logs_dir}",
@@ -323,14 +390,26 @@ class LocalKafka:
             f"{libs}/*",
         ]
 
+    def _quorum_options(self) -> list[str]:
+        """Alone: a dynamic quorum of this one controller. In a cluster: every node is
+        formatted with the same cluster id and the same initial controllers."""
+        if self.membership is None:
+            return ["--standalone", "--cluster-id", new_cluster_id()]
+        member = self.membership
+        return [
+            "--cluster-id",
+            member.cluster_id,
+            "--initial-controllers",
+            member.initial_controllers,
+        ]
+
     def _format_storage(self, java: Path, libs: Path) -> None:
         command = [
             *self._java_command(java, libs),
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
-            "--cluster-id",
-            new_cluster_id(),
+            *self._quorum_options(),
+            *self.format_options,
             "--config",
             str(self.server_properties),
         ]
@@ -346,7 +425,8 @@ class LocalKafka:
         if not _tcp_open(self.host, self.port):
             return False
         try:
-            metadata = clients.admin(self.bootstrap).list_topics(timeout=timeout)
+            client = clients.admin(self.bootstrap, self.probe_security or {})
+            metadata = client.list_topics(timeout=timeout)
         except KafkaException:
             return False
         return bool(metadata.brokers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -41,5 +42,8 @@ def consumer(group_id: str, bootstrap: str | None = None, **overrides: Any) -> C
     return Consumer(config)
 
 
-def admin(bootstrap: str | None = None) -> AdminClient:
-    return AdminClient(_base(bootstrap))
+def admin(bootstrap: str | None = None, security: Mapping[str, str] | None = None) -> AdminClient:
+    """``security`` replaces the JOULESTREAM_KAFKA_* settings (a local broker's own probe)."""
+    if security is None:
+        return AdminClient(_base(bootstrap))
+    return AdminClient({"bootstrap.servers": bootstrap_servers(bootstrap), **security})

@@ -48,6 +48,7 @@ class TopicState:
     partitions: int | None = None
     replication: int | None = None
     cleanup_policy: str | None = None
+    min_insync_replicas: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -120,7 +121,7 @@ def inspect_topics(
         for name in topics.all()
         if name in metadata.topics and metadata.topics[name].error is None
     ]
-    policies = _cleanup_policies(admin_client, present, timeout)
+    configs = _configs(admin_client, present, timeout)
     states = []
     for name in topics.all():
         if name not in present:
@@ -134,7 +135,8 @@ def inspect_topics(
                 name in compacted,
                 partitions=len(partitions),
                 replication=len(first.replicas) if first is not None else None,
-                cleanup_policy=policies.get(name),
+                cleanup_policy=configs.get(name, {}).get("cleanup.policy"),
+                min_insync_replicas=configs.get(name, {}).get("min.insync.replicas"),
             )
         )
     return states
@@ -144,7 +146,7 @@ def create_topics(
     admin_client: AdminClient,
     topics: Topics,
     partitions: int,
-    replication: int = 1,
+    replication: int | None = None,
     timeout: float = _TIMEOUT,
 ) -> CreateResult:
     """Create the missing topics; idempotent.
@@ -153,6 +155,8 @@ def create_topics(
     half-made, mismatched layout never appears). Checked again afterwards, which also catches
     a concurrent creator that used other settings.
     """
+    if replication is None:
+        replication = default_replication(admin_client, timeout)
     if partitions < 1 or replication < 1:
         raise ValueError(f"partitions and replication must be ≥ 1, got {partitions}, {replication}")
     states = inspect_topics(admin_client, topics, timeout)
@@ -161,7 +165,10 @@ def create_topics(
     missing = [spec for spec in topic_specs(topics, partitions) if spec.name not in before]
     if missing:
         futures = admin_client.create_topics(
-            [NewTopic(s.name, s.partitions, replication, config=s.config) for s in missing],
+            [
+                NewTopic(s.name, s.partitions, replication, config=_durability(s, replication))
+                for s in missing
+            ],
             operation_timeout=timeout,
             request_timeout=timeout,
         )
@@ -176,6 +183,19 @@ def create_topics(
     _raise_problems(topics, states, partitions)
     created = tuple(spec.name for spec in missing)
     return CreateResult(created=created, existing=tuple(sorted(before)))
+
+
+def default_replication(admin_client: AdminClient, timeout: float = _TIMEOUT) -> int:
+    """min(3, brokers): a real cluster keeps three copies (docs/architecture.md, 'Kafka
+    contract'); a smaller one as many as it has."""
+    return min(3, len(admin_client.list_topics(timeout=timeout).brokers))
+
+
+def _durability(spec: TopicSpec, replication: int) -> dict[str, str]:
+    """With three copies an acks=all write needs two of them: one broker may be down
+    without refusing writes, and an acknowledged record is never on one disk only."""
+    isr = {"min.insync.replicas": "2"} if replication >= 3 else {}
+    return {**spec.config, **isr}
 
 
 def _raise_problems(topics: Topics, states: list[TopicState], partitions: int) -> None:
@@ -199,15 +219,17 @@ def _wait_until_visible(
         time.sleep(0.1)
 
 
-def _cleanup_policies(
+def _configs(
     admin_client: AdminClient, names: list[str], timeout: float
-) -> dict[str, str]:
+) -> dict[str, dict[str, str]]:
+    """cleanup.policy and min.insync.replicas of each named topic."""
     if not names:
         return {}
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
     futures = admin_client.describe_configs(resources, request_timeout=timeout)
-    policies = {}
-    for resource, future in futures.items():
-        entries = future.result()
-        policies[resource.name] = entries["cleanup.policy"].value
-    return policies
+    return {
+        resource.name: {
+            key: future.result()[key].value for key in ("cleanup.policy", "min.insync.replicas")
+        }
+        for resource, future in futures.items()
+    }

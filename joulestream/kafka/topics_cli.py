@@ -36,7 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="partitions of every topic (default: that of the existing co-partitioned "
         f"topics, else {DEFAULT_PARTITIONS})",
     )
-    create.add_argument("--replication", type=int, default=1, help="replication factor")
+    create.add_argument(
+        "--replication",
+        type=int,
+        default=None,
+        help="replication factor (default min(3, brokers); with 3 or more copies a write "
+        "needs 2 of them: min.insync.replicas=2)",
+    )
     describe = sub.add_parser("describe", help="show the topics; exit 1 if missing or wrong")
     for command in (create, describe):
         add_kafka_options(command)
@@ -94,6 +100,7 @@ def _describe(admin: AdminClient, topics: Topics, timeout: float) -> int:
         if state.exists:
             detail = (
                 f"partitions={state.partitions} replication={state.replication} "
+                f"min.insync.replicas={state.min_insync_replicas} "
                 f"cleanup.policy={state.cleanup_policy}"
             )
         else:

@@ -112,7 +112,11 @@ def test_kafka_cli_defaults_follow_the_bootstrap_setting(
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["start"])
-    assert (args.host, args.port, args.controller_port) == ("127.0.0.1", 19092, 19093)
+    assert (args.host, args.port, args.controller_port) == (
+        "127.0.0.1",
+        19092,
+        None,
+    )  # PORT + brokers
     args = parser.parse_args(["stop", "--port", "1234", "--controller-port", "1235"])
     assert (args.port, args.controller_port, args.timeout) == (1234, 1235, 30)
 
