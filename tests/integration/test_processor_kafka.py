@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import measured, node_sample, power_reading, workload
 from confluent_kafka.admin import NewTopic
 from processor_helpers import JOULESTREAM, start_processor, stop_processor
 
 from joulestream.kafka import clients
 from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
-from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.settings import Topics
 
 pytestmark = pytest.mark.integration
@@ -26,55 +26,40 @@ TIMEOUT_S = 90.0
 codec = Codec()
 
 
-def counters(**values: int) -> dict[str, int | None]:
-    return {name: values.get(name) for name in FEATURE_NAMES}
-
-
 def sample(
     node: str, seq: int, t0: int, t1: int, power: str | None = "rapl-powercap", **cpu: int
 ) -> dict[str, Any]:
     workloads = [
-        {
-            "kind": "container",
-            "workload_id": wid,
-            "cgroup_path": f"/kubepods/{wid}",
-            "container_id": wid,
-            "pod_uid": f"uid-{wid}",
-            "namespace": "shop",
-            "pod": f"pod-{wid}",
-            "container": wid,
-            "counters": counters(cpu_time_ns=ns),
-        }
+        workload(
+            wid,
+            pod=f"pod-{wid}",
+            counters=measured(cpu_time_ns=ns),
+            pod_uid=f"uid-{wid}",
+            container=wid,
+        )
         for wid, ns in sorted(cpu.items())
     ]
-    return {
-        "cluster": "c1",
-        "node": node,
-        "agent_instance": f"agent-{node}",
-        "seq": seq,
-        "window_start_ns": t0,
-        "window_end_ns": t1,
-        "collector": "procfs",
-        "power_source": power,
-        "capabilities": [],
-        "node_totals": counters(cpu_time_ns=sum(cpu.values())),
-        "workloads": workloads,
-    }
+    return node_sample(
+        node=node,
+        seq=seq,
+        start_ns=t0,
+        interval_ns=t1 - t0,
+        workloads=workloads,
+        node_totals=measured(cpu_time_ns=sum(cpu.values())),
+        agent_instance=f"agent-{node}",
+        collector="procfs",
+        power_source=power,
+    )
 
 
 def reading(node: str, seq: int, ts: int, package_uj: int, dram_uj: int) -> dict[str, Any]:
-    return {
-        "cluster": "c1",
-        "node": node,
-        "agent_instance": f"agent-{node}",
-        "seq": seq,
-        "timestamp_ns": ts,
-        "source": "rapl-powercap",
-        "zones": [
-            {"zone": "package-0", "energy_uj": package_uj},
-            {"zone": "dram-0", "energy_uj": dram_uj},
-        ],
-    }
+    return power_reading(
+        node=node,
+        seq=seq,
+        timestamp_ns=ts,
+        zones={"package-0": package_uj, "dram-0": dram_uj},
+        agent_instance=f"agent-{node}",
+    )
 
 
 Message = tuple[str, bytes, bytes]

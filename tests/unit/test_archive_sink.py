@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from builders import measured, node_sample, power_reading
 from confluent_kafka import Message, TopicPartition
 
 from joulestream.schemas.codec import Codec
@@ -33,38 +34,30 @@ NO_WAIT = Backoff(initial_s=0.0, max_s=0.0)
 
 
 def sample(cluster: str, node: str, seq: int, start_ns: int) -> bytes:
-    counters = {"cpu_time_ns": 5 * S}
-    return CODEC.encode(
-        "NodeSample",
-        {
-            "cluster": cluster,
-            "node": node,
-            "agent_instance": "a1",
-            "seq": seq,
-            "window_start_ns": start_ns,
-            "window_end_ns": start_ns + 2 * S,
-            "collector": "procfs",
-            "power_source": None,
-            "capabilities": [],
-            "node_totals": counters,
-            "workloads": [],
-        },
+    record = node_sample(
+        cluster=cluster,
+        node=node,
+        seq=seq,
+        start_ns=start_ns,
+        workloads=[],
+        node_totals=measured(cpu_time_ns=5 * S),
+        agent_instance="a1",
+        collector="procfs",
+        power_source=None,
     )
+    return CODEC.encode("NodeSample", record)
 
 
 def reading(cluster: str, node: str, seq: int, ts_ns: int) -> bytes:
-    return CODEC.encode(
-        "PowerReading",
-        {
-            "cluster": cluster,
-            "node": node,
-            "agent_instance": "a1",
-            "seq": seq,
-            "timestamp_ns": ts_ns,
-            "source": "rapl-powercap",
-            "zones": [{"zone": "package-0", "energy_uj": seq * 1000}],
-        },
+    record = power_reading(
+        cluster=cluster,
+        node=node,
+        seq=seq,
+        timestamp_ns=ts_ns,
+        zones={"package-0": seq * 1000},
+        agent_instance="a1",
     )
+    return CODEC.encode("PowerReading", record)
 
 
 def msg(topic: str, partition: int, offset: int, key: bytes | None, value: bytes) -> Message:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from builders import measured, node_sample, power_reading, workload
 
 from joulestream.commands.recompute import Message, Recompute
 from joulestream.schemas.codec import Codec
-from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.stream_processors.attribution import AttributionConfig
 
 S = 1_000_000_000
@@ -16,38 +15,20 @@ KEY = b"c1/n1"
 
 
 def sample(seq: int) -> bytes:
-    totals = {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": S}
-    record: dict[str, Any] = {
-        "cluster": "c1",
-        "node": "n1",
-        "agent_instance": "a",
-        "seq": seq,
-        "window_start_ns": T0 + seq * 2 * S,
-        "window_end_ns": T0 + (seq + 1) * 2 * S,
-        "collector": "ebpf",
-        "power_source": "rapl-powercap",
-        "capabilities": [],
-        "node_totals": totals,
-        "workloads": [
-            {"kind": "system", "workload_id": "/", "cgroup_path": "/", "counters": totals}
-        ],
-    }
+    system = workload("/", kind="system", pod=None, counters=measured(cpu_time_ns=S))
+    record = node_sample(seq=seq, start_ns=T0 + seq * 2 * S, workloads=[system], agent_instance="a")
     return codec.encode("NodeSample", record)
 
 
 def reading(seq: int, uj: int, node: str = "n1") -> bytes:
-    return codec.encode(
-        "PowerReading",
-        {
-            "cluster": "c1",
-            "node": node,
-            "agent_instance": "a",
-            "seq": seq,
-            "timestamp_ns": T0 + seq * 2 * S,
-            "source": "rapl-powercap",
-            "zones": [{"zone": "package-0", "energy_uj": uj}],
-        },
+    record = power_reading(
+        node=node,
+        seq=seq,
+        timestamp_ns=T0 + seq * 2 * S,
+        zones={"package-0": uj},
+        agent_instance="a",
     )
+    return codec.encode("PowerReading", record)
 
 
 def at(seconds: float) -> int:
