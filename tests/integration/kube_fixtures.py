@@ -33,10 +33,11 @@ import yaml
 from joulestream.kafka.broker import free_ports
 
 BIN = Path(sys.executable).parent
-SETUP = "scripts/setup.sh (scripts/kubernetes.sh builds kube-apiserver and kubectl)"
+SETUP = "scripts/setup.sh (it builds kube-apiserver, kubectl, kustomize and helm)"
 
 
-def _binary(name: str) -> str:
+def binary(name: str) -> str:
+    """A tool beside the venv's Python (scripts/setup.sh puts them there), else on PATH."""
     found = BIN / name if (BIN / name).exists() else shutil.which(name)
     if found is None:
         pytest.fail(f"{name} is not installed: run {SETUP}")
@@ -132,7 +133,7 @@ class KubeApi:
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
         self._etcd = self._spawn(
             "etcd",
-            [_binary("etcd"), "--data-dir", str(self.root / "etcd"), "--name", "test",
+            [binary("etcd"), "--data-dir", str(self.root / "etcd"), "--name", "test",
              "--listen-client-urls", etcd, "--advertise-client-urls", etcd,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
              "--initial-cluster", f"test={peer}", "--log-level", "warn"],
@@ -143,7 +144,7 @@ class KubeApi:
     def start_apiserver(self) -> None:
         self._apiserver = self._spawn(
             "apiserver",
-            [_binary("kube-apiserver"),
+            [binary("kube-apiserver"),
              f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
              "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
              f"--secure-port={self.port}", f"--cert-dir={self.root / 'certs'}",
@@ -223,7 +224,7 @@ class KubeApi:
         self, *args: str, stdin: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [_binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            [binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
             input=stdin,
             capture_output=True,
             text=True,
