@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from joulestream.settings import DEFAULT_BOOTSTRAP, Topics, default_store_dsn
+from joulestream.settings import DEFAULT_BOOTSTRAP, Topics
 from joulestream.times import FORMS, parse_time
 
 DEFAULT_ARCHIVE_DIR = "joulestream-archive"
@@ -86,11 +86,6 @@ def add_time_range(parser: argparse.ArgumentParser, since: str | None = None) ->
         metavar="T",
         help="end, excluded; same forms as --since (default now)",
     )
-
-
-def default_store() -> str:
-    """$JOULESTREAM_STORE_DSN, else the store ``joulestream up`` writes by default."""
-    return default_store_dsn()
 
 
 def add_store_option(

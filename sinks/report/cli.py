@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from joulestream.options import add_store_option, add_time_range, default_store
+from joulestream.options import add_store_option, add_time_range
+from joulestream.settings import default_store_dsn
 from joulestream.sinks.report.plot import write_plot
 from joulestream.sinks.report.query import GROUPINGS, ReportError, energy_report
 from joulestream.sinks.report.render import FORMATS, render
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw a bar chart")
-    add_store_option(parser, default_store(), "the store sink's store: ")
+    add_store_option(parser, default_store_dsn(), "the store sink's store: ")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 
-from joulestream.options import add_store_option, default_store, topics_from
+from joulestream.options import add_store_option, topics_from
+from joulestream.settings import default_store_dsn
 from joulestream.signals import stop_on_signals
 from joulestream.sinks.consume import (
     add_consumer_options,
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_store_option(parser, default_store())
+    add_store_option(parser, default_store_dsn())
     parser.add_argument(
         "--retention",
         type=parse_retention,
