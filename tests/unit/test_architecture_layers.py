@@ -244,6 +244,15 @@ ONE_PLACE = {
         re.compile(r"""f["'][^"']*\{[^}]*cluster[^}]*\}/\{[^}]*node[^}]*\}"""),
         "joulestream/schemas/__init__.py",
     ),
+    "a time parser": (re.compile(r"^def parse_time\b", re.M), "joulestream/times.py"),
+    "a positive-number option type": (
+        re.compile(r"^def _?positive\w*\(", re.M),
+        "joulestream/options.py",
+    ),
+    "a /metrics server": (
+        re.compile(r"^class MetricsServer\b|start_http_server\(", re.M),
+        "joulestream/metrics_server.py",
+    ),
 }
 
 
