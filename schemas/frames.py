@@ -15,13 +15,16 @@ the same windows as before.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from joulestream.schemas import Record, node_id
+from joulestream.schemas.errors import RejectedInput
 from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.schemas.zones import node_zones
 
 UJ_PER_J = 1_000_000
 J_PER_KWH = 3.6e6
@@ -99,7 +102,8 @@ class SampleFrame:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> SampleFrame:
-        """A NodeSample v1/v2 record (identities inline) as a frame with a full table."""
+        """A NodeSample v1/v2 record (identities inline) as a frame with a full table, rows
+        in (kind, workload_id) order."""
         workloads = sorted(record["workloads"], key=_WORKLOAD_ORDER)
         columns: dict[str, list[int] | None] = {}
         for name in FEATURE_NAMES:
@@ -109,6 +113,13 @@ class SampleFrame:
             columns[name] = [v or 0 for v in values] if present else None
             if not workloads and record["node_totals"].get(name) is not None:
                 columns[name] = []
+        # A workload listed twice gets its id twice, for the reader's duplicate check to see.
+        ids_of: dict[tuple[str, str], int] = {}
+        for w in workloads:
+            ids_of.setdefault(_WORKLOAD_ORDER(w), len(ids_of))
+        identities: dict[int, Identity] = {}
+        for w in workloads:
+            identities.setdefault(ids_of[_WORKLOAD_ORDER(w)], Identity.from_record(w))
         return cls(
             cluster=record["cluster"],
             node=record["node"],
@@ -119,9 +130,9 @@ class SampleFrame:
             collector=record["collector"],
             power_source=record.get("power_source"),
             node_totals={name: record["node_totals"].get(name) for name in FEATURE_NAMES},
-            ids=list(range(len(workloads))),
+            ids=[ids_of[_WORKLOAD_ORDER(w)] for w in workloads],
             columns=columns,
-            identities={i: Identity.from_record(w) for i, w in enumerate(workloads)},
+            identities=identities,
             full_table=True,
             capabilities=list(record.get("capabilities") or []),
             node_info=record.get("node_info"),
@@ -216,13 +227,14 @@ class EnergyFrame:
             return list(map(operator.add, dyn, idle))
         return list(dyn or idle or [0] * len(self.ids))
 
-    def workload_co2e_g(self, node_zones: Sequence[str]) -> list[float]:
-        """gCO2e per row: its µJ in the zones that make up the node (see attribution's
-        ``node_zones``) x PUE x grid intensity."""
+    def workload_co2e_g(self) -> list[float]:
+        """gCO2e per row: its µJ in the zones that make up the node (``zones.node_zones``) x
+        PUE x grid intensity."""
         per_uj = self.pue * self.grid_intensity_g_per_kwh / J_PER_KWH / UJ_PER_J
+        whole = node_zones(tuple(zone.zone for zone in self.zones))
         totals = [0] * len(self.ids)
         for zone in self.zones:
-            if zone.zone in node_zones:
+            if zone.zone in whole:
                 totals = list(map(operator.add, totals, self.workload_uj(zone)))
         return [uj * per_uj for uj in totals]
 
@@ -270,7 +282,7 @@ class EnergyFrame:
             full_table=True,
         )
 
-    def to_record(self, names: Sequence[Identity | None], node_zones: Sequence[str]) -> Record:
+    def to_record(self, names: Sequence[Identity | None]) -> Record:
         """NodeEnergy v1 shape (joules as floats, one dict per workload and zone) for code that
         reads records; ``names`` per row as in ``SampleFrame.to_record``."""
         zones = []
@@ -292,7 +304,7 @@ class EnergyFrame:
                 }
             )
         lower, upper = 1 - self.relative_error, 1 + self.relative_error
-        co2e = self.workload_co2e_g(node_zones)
+        co2e = self.workload_co2e_g()
         workloads = []
         for row, ident in enumerate(names):
             who = ident or Identity("system", f"id:{self.ids[row]}", "")
@@ -331,6 +343,8 @@ class EnergyFrame:
 
 
 def _uj(joules: float) -> int:
+    if not math.isfinite(joules):
+        raise RejectedInput("non-finite", f"NodeEnergy v1 holds {joules} J")
     return round(joules * UJ_PER_J)
 
 

@@ -46,29 +46,24 @@ from faust.types import TP, EventT
 from joulestream.kafka.clients import admin
 from joulestream.kafka.topics import partition_counts
 from joulestream.models.default import default_model
-from joulestream.schemas import node_id, node_key
-from joulestream.schemas.codec import Codec
+from joulestream.schemas import node_key
 from joulestream.schemas.errors import CodecError, RejectedInput
 from joulestream.settings import Topics, librdkafka_passthrough
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.carbon import CarbonConfig
+from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.deadletter import dead_letter_headers
 from joulestream.stream_processors.join import (
     DEFAULT_MAX_READINGS,
     PowerSeries,
-    add_reading,
 )
 from joulestream.stream_processors.metrics import ProcessorStats, serve
 from joulestream.stream_processors.progress import NodeProgress
 from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
 from joulestream.stream_processors.validation import (
     DEFAULT_MAX_WORKLOADS,
-    InvalidRecord,
-    check_key,
-    check_reading,
-    check_sample,
 )
-from joulestream.stream_processors.windows import Emitted, JoinContext, WindowJoin
+from joulestream.stream_processors.windows import Emitted, JoinContext
 
 log = logging.getLogger(__name__)
 
@@ -245,26 +240,27 @@ class Processor:
 
     def __init__(self, settings: ProcessorSettings, partitions: int) -> None:
         self.settings = settings
-        self.codec = Codec()
         # Deserialised power series of this worker's nodes; the table stays the source of truth
         # and the cache is dropped whenever partitions move (see _on_rebalance).
         self._series_cache: dict[str, PowerSeries] = {}
         self.stats = ProcessorStats()
         shipped = [default_model()] if settings.default_model else []
         self.reference = ReferenceData(settings.carbon, shipped)
-        self.join: WindowJoin[Event] = WindowJoin(
+        self.core: Core[Event] = Core(
             settings.attribution,
             settings.lateness_s,
-            context=JoinContext(
+            JoinContext(
                 pricing=self.reference.pricing,
                 models=self.reference.models,
                 learn_idle=settings.learn_idle,
             ),
+            max_readings=settings.max_readings,
+            max_workloads=settings.max_workloads,
             load_progress=self._progress_of,
         )
-        self.stats.duplicates = lambda: self.join.duplicates
-        self.stats.gap_seqs = lambda: self.join.gap_seqs
-        self.stats.pending = lambda: self.join.pending
+        self.stats.duplicates = lambda: self.core.join.duplicates
+        self.stats.gap_seqs = lambda: self.core.join.gap_seqs
+        self.stats.pending = lambda: self.core.join.pending
         topics = settings.topics
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
@@ -304,7 +300,7 @@ class Processor:
         self.energy = self.app.topic(topics.energy, **raw)
         self.deadletter = self.app.topic(topics.deadletter, **raw)
         self.app.agent(self.source, name="join")(self._consume)
-        self.app.timer(min(1.0, max(settings.lateness_s / 2, 0.05)), name="lateness")(self._expire)
+        self.app.timer(self.core.tick_s, name="lateness")(self._expire)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
 
@@ -337,25 +333,16 @@ class Processor:
         message = event.message
         value = message.value
         try:
-            if not isinstance(value, bytes | bytearray):
-                raise InvalidRecord("no-value", "message has no value (tombstone)")
             now_ns = time.time_ns()
             if message.topic == self.settings.topics.samples:
-                sample = self.codec.decode(bytes(value), expect="NodeSample")
-                check_key(message.key, sample)
-                check_sample(sample, now_ns, max_workloads=self.settings.max_workloads)
-                key = node_id(sample["cluster"], sample["node"])
-                emitted = self.join.on_sample(
-                    key, sample, self._series_of(key), event, time.monotonic()
+                emitted = self.core.sample(
+                    message.key, value, self._series_of, event, time.monotonic(), now_ns
                 )
                 if emitted is None:  # a duplicate: its window exists already
                     event.ack()
                     return
             else:
-                reading = self.codec.decode(bytes(value), expect="PowerReading")
-                check_key(message.key, reading)
-                check_reading(reading, now_ns)
-                emitted = self._on_reading(reading, event)
+                emitted = self._on_reading(event, now_ns)
         except RejectedInput as exc:
             await self._dead_letter(event, exc.reason, str(exc))
             return
@@ -365,12 +352,14 @@ class Processor:
             return
         await self._send(emitted)
 
-    def _on_reading(self, reading: dict[str, Any], event: Event) -> list[Emitted[Event]]:
+    def _on_reading(self, event: Event, now_ns: int) -> list[Emitted[Event]]:
         """The reading's offset is released once its series is in the changelog: faust's
         commit flushes its producer buffer for at most 0.1 s, so an offset committed ahead of
         the write would, after a crash, leave the reading out of the restored series."""
-        key = node_id(reading["cluster"], reading["node"])
-        series, changed = add_reading(self._series_of(key), reading, self.settings.max_readings)
+        message = event.message
+        key, series, changed = self.core.reading(
+            message.key, message.value, self._series_of, now_ns
+        )
         if not changed:
             event.ack()
             return []
@@ -380,7 +369,7 @@ class Processor:
             partial(_ack_when_written, event)
         )
         self._series_cache[key] = series
-        return self.join.on_series(key, series)
+        return self.core.join.on_series(key, series)
 
     def _series_of(self, key: str) -> PowerSeries | None:
         """The node's series, deserialised once from the table and then kept in memory.
@@ -401,20 +390,20 @@ class Processor:
         return None if state is None else NodeProgress.from_state(state)
 
     async def _expire(self) -> None:
-        await self._send(self.join.expire(time.monotonic(), self._series_of))
+        await self._send(self.core.expire(time.monotonic(), self._series_of))
 
     async def _send(self, emitted: Iterable[Emitted[Event]]) -> None:
         for window in emitted:
-            record = window.record
+            energy = window.energy
             try:
-                value = self.codec.encode("NodeEnergy", record, validate=False)
+                value = self.core.encode(energy)
             except CodecError as exc:  # a bug in attribution: keep the input, keep running
                 log.exception("cannot encode the window of %s", window.key)
                 await self._dead_letter(window.token, "encode-failed", str(exc))
                 continue
-            self.stats.window(record["source"], record["window_end_ns"])
+            self.stats.window(energy.source, energy.window_end_ns)
             await self.energy.send(
-                key=node_key(record["cluster"], record["node"]),
+                key=node_key(energy.cluster, energy.node),
                 value=value,
                 callback=partial(self._delivered, window),
             )
@@ -462,7 +451,7 @@ class Processor:
     def _on_revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         revoked: Set[TP] = args[0]
         self._series_cache.clear()
-        dropped = self.join.forget(lambda event: event.message.tp in revoked)
+        dropped = self.core.join.forget(lambda event: event.message.tp in revoked)
         if dropped:
             log.info("rebalance: %d waiting samples go to the partitions' new owner", dropped)
 

@@ -1,28 +1,28 @@
 """Split a node window's energy per zone into idle, workloads and unattributed
-(docs/architecture.md, 'Algorithms').
+(docs/architecture.md, 'Algorithms'), in integer microjoules.
 
 Per zone: E_idle = min(P_idle·Δt, E), E_dyn = E - E_idle. Idle policy "none": idle is not
-handed to workloads (it is ``idle_unassigned_j``). Dynamic energy is split by the ratio of the
-zone's driver feature; when no workload has any of it, the energy is ``unattributed_j`` rather
-than spread at random. ``residual_j`` = E - (Σ workloads + idle_unassigned + unattributed) is
-computed on every window so a broken invariant is visible, not hidden.
+handed to workloads (it is ``idle_unassigned_uj``). Dynamic energy is split by the ratio of the
+zone's driver feature; when no workload has any of it, the energy is ``unattributed_uj`` rather
+than spread at random. Every split is by the largest-remainder method: each workload gets the
+floor of its exact share and the µJ left over go one each to the largest remainders (ties to the
+earlier row), so Σ workloads + idle_unassigned + unattributed = E exactly, on every window.
 
 Zones nest (package-N ⊇ core-N + uncore-N; psys/platform ⊇ the rest): they are reported side by
-side and never added up, except for carbon, which needs one node energy — see ``node_joules``.
+side and never added up, except for carbon, which needs one node energy — see
+``joulestream.schemas.zones.node_zones``.
 """
 
 from __future__ import annotations
 
-import functools
+import heapq
 import math
-import operator
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
-from joulestream.schemas import Record
 from joulestream.schemas.features import validate_feature_names
+from joulestream.schemas.frames import UJ_PER_J, EnergyFrame, SampleFrame, ZoneEnergy
+from joulestream.schemas.zones import ZONE_KINDS, node_zones, zone_kind
 
 IDLE_POLICY_NONE = "none"
 IDLE_POLICY_EQUAL = "equal"
@@ -47,14 +47,8 @@ ZONE_DRIVERS: dict[str, tuple[str, ...]] = {
 }
 for _drivers in ZONE_DRIVERS.values():
     validate_feature_names(_drivers)
-
-# Zones that cover the whole node, in preference order, and the disjoint parts otherwise.
-_WHOLE_NODE_KINDS = ("platform", "psys")
-_DISJOINT_KINDS = ("package", "dram", "gpu", "other")
-
-_WORKLOAD_ORDER = operator.itemgetter("kind", "workload_id")
-_ZONE_NAME = re.compile(r"^(?P<kind>[a-z]+)(?:-\d+)?$")
-
+if sorted(ZONE_DRIVERS) != sorted(ZONE_KINDS):
+    raise ImportError(f"drivers are given for zone kinds {sorted(ZONE_DRIVERS)}, not {ZONE_KINDS}")
 
 IDLE_POLICIES = (IDLE_POLICY_NONE, IDLE_POLICY_EQUAL, IDLE_POLICY_PROPORTIONAL)
 
@@ -104,20 +98,12 @@ class Carbon:
 class Energy:
     """A window's energy per zone and where it comes from (measured or estimated)."""
 
-    zone_joules: Mapping[str, float]
+    zone_uj: Mapping[str, int]
     idle_watts: Mapping[str, float]  # zone → idle baseline (W); missing zones idle at 0 W
     source: str  # measured | estimated
     detail: str
     relative_error: float
     model_id: str | None = None
-
-
-@functools.lru_cache(maxsize=1024)
-def zone_kind(zone: str) -> str:
-    """``package-0`` → ``package``; names outside the known vocabulary count as ``other``."""
-    match = _ZONE_NAME.match(zone)
-    kind = match["kind"] if match else "other"
-    return kind if kind in ZONE_DRIVERS else "other"
 
 
 def choose_driver(zone: str, node_totals: Mapping[str, int | None]) -> str | None:
@@ -126,28 +112,27 @@ def choose_driver(zone: str, node_totals: Mapping[str, int | None]) -> str | Non
 
 
 def node_joules(zone_joules: Mapping[str, float]) -> float:
-    """One energy for the whole node without double counting nested zones.
-
-    A platform/psys zone covers the node; otherwise package-N + dram-N + gpu-N + other.
-    core-N and uncore-N are inside package-N and never added.
-    """
+    """One energy for the whole node without double counting nested zones (``node_zones``)."""
     return sum(zone_joules[zone] for zone in node_zones(tuple(zone_joules)))
 
 
-@functools.lru_cache(maxsize=256)
-def node_zones(zones: tuple[str, ...]) -> tuple[str, ...]:
-    """The zones whose sum is the node's energy (see ``node_joules``)."""
-    kinds = {zone: zone_kind(zone) for zone in zones}
-    for whole in _WHOLE_NODE_KINDS:
-        if whole in kinds.values():
-            return tuple(z for z, kind in kinds.items() if kind == whole)
-    return tuple(z for z, kind in kinds.items() if kind in _DISJOINT_KINDS)
+def largest_remainder(amount: int, weights: Sequence[int], total: int) -> list[int]:
+    """``amount`` split in proportion to ``weights`` (summing to ``total`` > 0) into integers
+    that sum to ``amount`` exactly."""
+    exact = [amount * w for w in weights]
+    parts = [e // total for e in exact]
+    left = amount - sum(parts)
+    if left:
+        remainders = [e - p * total for e, p in zip(exact, parts, strict=True)]
+        for i in heapq.nlargest(left, range(len(parts)), key=remainders.__getitem__):
+            parts[i] += 1
+    return parts
 
 
 def attribute(
-    sample: Mapping[str, Any], energy: Energy, config: AttributionConfig, carbon: Carbon
-) -> Record:
-    """A measured or estimated NodeEnergy record for a decoded NodeSample.
+    sample: SampleFrame, energy: Energy, config: AttributionConfig, carbon: Carbon
+) -> EnergyFrame:
+    """A measured or estimated window of a decoded NodeSample; rows are the sample's rows.
 
     Per zone: idle = min(P_idle·Δt, E); dynamic = E - idle, split by the zone's driver ratio
     (``unattributed`` when nobody has any of the driver). Idle goes to workloads by policy:
@@ -155,160 +140,138 @@ def attribute(
     ``proportional`` by the same driver ratio as dynamic energy (unassigned when the driver
     total is 0). A sample without workloads (a gap window) leaves everything unassigned.
     """
-    dt_s = (sample["window_end_ns"] - sample["window_start_ns"]) / 1e9
-    workloads = sorted(sample["workloads"], key=_WORKLOAD_ORDER)
-    node_totals = sample["node_totals"]
-    zone_names = sorted(energy.zone_joules)
-    # Per zone, every workload's (dynamic, idle) joules as two parallel lists; None = nobody.
-    parts: list[tuple[list[float] | None, list[float] | None]] = []
-    zones: list[Record] = []
-    for zone in zone_names:
-        total = energy.zone_joules[zone]
-        if not 0 <= total < math.inf:
-            raise ValueError(f"zone {zone} has energy {total} J")
-        idle = min(energy.idle_watts.get(zone, 0.0) * dt_s, total)
+    dt_ns = sample.window_end_ns - sample.window_start_ns
+    rows = len(sample.ids)
+    zones: list[ZoneEnergy] = []
+    for zone in sorted(energy.zone_uj):
+        total = energy.zone_uj[zone]
+        if not 0 <= total < 2**62:
+            raise ValueError(f"zone {zone} has energy {total} µJ")
+        # W x ns = nJ; idle never exceeds the zone's energy.
+        idle = min(round(energy.idle_watts.get(zone, 0.0) * dt_ns / 1000), total)
         dynamic = total - idle
-        driver = choose_driver(zone, node_totals)
-        weights = _driver_values(workloads, driver)
-        weight_total = sum(weights)
-        dyn_parts = _split(dynamic, weights, weight_total)
-        idle_parts = _idle_split(idle, config.idle_policy, weights, weight_total)
-        parts.append((dyn_parts, idle_parts))
-        # Σ driver == 0: nobody did the work the zone is charged by, so nobody is charged.
-        unattributed = 0.0 if dyn_parts else dynamic
-        idle_unassigned = 0.0 if idle_parts else idle
-        if dyn_parts and idle_parts:
-            assigned = sum(map(operator.add, dyn_parts, idle_parts))
-        else:
-            assigned = sum(dyn_parts or idle_parts or ())
-        zones.append(
-            {
-                "zone": zone,
-                "driver": driver,
-                "total_j": total,
-                "idle_j": idle,
-                "dynamic_j": dynamic,
-                "idle_unassigned_j": idle_unassigned,
-                "unattributed_j": unattributed,
-                "residual_j": total - (assigned + idle_unassigned + unattributed),
-            }
+        driver = choose_driver(zone, sample.node_totals)
+        weights = _driver_values(sample, driver)
+        weight_total = sum(weights) if weights is not None else 0
+        dyn_parts = (
+            largest_remainder(dynamic, weights, weight_total)
+            if weights is not None and weight_total
+            else None
         )
-    return {
-        **_window_fields(sample, config, carbon),
-        "source": energy.source,
-        "source_detail": energy.detail,
-        "model_id": energy.model_id,
-        "co2e_g": carbon.co2e_g(node_joules(energy.zone_joules)),
-        "zones": zones,
-        "workloads": _workload_records(workloads, zone_names, parts, energy.relative_error, carbon),
-    }
+        idle_parts = _idle_split(idle, config.idle_policy, weights, weight_total, rows)
+        zones.append(
+            ZoneEnergy(
+                zone=zone,
+                driver=driver,
+                total_uj=total,
+                idle_uj=idle,
+                # Σ driver == 0: nobody did the work the zone is charged by, so nobody is.
+                idle_unassigned_uj=0 if idle_parts else idle,
+                unattributed_uj=0 if dyn_parts else dynamic,
+                workload_dynamic_uj=dyn_parts,
+                workload_idle_uj=idle_parts,
+            )
+        )
+    node_j = sum(z.total_uj for z in zones if z.zone in node_zones(tuple(energy.zone_uj)))
+    return _window(
+        sample,
+        config,
+        carbon,
+        source=energy.source,
+        detail=energy.detail,
+        model_id=energy.model_id,
+        co2e_g=carbon.co2e_g(node_j / UJ_PER_J),
+        relative_error=energy.relative_error,
+        zones=zones,
+    )
 
 
 def unmeasured(
-    sample: Mapping[str, Any], config: AttributionConfig, carbon: Carbon, detail: str
-) -> Record:
-    """A window that could not be measured: counted and explained, never a silent zero."""
-    return {
-        **_window_fields(sample, config, carbon),
-        "source": "unmeasured",
-        "source_detail": detail,
-        "model_id": None,
-        "co2e_g": 0.0,
-        "zones": [],
-        "workloads": [],
-    }
+    sample: SampleFrame, config: AttributionConfig, carbon: Carbon, detail: str
+) -> EnergyFrame:
+    """A window that could not be measured: counted and explained, never a silent zero. It has
+    no rows but keeps the sample's dictionary entries, so readers of the energy topic learn
+    every identity the samples carried."""
+    return _window(
+        sample,
+        config,
+        carbon,
+        source="unmeasured",
+        detail=detail,
+        model_id=None,
+        co2e_g=0.0,
+        relative_error=0.0,
+        zones=[],
+        rows=False,
+    )
 
 
-def _split(amount: float, weights: list[int], total: int) -> list[float] | None:
-    """``amount`` by weight ratio; None when nobody has any weight."""
-    if total == 0:
-        return None
-    return [amount * w / total for w in weights]
+def _window(
+    sample: SampleFrame,
+    config: AttributionConfig,
+    carbon: Carbon,
+    *,
+    source: str,
+    detail: str,
+    model_id: str | None,
+    co2e_g: float,
+    relative_error: float,
+    zones: list[ZoneEnergy],
+    rows: bool = True,
+) -> EnergyFrame:
+    return EnergyFrame(
+        cluster=sample.cluster,
+        node=sample.node,
+        agent_instance=sample.agent_instance,
+        seq=sample.seq,
+        window_start_ns=sample.window_start_ns,
+        window_end_ns=sample.window_end_ns,
+        source=source,
+        source_detail=detail,
+        model_id=model_id,
+        idle_policy=config.idle_policy,
+        pue=carbon.pue,
+        grid_intensity_g_per_kwh=carbon.intensity_g_per_kwh,
+        co2e_g=co2e_g,
+        relative_error=relative_error,
+        ids=list(sample.ids) if rows else [],
+        zones=zones,
+        identities=dict(sample.identities),
+        full_table=sample.full_table,
+    )
 
 
 def _idle_split(
-    idle: float, policy: str, weights: list[int], weight_total: int
-) -> list[float] | None:
-    if policy == IDLE_POLICY_EQUAL and weights:
-        return [idle / len(weights)] * len(weights)
-    if policy == IDLE_POLICY_PROPORTIONAL:
-        return _split(idle, weights, weight_total)
+    idle: int, policy: str, weights: list[int] | None, weight_total: int, rows: int
+) -> list[int] | None:
+    if policy == IDLE_POLICY_EQUAL and rows:
+        return largest_remainder(idle, [1] * rows, rows)
+    if policy == IDLE_POLICY_PROPORTIONAL and weights is not None and weight_total:
+        return largest_remainder(idle, weights, weight_total)
     return None
 
 
-def _window_fields(sample: Mapping[str, Any], config: AttributionConfig, carbon: Carbon) -> Record:
-    return {
-        "cluster": sample["cluster"],
-        "node": sample["node"],
-        "agent_instance": sample["agent_instance"],
-        "seq": sample["seq"],
-        "window_start_ns": sample["window_start_ns"],
-        "window_end_ns": sample["window_end_ns"],
-        "idle_policy": config.idle_policy,
-        "pue": carbon.pue,
-        "grid_intensity_g_per_kwh": carbon.intensity_g_per_kwh,
-    }
-
-
-def _driver_values(workloads: list[Mapping[str, Any]], driver: str | None) -> list[int]:
-    """Each workload's driver delta; null is 0 because the node does measure the driver."""
+def _driver_values(sample: SampleFrame, driver: str | None) -> list[int] | None:
+    """Each row's driver delta (None: the node has no driver for the zone)."""
     if driver is None:
-        return [0] * len(workloads)
-    values = [w["counters"].get(driver) or 0 for w in workloads]
+        return None
+    values = sample.columns.get(driver)
+    if values is None:  # the node total is measured, the rows are not: nobody has any
+        return [0] * len(sample.ids)
     if values and min(values) < 0:
-        negative = next(w for w, v in zip(workloads, values, strict=True) if v < 0)
-        raise ValueError(
-            f"workload {negative['workload_id']} has negative {driver} "
-            f"{negative['counters'][driver]}"
-        )
+        row = next(i for i, v in enumerate(values) if v < 0)
+        raise ValueError(f"workload id {sample.ids[row]} has negative {driver} {values[row]}")
     return values
 
 
-def _workload_records(
-    workloads: list[Mapping[str, Any]],
-    zone_names: list[str],
-    parts: list[tuple[list[float] | None, list[float] | None]],
-    relative_error: float,
-    carbon: Carbon,
-) -> list[Record]:
-    """One WorkloadEnergy per workload: the hot loop of the processor (a window of 100
-    workloads and 2 zones builds 300 dicts here), so it indexes plain lists."""
-    in_node = frozenset(node_zones(tuple(zone_names)))
-    columns = [
-        (zone, dyn, idle, zone in in_node)
-        for zone, (dyn, idle) in zip(zone_names, parts, strict=True)
-    ]
-    lower, upper = 1 - relative_error, 1 + relative_error
-    records = []
-    for i, workload in enumerate(workloads):
-        zones = []
-        node_j = 0.0
-        for zone, dyn, idle, counts in columns:
-            d = dyn[i] if dyn else 0.0
-            j = idle[i] if idle else 0.0
-            both = d + j
-            if counts:
-                node_j += both
-            zones.append(
-                {
-                    "zone": zone,
-                    "dynamic_j": d,
-                    "idle_j": j,
-                    "lower_j": both * lower,
-                    "upper_j": both * upper,
-                }
-            )
-        records.append(
-            {
-                "kind": workload["kind"],
-                "workload_id": workload["workload_id"],
-                "container_id": workload.get("container_id"),
-                "pod_uid": workload.get("pod_uid"),
-                "namespace": workload.get("namespace"),
-                "pod": workload.get("pod"),
-                "container": workload.get("container"),
-                "co2e_g": carbon.co2e_g(node_j),
-                "zones": zones,
-            }
-        )
-    return records
+def without_workloads(sample: SampleFrame) -> SampleFrame:
+    """The sample's window with no rows and no counters (a gap window's shape)."""
+    return replace(
+        sample,
+        node_totals=dict.fromkeys(sample.node_totals),
+        ids=[],
+        columns=dict.fromkeys(sample.columns),
+        identities={},
+        full_table=False,
+        capabilities=None,
+    )

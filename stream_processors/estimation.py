@@ -8,25 +8,23 @@ idle baseline, so the idle policies work on estimated windows as on measured one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from joulestream.models.selection import ModelSet, NodeFacts
+from joulestream.schemas.frames import UJ_PER_J, SampleFrame
 from joulestream.stream_processors.attribution import Energy
 
 
-def node_facts(sample: Mapping[str, Any]) -> NodeFacts:
-    info = sample.get("node_info") or {}
+def node_facts(sample: SampleFrame) -> NodeFacts:
+    info = sample.node_info or {}
     return NodeFacts(cpu_model=info.get("cpu_model"), cores=info.get("cores"))
 
 
-def estimate(sample: Mapping[str, Any], models: ModelSet) -> Energy | None:
-    """Estimated energy, or None when no model applies to the node."""
-    dt_s = (sample["window_end_ns"] - sample["window_start_ns"]) / 1e9
-    totals = sample["node_totals"]
+def estimate(sample: SampleFrame, models: ModelSet) -> Energy | None:
+    """Estimated energy (rounded to µJ), or None when no model applies to the node."""
+    dt_s = (sample.window_end_ns - sample.window_start_ns) / 1e9
+    totals = sample.node_totals
     rates = {name: value / dt_s for name, value in totals.items() if value is not None}
     facts = node_facts(sample)
-    zone_joules: dict[str, float] = {}
+    zone_uj: dict[str, int] = {}
     idle_watts: dict[str, float] = {}
     used: list[str] = []
     error = 0.0
@@ -35,19 +33,19 @@ def estimate(sample: Mapping[str, Any], models: ModelSet) -> Energy | None:
         prediction = model.predict(rates, facts.cores)
         if prediction is None:
             continue
-        zone_joules[zone] = prediction.total_w * dt_s
+        zone_uj[zone] = round(prediction.total_w * dt_s * UJ_PER_J)
         idle_watts[zone] = prediction.idle_w
         used.append(model.id)
         error = max(error, model.relative_error(prediction.total_w))
         if not prediction.idle_known:
             idle_unknown.append(model.id)
-    if not zone_joules:
+    if not zone_uj:
         return None
     detail = "model"
     if idle_unknown:
         detail += f"; idle not estimated by {','.join(idle_unknown)}: core count unknown"
     return Energy(
-        zone_joules=zone_joules,
+        zone_uj=zone_uj,
         idle_watts=idle_watts,
         source="estimated",
         detail=detail,

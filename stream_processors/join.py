@@ -19,7 +19,6 @@ from typing import Any
 from joulestream.schemas.errors import RejectedInput
 
 DEFAULT_MAX_READINGS = 64
-_UJ_PER_J = 1_000_000
 
 
 class RejectedReading(RejectedInput):
@@ -160,11 +159,13 @@ def coverage(series: PowerSeries | None, agent_instance: str, t0_ns: int, t1_ns:
     return Coverage.COVERED
 
 
-def window_energy(series: PowerSeries, t0_ns: int, t1_ns: int) -> dict[str, float] | None:
-    """Joules per zone over [t0, t1), or None while the series does not bracket both instants.
+def window_energy(series: PowerSeries, t0_ns: int, t1_ns: int) -> dict[str, int] | None:
+    """µJ per zone over [t0, t1), or None while the series does not bracket both instants.
 
-    Only zones present in every reading used are reported: a zone that appears or disappears
-    inside the window has no defined energy there.
+    The counter at an instant between two readings is interpolated and rounded to µJ, so the
+    windows of a series add up to its counters' difference exactly. Only zones present in every
+    reading used are reported: a zone that appears or disappears inside the window has no
+    defined energy there.
     """
     if t1_ns < t0_ns:
         raise ValueError(f"window ends ({t1_ns}) before it starts ({t0_ns})")
@@ -175,7 +176,7 @@ def window_energy(series: PowerSeries, t0_ns: int, t1_ns: int) -> dict[str, floa
     used = {id(r): r for r in (*start, *end)}.values()
     zones = set.intersection(*(set(r.energy_uj) for r in used))
     return {
-        zone: (_counter_at(end, t1_ns, zone) - _counter_at(start, t0_ns, zone)) / _UJ_PER_J
+        zone: _counter_at(end, t1_ns, zone) - _counter_at(start, t0_ns, zone)
         for zone in sorted(zones)
     }
 
@@ -193,10 +194,11 @@ def _bracket(readings: list[Reading], t_ns: int) -> tuple[Reading, ...] | None:
     return (readings[at - 1], readings[at])
 
 
-def _counter_at(bracket: tuple[Reading, ...], t_ns: int, zone: str) -> float:
+def _counter_at(bracket: tuple[Reading, ...], t_ns: int, zone: str) -> int:
     if len(bracket) == 1:
         return bracket[0].energy_uj[zone]
     before, after = bracket
     c0, c1 = before.energy_uj[zone], after.energy_uj[zone]
-    fraction = (t_ns - before.timestamp_ns) / (after.timestamp_ns - before.timestamp_ns)
-    return c0 + (c1 - c0) * fraction
+    span = after.timestamp_ns - before.timestamp_ns
+    # Integer arithmetic, rounded half up: exact for counters and times of any size.
+    return c0 + ((c1 - c0) * (t_ns - before.timestamp_ns) * 2 + span) // (2 * span)

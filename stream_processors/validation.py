@@ -14,6 +14,7 @@ from typing import Any
 from joulestream.schemas import node_key
 from joulestream.schemas.errors import RejectedInput
 from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.schemas.frames import SampleFrame
 
 DEFAULT_MAX_FUTURE_NS = 300 * 1_000_000_000  # clock skew tolerated before "in the future"
 DEFAULT_MAX_WORKLOADS = 10_000
@@ -25,39 +26,59 @@ class InvalidRecord(RejectedInput):
     """A decoded sample or reading that breaks the contract (key, times, sizes)."""
 
 
-def check_key(key: bytes | None, record: Mapping[str, Any]) -> None:
+def check_key(key: bytes | None, cluster: str, node: str) -> None:
     """The key must be ``<cluster>/<node>`` of the record: co-partitioning depends on it."""
-    expected = node_key(record["cluster"], record["node"])
+    expected = node_key(cluster, node)
     if key != expected:
         raise InvalidRecord("key-mismatch", f"message key {key!r} is not {expected!r}")
 
 
 def check_sample(
-    sample: Mapping[str, Any],
+    sample: SampleFrame,
     now_ns: int,
     max_future_ns: int = DEFAULT_MAX_FUTURE_NS,
     max_workloads: int = DEFAULT_MAX_WORKLOADS,
 ) -> None:
-    start, end = sample["window_start_ns"], sample["window_end_ns"]
+    start, end = sample.window_start_ns, sample.window_end_ns
     if end <= start:
         raise InvalidRecord("empty-window", f"window [{start}, {end}) is empty or inverted")
     if end > now_ns + max_future_ns:
         raise InvalidRecord(
             "future-window", f"window ends at {end} ns, {(end - now_ns) / 1e9:.0f} s from now"
         )
-    if len(sample["workloads"]) > max_workloads:
+    rows = len(sample.ids)
+    if rows > max_workloads:
         raise InvalidRecord(
-            "too-many-workloads",
-            f"{len(sample['workloads'])} workloads, more than the bound {max_workloads}",
+            "too-many-workloads", f"{rows} workloads, more than the bound {max_workloads}"
         )
     cpu_bound = (end - start) * MAX_CPUS
-    _check_counters("node_totals", sample["node_totals"], cpu_bound)
-    for workload in sample["workloads"]:
-        _check_counters(f"workload {workload['workload_id']}", workload["counters"], cpu_bound)
-    ids = [(w["kind"], w["workload_id"]) for w in sample["workloads"]]
-    if len(set(ids)) != len(ids):
-        duplicates = sorted(f"{kind}/{wid}" for (kind, wid), n in Counter(ids).items() if n > 1)
+    _check_counters("node_totals", sample.node_totals, cpu_bound)
+    for name, column in sample.columns.items():
+        # One C-level pass per column: min/max of the whole column.
+        if column and min(column) < 0:
+            row = next(i for i, v in enumerate(column) if v < 0)
+            raise InvalidRecord(
+                "negative-delta",
+                f"workload {_who(sample, row)} has negative deltas {{{name!r}: {column[row]}}}",
+            )
+        if name == "cpu_time_ns" and column and max(column) > cpu_bound:
+            row = max(range(rows), key=column.__getitem__)
+            raise InvalidRecord(
+                "absurd-delta",
+                f"workload {_who(sample, row)} has cpu_time_ns {column[row]}, more than the "
+                f"window x {MAX_CPUS} CPUs",
+            )
+    if len(set(sample.ids)) != rows:
+        duplicates = sorted(
+            _who(sample, sample.ids.index(i)) for i, n in Counter(sample.ids).items() if n > 1
+        )
         raise InvalidRecord("duplicate-workload", f"workloads listed twice: {duplicates}")
+
+
+def _who(sample: SampleFrame, row: int) -> str:
+    wid = sample.ids[row]
+    ident = sample.identities.get(wid)
+    return f"{ident.kind}/{ident.workload_id}" if ident else f"id {wid}"
 
 
 def check_reading(

@@ -24,19 +24,21 @@ after this window, for the caller to persist once the window is delivered.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from joulestream.models.selection import ModelSet
 from joulestream.schemas import Record, node_id
 from joulestream.schemas.errors import RejectedInput
+from joulestream.schemas.frames import EnergyFrame, SampleFrame
 from joulestream.stream_processors.attribution import (
     AttributionConfig,
     Carbon,
     Energy,
     attribute,
     unmeasured,
+    without_workloads,
 )
 from joulestream.stream_processors.estimation import estimate
 from joulestream.stream_processors.join import Coverage, PowerSeries, coverage, window_energy
@@ -64,15 +66,17 @@ class StaleInstance(RejectedInput):
 @dataclass(frozen=True)
 class Emitted(Generic[T]):
     key: str
-    record: Record
+    energy: EnergyFrame
     token: T
+    sample: SampleFrame  # what the window was made from (for a gap window, the gap)
+    gap: bool = False
     last: bool = True
     progress: Record | None = None
 
 
 @dataclass
 class _Waiting(Generic[T]):
-    sample: Record
+    sample: SampleFrame
     deadline: float
     token: T
     gap_last_seq: int | None = None  # a gap window: the last missing seq it stands for
@@ -83,7 +87,7 @@ class _Waiting(Generic[T]):
 
     @property
     def last_seq(self) -> int:
-        return self.sample["seq"] if self.gap_last_seq is None else self.gap_last_seq
+        return self.sample.seq if self.gap_last_seq is None else self.gap_last_seq
 
 
 @dataclass
@@ -124,15 +128,15 @@ class WindowJoin(Generic[T]):
         return sum(len(q) for q in self._waiting.values())
 
     def on_sample(
-        self, key: str, sample: Record, series: PowerSeries | None, token: T, now: float
+        self, key: str, sample: SampleFrame, series: PowerSeries | None, token: T, now: float
     ) -> list[Emitted[T]] | None:
         """Windows the sample settles now; None when it is a duplicate (nothing to produce).
         Raises StaleInstance for a sample of an agent instance the node has moved on from."""
         progress = self._progress_of(key, sample)
         queue = self._waiting.setdefault(key, deque())
-        seq, instance = sample["seq"], sample["agent_instance"]
-        mine = [w for w in queue if w.sample["agent_instance"] == instance]
-        if progress.done(seq) or any(not w.is_gap and w.sample["seq"] == seq for w in mine):
+        seq, instance = sample.seq, sample.agent_instance
+        mine = [w for w in queue if w.sample.agent_instance == instance]
+        if progress.done(seq) or any(not w.is_gap and w.sample.seq == seq for w in mine):
             self.duplicates += 1
             self._set_queue(key, queue)
             return None
@@ -146,16 +150,16 @@ class WindowJoin(Generic[T]):
         self._outstanding[id(token)] = len(entries)
         out: list[Emitted[T]] = []
         for entry in entries:
-            record = None if entry.is_gap else self._resolve(entry.sample, series, final=False)
-            if record is not None and not queue:  # windows of a node leave in order
-                out.append(self._emit(key, entry, record))
+            energy = None if entry.is_gap else self._resolve(entry.sample, series, final=False)
+            if energy is not None and not queue:  # windows of a node leave in order
+                out.append(self._emit(key, entry, energy))
             else:
                 queue.append(entry)
         while len(queue) > self.max_pending_per_node:
             oldest = queue.popleft()
             detail = f"more than {self.max_pending_per_node} samples of the node wait for power"
-            record = unmeasured(oldest.sample, self.config, self._carbon(oldest.sample), detail)
-            out.append(self._emit(key, oldest, record))
+            energy = unmeasured(oldest.sample, self.config, self._carbon(oldest.sample), detail)
+            out.append(self._emit(key, oldest, energy))
         self._set_queue(key, queue)
         return out
 
@@ -166,10 +170,10 @@ class WindowJoin(Generic[T]):
             return []
         out: list[Emitted[T]] = []
         while queue and not queue[0].is_gap:
-            record = self._resolve(queue[0].sample, series, final=False)
-            if record is None:
+            energy = self._resolve(queue[0].sample, series, final=False)
+            if energy is None:
                 break
-            out.append(self._emit(key, queue.popleft(), record))
+            out.append(self._emit(key, queue.popleft(), energy))
         self._set_queue(key, queue)
         return out
 
@@ -187,10 +191,10 @@ class WindowJoin(Generic[T]):
                 final = head.deadline <= now
                 if head.is_gap and not final:
                     break
-                record = self._resolve(head.sample, series, final=final, gap=head.is_gap)
-                if record is None:
+                energy = self._resolve(head.sample, series, final=final, gap=head.is_gap)
+                if energy is None:
                     break
-                out.append(self._emit(key, queue.popleft(), record))
+                out.append(self._emit(key, queue.popleft(), energy))
             self._set_queue(key, queue)
         return out
 
@@ -210,15 +214,15 @@ class WindowJoin(Generic[T]):
         self._progress.clear()
         return count
 
-    def _progress_of(self, key: str, sample: Mapping[str, Any]) -> NodeProgress:
-        instance = sample["agent_instance"]
+    def _progress_of(self, key: str, sample: SampleFrame) -> NodeProgress:
+        instance = sample.agent_instance
         progress = self._progress.get(key) or self._load_progress(key)
         if progress is None:
             progress = NodeProgress(instance)
         elif progress.agent_instance != instance:
-            if progress.max_seq >= 0 and sample["window_start_ns"] < progress.max_end_ns:
+            if progress.max_seq >= 0 and sample.window_start_ns < progress.max_end_ns:
                 raise StaleInstance(
-                    f"sample of instance {instance} at {sample['window_start_ns']} ns is older "
+                    f"sample of instance {instance} at {sample.window_start_ns} ns is older "
                     f"than the windows of the node's current instance {progress.agent_instance}"
                 )
             # The agent restarted: its seqs start over; the learned baseline is the node's.
@@ -230,45 +234,37 @@ class WindowJoin(Generic[T]):
         self,
         queue: list[_Waiting[T]],
         progress: NodeProgress,
-        sample: Record,
+        sample: SampleFrame,
         frontier: int,
         token: T,
         now: float,
     ) -> _Waiting[T]:
-        ends = [w.sample["window_end_ns"] for w in queue if w.last_seq == frontier]
+        ends = [w.sample.window_end_ns for w in queue if w.last_seq == frontier]
         start = ends[0] if ends else progress.max_end_ns
-        end = max(start, sample["window_start_ns"])
-        self.gap_seqs += sample["seq"] - frontier - 1
-        gap_sample = {
-            **sample,
-            "seq": frontier + 1,
-            "window_start_ns": start,
-            "window_end_ns": end,
-            "capabilities": [],
-            "node_totals": {name: None for name in sample["node_totals"]},
-            "workloads": [],
-        }
-        return _Waiting(gap_sample, now + self.lateness_s, token, gap_last_seq=sample["seq"] - 1)
+        end = max(start, sample.window_start_ns)
+        self.gap_seqs += sample.seq - frontier - 1
+        gap_sample = replace(
+            without_workloads(sample), seq=frontier + 1, window_start_ns=start, window_end_ns=end
+        )
+        return _Waiting(gap_sample, now + self.lateness_s, token, gap_last_seq=sample.seq - 1)
 
-    def _cut_gaps(self, queue: deque[_Waiting[T]], sample: Record) -> None:
+    def _cut_gaps(self, queue: deque[_Waiting[T]], sample: SampleFrame) -> None:
         """A late sample fills part of a waiting gap: the gap keeps only the time around it."""
-        seq, start, end = sample["seq"], sample["window_start_ns"], sample["window_end_ns"]
+        seq, start, end = sample.seq, sample.window_start_ns, sample.window_end_ns
         for at, gap in enumerate(list(queue)):
-            first = gap.sample["seq"]
-            same = gap.sample["agent_instance"] == sample["agent_instance"]
+            first = gap.sample.seq
+            same = gap.sample.agent_instance == sample.agent_instance
             if not gap.is_gap or not same or not first <= seq <= gap.last_seq:
                 continue
             assert gap.gap_last_seq is not None
             pieces: list[_Waiting[T]] = []
             if seq > first:
-                left = {**gap.sample, "window_end_ns": max(gap.sample["window_start_ns"], start)}
+                left = replace(gap.sample, window_end_ns=max(gap.sample.window_start_ns, start))
                 pieces.append(replace(gap, sample=left, gap_last_seq=seq - 1))
             if seq < gap.last_seq:
-                right = {
-                    **gap.sample,
-                    "seq": seq + 1,
-                    "window_start_ns": min(end, gap.sample["window_end_ns"]),
-                }
+                right = replace(
+                    gap.sample, seq=seq + 1, window_start_ns=min(end, gap.sample.window_end_ns)
+                )
                 pieces.append(replace(gap, sample=right))
             del queue[at]
             for offset, piece in enumerate(pieces):
@@ -278,20 +274,28 @@ class WindowJoin(Generic[T]):
             )
             return
 
-    def _emit(self, key: str, entry: _Waiting[T], record: Record) -> Emitted[T]:
-        progress = self._progress.setdefault(key, NodeProgress(entry.sample["agent_instance"]))
-        if progress.agent_instance == entry.sample["agent_instance"]:  # else: an older instance
-            end = record["window_end_ns"]
-            self.gap_seqs += progress.mark(entry.sample["seq"], entry.last_seq, end)
-        if self.context.learn_idle and record["source"] == "measured" and record["workloads"]:
-            dt_s = (record["window_end_ns"] - record["window_start_ns"]) / 1e9
-            progress.observe({z["zone"]: z["total_j"] / dt_s for z in record["zones"]})
+    def _emit(self, key: str, entry: _Waiting[T], energy: EnergyFrame) -> Emitted[T]:
+        progress = self._progress.setdefault(key, NodeProgress(entry.sample.agent_instance))
+        if progress.agent_instance == entry.sample.agent_instance:  # else: an older instance
+            end = energy.window_end_ns
+            self.gap_seqs += progress.mark(entry.sample.seq, entry.last_seq, end)
+        if self.context.learn_idle and energy.source == "measured" and energy.ids:
+            dt_us = (energy.window_end_ns - energy.window_start_ns) / 1e3
+            progress.observe({z.zone: z.total_uj / dt_us for z in energy.zones})
         remaining = self._outstanding.get(id(entry.token), 1) - 1
         if remaining > 0:
             self._outstanding[id(entry.token)] = remaining
         else:
             self._outstanding.pop(id(entry.token), None)
-        return Emitted(key, record, entry.token, remaining <= 0, progress.to_state())
+        return Emitted(
+            key,
+            energy,
+            entry.token,
+            entry.sample,
+            entry.is_gap,
+            remaining <= 0,
+            progress.to_state(),
+        )
 
     def _set_queue(self, key: str, queue: deque[_Waiting[T]]) -> None:
         if queue:
@@ -299,22 +303,22 @@ class WindowJoin(Generic[T]):
         else:
             self._waiting.pop(key, None)
 
-    def _carbon(self, sample: Mapping[str, Any]) -> Carbon:
-        return self.context.pricing(sample["cluster"], sample["window_start_ns"])
+    def _carbon(self, sample: SampleFrame) -> Carbon:
+        return self.context.pricing(sample.cluster, sample.window_start_ns)
 
     def _resolve(
         self,
-        sample: Mapping[str, Any],
+        sample: SampleFrame,
         series: PowerSeries | None,
         final: bool,
         gap: bool = False,
-    ) -> Record | None:
+    ) -> EnergyFrame | None:
         """The sample's window, or None while it may still be measured."""
         carbon = self._carbon(sample)
-        if sample["power_source"] is None:
+        if sample.power_source is None:
             return self._estimated(sample, carbon, NO_POWER_SOURCE_DETAIL, gap)
-        t0, t1 = sample["window_start_ns"], sample["window_end_ns"]
-        state = coverage(series, sample["agent_instance"], t0, t1)
+        t0, t1 = sample.window_start_ns, sample.window_end_ns
+        state = coverage(series, sample.agent_instance, t0, t1)
         if state is Coverage.PENDING and not final:
             return None
         if state is Coverage.COVERED:
@@ -334,23 +338,21 @@ class WindowJoin(Generic[T]):
             detail = UNCOVERED_DETAIL
         return self._estimated(sample, carbon, detail, gap)
 
-    def _measured(
-        self, sample: Mapping[str, Any], source: str, energy: Mapping[str, float]
-    ) -> Energy:
+    def _measured(self, sample: SampleFrame, source: str, energy: dict[str, int]) -> Energy:
         learned = {}
         if self.context.learn_idle:
-            progress = self._progress.get(node_id(sample["cluster"], sample["node"]))
+            progress = self._progress.get(node_id(sample.cluster, sample.node))
             learned = progress.idle_watts() if progress else {}
         idle = {zone: learned.get(zone, self.config.idle_power(zone)) for zone in energy}
         return Energy(energy, idle, "measured", source, self.config.rapl_error)
 
-    def _estimated(self, sample: Mapping[str, Any], carbon: Carbon, why: str, gap: bool) -> Record:
+    def _estimated(self, sample: SampleFrame, carbon: Carbon, why: str, gap: bool) -> EnergyFrame:
         """Estimated by a model when one applies (never for a gap: it has no counters)."""
         energy = None if gap else estimate(sample, self.context.models())
         if energy is None:
             detail = why if gap else f"{why}; {NO_MODEL_DETAIL}"
             if gap:
-                detail = f"gap of seqs {sample['seq']}..: {why}"
+                detail = f"gap of seqs {sample.seq}..: {why}"
             return unmeasured(sample, self.config, carbon, detail)
         energy = replace(energy, detail=f"{why}; {energy.detail}")
         return attribute(sample, energy, self.config, carbon)

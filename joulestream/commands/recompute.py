@@ -1,13 +1,13 @@
-"""The processor's join, attribution and estimation re-run over replayed history.
+"""The processor's core re-run over replayed history.
 
-One code path: every decision is made by the same ``WindowJoin``, ``add_reading`` and checks
-the live faust app (``app.Processor.handle``) calls, fed here from a replay instead of a faust
-stream. Only time differs: the live app waits on the monotonic clock, a replay has no wall time
-to wait on, so the clock here is the messages' own (Kafka timestamp, else record time) and the
-lateness timer fires on it at the live app's period. For windows whose power arrives within the
-lateness bound (the steady state) the output is byte-identical to the live processor's for the
-same inputs, models, grid data and settings; windows still waiting at the end of the range are
-settled as the live app settles them after the bound (estimated or unmeasured, with the reason).
+One code path: every decision is made by the same ``stream_processors.core.Core`` the live faust
+app (``app.Processor``) calls, fed here from a replay instead of a faust stream. Only time
+differs: the live app waits on the monotonic clock, a replay has no wall time to wait on, so the
+clock here is the messages' own (Kafka timestamp, else record time) and the lateness tick fires
+on it at the live app's period. For windows whose power arrives within the lateness bound (the
+steady state) the output is byte-identical to the live processor's for the same inputs, models,
+grid data and settings; windows still waiting at the end of the range are settled as the live
+app settles them after the bound (estimated or unmeasured, with the reason).
 
 Records the live app would dead-letter are counted by reason (``dead_letters``), not produced:
 they were dead-lettered when they first arrived.
@@ -23,28 +23,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from joulestream.schemas import Record, node_id
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
+from joulestream.schemas.frames import EnergyFrame
 from joulestream.stream_processors.attribution import AttributionConfig
-from joulestream.stream_processors.join import (
-    DEFAULT_MAX_READINGS,
-    PowerSeries,
-    add_reading,
-)
-from joulestream.stream_processors.validation import (
-    DEFAULT_MAX_WORKLOADS,
-    InvalidRecord,
-    check_key,
-    check_reading,
-    check_sample,
-)
-from joulestream.stream_processors.windows import Emitted, JoinContext, WindowJoin
+from joulestream.stream_processors.core import Core
+from joulestream.stream_processors.join import DEFAULT_MAX_READINGS, PowerSeries
+from joulestream.stream_processors.validation import DEFAULT_MAX_WORKLOADS
+from joulestream.stream_processors.windows import Emitted, JoinContext
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["samples", "power"]
-Window = Emitted[Record]  # token: the decoded NodeSample the window came from
+Window = Emitted[None]
 NS_PER_MS = 1_000_000
 
 
@@ -56,11 +47,6 @@ class Message:
     key: bytes | None
     value: bytes | None
     event_ns: int  # Kafka timestamp (arrival at the broker), else the record's own time
-
-
-def lateness_tick(lateness_s: float) -> float:
-    """The live app's lateness timer period (``app.Processor``), so expiry happens alike."""
-    return min(1.0, max(lateness_s / 2, 0.05))
 
 
 class Recompute:
@@ -77,22 +63,25 @@ class Recompute:
         max_workloads: int = DEFAULT_MAX_WORKLOADS,
         codec: Codec | None = None,
     ) -> None:
-        self.join: WindowJoin[Record] = WindowJoin(config, lateness_s, context=context)
-        self.codec = codec or Codec()
-        self.max_readings = max_readings
-        self.max_workloads = max_workloads
+        self.core: Core[None] = Core(
+            config,
+            lateness_s,
+            context,
+            max_readings=max_readings,
+            max_workloads=max_workloads,
+            codec=codec,
+        )
         self.series: dict[str, PowerSeries] = {}
         self.dead_letters: Counter[str] = Counter()
         self.windows: Counter[str] = Counter()  # by source
-        self._tick_s = lateness_tick(lateness_s)
         self._last_expiry = -math.inf
 
     def feed(self, message: Message) -> list[Window]:
         now = message.event_ns / 1e9
         out = self._handle(message, now)
-        if now - self._last_expiry >= self._tick_s or now < self._last_expiry:
+        if now - self._last_expiry >= self.core.tick_s or now < self._last_expiry:
             self._last_expiry = now
-            out.extend(self.join.expire(now, self.series.get))
+            out.extend(self.core.expire(now, self.series.get))
         return self._count(out)
 
     def feed_all(self, messages: Iterable[Message]) -> Iterable[Window]:
@@ -102,39 +91,32 @@ class Recompute:
 
     def finish(self) -> list[Window]:
         """Settle every waiting sample: the range is over, no more power will come."""
-        return self._count(self.join.expire(math.inf, self.series.get))
+        return self._count(self.core.expire(math.inf, self.series.get))
 
-    def encode(self, record: Record) -> bytes:
+    def encode(self, energy: EnergyFrame) -> bytes:
         """NodeEnergy bytes exactly as the live app writes them."""
-        return self.codec.encode("NodeEnergy", record, validate=False)
+        return self.core.encode(energy)
 
     def _count(self, windows: list[Window]) -> list[Window]:
         for window in windows:
-            self.windows[window.record["source"]] += 1
+            self.windows[window.energy.source] += 1
         return windows
 
     def _handle(self, message: Message, now: float) -> list[Window]:
-        """``app.Processor.handle`` without Kafka: same decode, checks and join calls."""
+        """``app.Processor.handle`` without Kafka: the same core calls."""
         try:
-            if message.value is None:
-                raise InvalidRecord("no-value", "message has no value (tombstone)")
             now_ns = time.time_ns()
             if message.kind == "samples":
-                sample = self.codec.decode(message.value, expect="NodeSample")
-                check_key(message.key, sample)
-                check_sample(sample, now_ns, max_workloads=self.max_workloads)
-                key = node_id(sample["cluster"], sample["node"])
-                emitted = self.join.on_sample(key, sample, self.series.get(key), sample, now)
-                return emitted or []
-            reading = self.codec.decode(message.value, expect="PowerReading")
-            check_key(message.key, reading)
-            check_reading(reading, now_ns)
-            key = node_id(reading["cluster"], reading["node"])
-            series, changed = add_reading(self.series.get(key), reading, self.max_readings)
+                found = self.series.get
+                out = self.core.sample(message.key, message.value, found, None, now, now_ns)
+                return out or []
+            node, series, changed = self.core.reading(
+                message.key, message.value, self.series.get, now_ns
+            )
             if not changed:
                 return []
-            self.series[key] = series
-            return self.join.on_series(key, series)
+            self.series[node] = series
+            return self.core.join.on_series(node, series)
         except RejectedInput as exc:
             self.dead_letters[exc.reason] += 1
             return []

@@ -32,6 +32,7 @@ from joulestream.commands.recompute import Message, Recompute, Window
 from joulestream.models.artifact import FORM_LINEAR, PowerModel
 from joulestream.schemas import Record, node_id
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
+from joulestream.schemas.frames import UJ_PER_J
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.windows import JoinContext
 
@@ -92,24 +93,21 @@ class Trained:
 def examples_from_windows(windows: Iterable[Window]) -> Iterator[Example]:
     """Measured windows that come from a whole sample (not a gap window) → one per zone."""
     for window in windows:
-        record, sample = window.record, window.token
-        if record["source"] != "measured":
+        energy, sample = window.energy, window.sample
+        if energy.source != "measured" or window.gap:
             continue
-        same = ("agent_instance", "seq", "window_start_ns", "window_end_ns")
-        if any(record[f] != sample[f] for f in same):  # a gap window the sample revealed
-            continue
-        dt_s = (record["window_end_ns"] - record["window_start_ns"]) / 1e9
-        rates = {f: v / dt_s for f, v in sample["node_totals"].items() if v is not None}
-        info = sample.get("node_info") or {}
-        for zone in record["zones"]:
+        dt_s = (energy.window_end_ns - energy.window_start_ns) / 1e9
+        rates = {f: v / dt_s for f, v in sample.node_totals.items() if v is not None}
+        info = sample.node_info or {}
+        for zone in energy.zones:
             yield Example(
-                node=node_id(record["cluster"], record["node"]),
+                node=node_id(energy.cluster, energy.node),
                 cpu_model=info.get("cpu_model"),
                 cores=info.get("cores"),
-                zone=zone["zone"],
-                start_ns=record["window_start_ns"],
-                end_ns=record["window_end_ns"],
-                watts=zone["total_j"] / dt_s,
+                zone=zone.zone,
+                start_ns=energy.window_start_ns,
+                end_ns=energy.window_end_ns,
+                watts=zone.total_uj / UJ_PER_J / dt_s,
                 rates=rates,
             )
 

@@ -35,6 +35,7 @@ from joulestream.kafka.readiness import TopicGate
 from joulestream.metrics_server import MetricsServer, Registry
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
+from joulestream.schemas.records import WorkloadTables, decode_energy
 from joulestream.settings import Topics
 from joulestream.sinks.prometheus.collector import EnergyCollector
 from joulestream.sinks.prometheus.levels import DEFAULT_LEVEL
@@ -99,6 +100,7 @@ class EnergyConsumer:
         self._deadletter_topic = deadletter_topic
         self._state = state
         self._codec = codec or Codec()
+        self._tables = WorkloadTables()
         self._lag_refresh_s = lag_refresh_s
         self._revoked: set[int] = set()
 
@@ -108,8 +110,9 @@ class EnergyConsumer:
             if message.topic() == self._deadletter_topic:
                 self._state.record_dead_letter(dead_letter_reason(message))
             else:
-                record = self._codec.decode(message.value() or b"", expect="NodeEnergy")
-                self._state.apply(record, message.partition())
+                frame = decode_energy(self._codec, message.value() or b"")
+                names = self._tables.resolve(frame)
+                self._state.apply(frame.to_record(names), message.partition())
         except RejectedInput as exc:
             self._state.record_decode_error(exc.reason)
             log.warning(

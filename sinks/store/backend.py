@@ -10,9 +10,7 @@ from joulestream.sinks.store.rollup import (
     NodeMinute,
     Rollup,
     node_minute,
-    node_zone_indexes,
     record_frame,
-    zone_class,
 )
 from joulestream.sinks.store.rows import WindowRows, window_rows
 
@@ -62,9 +60,7 @@ class Store(Protocol):
 
 def raw_rows(frame: EnergyFrame, names: Sequence[Identity | None]) -> WindowRows:
     """A frame's raw window rows (``--raw-windows``), carbon per workload as the rollups'."""
-    zones = [zone.zone for zone in frame.zones]
-    node_zones = [zones[i] for i in node_zone_indexes([zone_class(z) for z in zones])]
-    return window_rows(frame.to_record(names, node_zones))
+    return window_rows(frame.to_record(names))
 
 
 def write_records(store: Store, records: Iterable[Mapping[str, Any]], *, raw: bool = True) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException
+from energy_records import energy_record
 from processor_helpers import start_processor, stop_processor
 
 from joulestream.kafka import clients
@@ -111,7 +112,7 @@ class Reader:
 
     def windows(self, node: str) -> list[dict[str, Any]]:
         key = node_key("c1", node)
-        return [codec.decode(m.value()) for m in self.messages if m.key() == key]
+        return [energy_record(m.value()) for m in self.messages if m.key() == key]
 
     def close(self) -> None:
         self.consumer.close()
@@ -371,7 +372,7 @@ def collect(
 
 
 def _window_id(msg: Any) -> tuple[bytes, int, int]:
-    record = codec.decode(msg.value())
+    record = energy_record(msg.value())
     return (msg.key(), record["seq"], record["window_start_ns"])
 
 
@@ -407,4 +408,4 @@ def test_kill_9_mid_stream_loses_no_window_and_repeats_only_identical_bytes(
         crashed_by_id.setdefault(_window_id(m), set()).add(m.value())
     assert set(crashed_by_id) == set(clean_by_id)  # none missing, none extra
     assert all(values == {clean_by_id[i]} for i, values in crashed_by_id.items())
-    assert all(codec.decode(v)["source"] == "measured" for v in clean_by_id.values())
+    assert all(energy_record(v)["source"] == "measured" for v in clean_by_id.values())

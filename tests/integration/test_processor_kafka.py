@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from builders import measured, node_sample, power_reading, workload
 from confluent_kafka.admin import NewTopic
+from energy_records import energy_record
 from processor_helpers import JOULESTREAM, start_processor, stop_processor
 
 from joulestream.kafka import clients
@@ -146,7 +147,7 @@ def test_windows_are_joined_attributed_and_bad_messages_dead_lettered(
     produce(kafka_bootstrap, messages)
 
     energy = consume(kafka_bootstrap, topics.energy, 4, processor)
-    windows = {m.key(): codec.decode(m.value(), expect="NodeEnergy") for m in energy}
+    windows = {m.key(): energy_record(m.value()) for m in energy}
     assert len(energy) == 4 and len(windows) == 4
     assert set(windows) == {node_key("c1", n) for n in ("n1", "n2", "n3", "n4")}
 
@@ -266,7 +267,7 @@ def test_a_sample_waiting_at_shutdown_is_not_committed_and_joins_after_restart(
         got = consume(kafka_bootstrap, topics.energy, 0, proc, until=has_n1)
     finally:
         stop_processor(proc, tmp_path)
-    n1 = [codec.decode(m.value()) for m in got if m.key() == node_key("c1", "n1")]
+    n1 = [energy_record(m.value()) for m in got if m.key() == node_key("c1", "n1")]
     assert len(n1) == 1
     assert n1[0]["source"] == "measured"
     assert {z["zone"]: z["total_j"] for z in n1[0]["zones"]} == {"package-0": 5.0, "dram-0": 1.0}

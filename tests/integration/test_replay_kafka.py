@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from energy_records import energy_record
 from integration.test_processor_kafka import (
     consume,
     produce,
@@ -181,5 +182,5 @@ def test_replay_is_byte_identical_and_recompute_equals_the_live_processor(
         for key, value, _, _ in messages:
             again_by_key[key].append(value)
     assert again_by_key == live_by_key
-    sources = {codec.decode(m.value())["source"] for m in live}
+    sources = {energy_record(m.value())["source"] for m in live}
     assert sources == {"measured", "estimated"}

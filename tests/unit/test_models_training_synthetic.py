@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import pytest
+from energy_records import rec
 
 from joulestream.commands.recompute import Message, Recompute
 from joulestream.commands.training import (
@@ -170,7 +171,7 @@ def test_an_estimated_window_carries_the_model_id_and_its_error() -> None:
     vm = sample("vm1", 0, 2 * S, 1000, power=None)  # no power source: estimated
     message = Message("samples", b"c1/vm1", codec.encode("NodeSample", vm), T0 + INTERVAL)
     [window] = recompute.feed(message)
-    energy = window.record
+    energy = rec(window)
     assert energy["source"] == "estimated" and energy["model_id"] == model.id
     [zone] = energy["zones"]
     expected_w = model.intercept_w + sum(

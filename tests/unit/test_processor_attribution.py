@@ -11,16 +11,18 @@ from hypothesis import strategies as st
 
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.schemas.frames import UJ_PER_J, EnergyFrame, SampleFrame
+from joulestream.schemas.zones import zone_kind
 from joulestream.stream_processors.attribution import (
     AttributionConfig,
     Carbon,
     Energy,
-    attribute,
     choose_driver,
+    largest_remainder,
     node_joules,
-    unmeasured,
-    zone_kind,
 )
+from joulestream.stream_processors.attribution import attribute as attribute_frame
+from joulestream.stream_processors.attribution import unmeasured as unmeasured_frame
 
 S = 1_000_000_000
 
@@ -61,6 +63,29 @@ def sample(
     }
 
 
+def uj(joules: dict[str, float]) -> dict[str, int]:
+    return {zone: round(j * UJ_PER_J) for zone, j in joules.items()}
+
+
+def as_record(energy: EnergyFrame) -> dict[str, Any]:
+    """The window as a NodeEnergy v1-shaped dict (J), after checking conservation is exact."""
+    for z in energy.zones:
+        assert z.residual_uj() == 0, z
+    return energy.to_record([energy.identities[i] for i in energy.ids])
+
+
+def attribute(
+    s: dict[str, Any], energy: Energy, config: AttributionConfig, carbon: Carbon
+) -> dict[str, Any]:
+    return as_record(attribute_frame(SampleFrame.from_record(s), energy, config, carbon))
+
+
+def unmeasured(
+    s: dict[str, Any], config: AttributionConfig, carbon: Carbon, detail: str
+) -> dict[str, Any]:
+    return as_record(unmeasured_frame(SampleFrame.from_record(s), config, carbon, detail))
+
+
 def attribute_measured(
     s: dict[str, Any],
     zone_joules: dict[str, float],
@@ -69,7 +94,7 @@ def attribute_measured(
     carbon: Carbon | None = None,
 ) -> dict[str, Any]:
     idle = {z: config.idle_power(z) for z in zone_joules}
-    energy = Energy(zone_joules, idle, "measured", detail, config.rapl_error)
+    energy = Energy(uj(zone_joules), idle, "measured", detail, config.rapl_error)
     return attribute(s, energy, config, carbon or Carbon())
 
 
@@ -99,7 +124,8 @@ def assert_conserved(record: dict[str, Any]) -> None:
     for w in record["workloads"]:
         for wz in w["zones"]:
             assert wz["dynamic_j"] >= 0 and wz["idle_j"] >= 0
-            assert wz["lower_j"] <= wz["dynamic_j"] + wz["idle_j"] <= wz["upper_j"]
+            both = wz["dynamic_j"] + wz["idle_j"]
+            assert wz["lower_j"] <= both * (1 + 1e-12) and both <= wz["upper_j"] * (1 + 1e-12)
 
 
 def test_package_is_split_by_instructions_when_the_node_counts_them() -> None:
@@ -227,7 +253,7 @@ def test_unmeasured_window_is_labelled_and_empty() -> None:
     )
     assert record["source"] == "unmeasured" and record["source_detail"] == "why"
     assert record["zones"] == [] and record["workloads"] == [] and record["co2e_g"] == 0.0
-    Codec().encode("NodeEnergy", record)
+    Codec().encode("NodeEnergy", record, 1)
 
 
 def test_output_is_deterministic_whatever_the_input_order() -> None:
@@ -247,7 +273,7 @@ def test_output_is_deterministic_whatever_the_input_order() -> None:
         "rapl-powercap",
     )
     codec = Codec()
-    assert codec.encode("NodeEnergy", one) == codec.encode("NodeEnergy", two)
+    assert codec.encode("NodeEnergy", one, 1) == codec.encode("NodeEnergy", two, 1)
     assert [w["workload_id"] for w in one["workloads"]] == ["a", "b", "k"]
     assert [z["zone"] for z in one["zones"]] == ["dram-0", "package-0"]
 
@@ -314,7 +340,7 @@ def test_conservation_holds_for_any_sample(
     record = attribute_measured(s, energy, AttributionConfig(idle_watts=idle), "rapl-powercap")
     assert_conserved(record)
     assert sorted(z["zone"] for z in record["zones"]) == sorted(energy)
-    Codec().encode("NodeEnergy", record)
+    Codec().encode("NodeEnergy", record, 1)
 
 
 KINDS = st.sampled_from(["container", "system", "kernel"])
@@ -348,7 +374,7 @@ def test_every_policy_conserves_energy_and_charges_no_workload_negatively(
     ws = [workload(f"w{i}", kind) | {"counters": c} for i, (kind, c) in enumerate(workload_rows)]
     s = sample(ws, seconds=seconds) | {"node_totals": totals}
     config = AttributionConfig(idle_policy=policy)
-    record = attribute(s, Energy(energy, idle, source, "d", error), config, Carbon())
+    record = attribute(s, Energy(uj(energy), idle, source, "d", error), config, Carbon())
     assert_conserved(record)
     assert record["idle_policy"] == policy and record["source"] == source
     assert sorted((w["kind"], w["workload_id"]) for w in record["workloads"]) == sorted(
@@ -359,7 +385,7 @@ def test_every_policy_conserves_energy_and_charges_no_workload_negatively(
             assert z["idle_unassigned_j"] == z["idle_j"]
         if policy == "equal" and ws:
             assert z["idle_unassigned_j"] == 0.0
-    Codec().encode("NodeEnergy", record)
+    Codec().encode("NodeEnergy", record, 1)
 
 
 @pytest.mark.parametrize(
@@ -374,7 +400,7 @@ def test_idle_policies_hand_idle_to_kernel_and_containers_alike(
         cpu_time_ns=4 * S,
     )
     config = AttributionConfig(idle_policy=policy)
-    energy = Energy({"package-0": 12.0}, {"package-0": 2.0}, "measured", "rapl", 0.05)
+    energy = Energy(uj({"package-0": 12.0}), {"package-0": 2.0}, "measured", "rapl", 0.05)
     record = attribute(s, energy, config, Carbon())
     assert record["idle_policy"] == policy
     assert zone(record, "package-0")["idle_unassigned_j"] == pytest.approx(unassigned)
@@ -386,7 +412,7 @@ def test_idle_policies_hand_idle_to_kernel_and_containers_alike(
 
 def test_estimated_bounds_come_from_the_model_error() -> None:
     s = sample([workload("a", cpu_time_ns=S)], cpu_time_ns=S)
-    energy = Energy({"package": 10.0}, {}, "estimated", "model", 0.2, "m1")
+    energy = Energy(uj({"package": 10.0}), {}, "estimated", "model", 0.2, "m1")
     record = attribute(s, energy, AttributionConfig(), Carbon())
     assert record["source"] == "estimated" and record["model_id"] == "m1"
     wz = workload_zone(record, "a", "package")
@@ -396,5 +422,25 @@ def test_estimated_bounds_come_from_the_model_error() -> None:
 def test_a_negative_driver_delta_is_refused_naming_the_workload() -> None:
     """validation dead-letters such samples first; attribution still refuses to charge with one."""
     s = sample([workload("w1", cpu_time_ns=5), workload("w2", cpu_time_ns=-3)], cpu_time_ns=2)
-    with pytest.raises(ValueError, match="workload w2 has negative cpu_time_ns -3"):
+    with pytest.raises(ValueError, match="workload id 1 has negative cpu_time_ns -3"):
         attribute_measured(s, {"package-0": 10.0}, AttributionConfig(), "rapl-powercap")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    amount=st.integers(0, 10**13),
+    weights=st.lists(st.integers(0, 10**15), min_size=1, max_size=50).filter(any),
+)
+def test_largest_remainder_is_exact_and_within_one_microjoule_of_each_share(
+    amount: int, weights: list[int]
+) -> None:
+    total = sum(weights)
+    parts = largest_remainder(amount, weights, total)
+    assert sum(parts) == amount
+    for part, weight in zip(parts, weights, strict=True):
+        assert -total < part * total - amount * weight < total  # floor or floor + 1 of it
+
+
+def test_largest_remainder_gives_the_leftover_to_the_largest_remainders_first() -> None:
+    assert largest_remainder(10, [1, 1, 1], 3) == [4, 3, 3]  # a tie goes to the earlier row
+    assert largest_remainder(5, [1, 2, 3], 6) == [1, 2, 2]  # exact 0.83, 1.67, 2.5

@@ -45,7 +45,7 @@ def test_readings_at_both_instants_give_the_exact_counter_difference() -> None:
         reading(10, package_0=base, dram_0=7),
         reading(12, package_0=base + 20_000_001, dram_0=3_000_008),
     )
-    assert window_energy(series, 10 * S, 12 * S) == {"dram-0": 3.000001, "package-0": 20.000001}
+    assert window_energy(series, 10 * S, 12 * S) == {"dram-0": 3_000_001, "package-0": 20_000_001}
 
 
 def test_instants_between_readings_are_interpolated_linearly() -> None:
@@ -54,9 +54,16 @@ def test_instants_between_readings_are_interpolated_linearly() -> None:
         reading(10, package_0=100_000_000),
         reading(20, package_0=100_000_000),
     )
-    # C(2.5 s) = 25 J, C(15 s) = 100 J (flat after 10 s).
-    assert window_energy(series, int(2.5 * S), 15 * S) == {"package-0": pytest.approx(75.0)}
-    assert window_energy(series, 1 * S, 4 * S) == {"package-0": pytest.approx(30.0)}
+    # C(2.5 s) = 25 J, C(15 s) = 100 J (flat after 10 s); in integer µJ.
+    assert window_energy(series, int(2.5 * S), 15 * S) == {"package-0": 75_000_000}
+    assert window_energy(series, 1 * S, 4 * S) == {"package-0": 30_000_000}
+
+
+def test_interpolated_counters_round_to_microjoules_so_windows_add_up_exactly() -> None:
+    series = series_of(reading(0, package_0=0), reading(3, package_0=10))
+    # C(1 s) = 3.33 → 3, C(2 s) = 6.67 → 7: 3 + 4 + 3 µJ, the counters' difference.
+    parts = [window_energy(series, t * S, (t + 1) * S) for t in range(3)]
+    assert parts == [{"package-0": 3}, {"package-0": 4}, {"package-0": 3}]
 
 
 def test_a_window_after_the_newest_reading_is_not_yet_covered() -> None:
@@ -81,8 +88,8 @@ def test_only_zones_in_every_bracketing_reading_are_reported() -> None:
         reading(2, package_0=1_000_000),
         reading(4, package_0=2_000_000, dram_0=9),
     )
-    assert window_energy(series, 0, 4 * S) == {"dram-0": 9e-6, "package-0": 2.0}
-    assert window_energy(series, 0, 2 * S) == {"package-0": 1.0}
+    assert window_energy(series, 0, 4 * S) == {"dram-0": 9, "package-0": 2_000_000}
+    assert window_energy(series, 0, 2 * S) == {"package-0": 1_000_000}
 
 
 def test_a_new_instance_starts_a_new_series_and_never_mixes_counters() -> None:
@@ -92,7 +99,7 @@ def test_a_new_instance_starts_a_new_series_and_never_mixes_counters() -> None:
     series, changed = add_reading(series, reading(3, "b", package_0=10))
     assert changed and series.agent_instance == "b" and len(series.readings) == 1
     series, _ = add_reading(series, reading(5, "b", package_0=4_000_010))
-    assert window_energy(series, 3 * S, 5 * S) == {"package-0": 4.0}
+    assert window_energy(series, 3 * S, 5 * S) == {"package-0": 4_000_000}
     # Samples of the old instance are not covered by the new one's counters.
     assert coverage(series, "a", 3 * S, 5 * S) is Coverage.PENDING
     assert coverage(series, "b", 3 * S, 5 * S) is Coverage.COVERED
@@ -111,7 +118,7 @@ def test_out_of_order_readings_are_kept_sorted() -> None:
         reading(4, package_0=4_000_000), reading(0, package_0=0), reading(2, package_0=1_000_000)
     )
     assert [r.timestamp_ns for r in series.readings] == [0, 2 * S, 4 * S]
-    assert window_energy(series, 2 * S, 4 * S) == {"package-0": 3.0}
+    assert window_energy(series, 2 * S, 4 * S) == {"package-0": 3_000_000}
 
 
 def test_a_redelivered_reading_is_idempotent_and_a_conflicting_one_rejected() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from energy_records import rec
 
 from joulestream.models.default import default_model
 from joulestream.models.selection import ModelSet
 from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.schemas.frames import SampleFrame
 from joulestream.stream_processors.attribution import AttributionConfig, Carbon
 from joulestream.stream_processors.join import PowerSeries, add_reading
 from joulestream.stream_processors.progress import NodeProgress
@@ -25,25 +27,27 @@ def sample(
     t0: int | None = None,
     cpu_s: float = 1.0,
     cores: int | None = None,
-) -> dict[str, Any]:
+) -> SampleFrame:
     start = 2 * seq if t0 is None else t0
     totals = {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": int(cpu_s * S)}
-    return {
-        "cluster": "c1",
-        "node": "n1",
-        "agent_instance": instance,
-        "seq": seq,
-        "window_start_ns": start * S,
-        "window_end_ns": (start + 2) * S,
-        "collector": "procfs",
-        "power_source": power,
-        "capabilities": [],
-        "node_info": None if cores is None else {"cpu_model": "x", "cores": cores},
-        "node_totals": totals,
-        "workloads": [
-            {"kind": "kernel", "workload_id": "kernel", "cgroup_path": "/", "counters": totals}
-        ],
-    }
+    return SampleFrame.from_record(
+        {
+            "cluster": "c1",
+            "node": "n1",
+            "agent_instance": instance,
+            "seq": seq,
+            "window_start_ns": start * S,
+            "window_end_ns": (start + 2) * S,
+            "collector": "procfs",
+            "power_source": power,
+            "capabilities": [],
+            "node_info": None if cores is None else {"cpu_model": "x", "cores": cores},
+            "node_totals": totals,
+            "workloads": [
+                {"kind": "kernel", "workload_id": "kernel", "cgroup_path": "/", "counters": totals}
+            ],
+        }
+    )
 
 
 def series_to(t_s: int, instance: str = "a", watts: int = 5) -> PowerSeries:
@@ -94,13 +98,13 @@ def test_a_gap_becomes_its_own_unattributed_window_after_the_lateness_bound() ->
     assert j.gap_seqs == 2
     assert j.expire(5.9, lambda k: series) == []
     gap, w3 = j.expire(6.0, lambda k: series)
-    assert (gap.record["seq"], gap.record["window_start_ns"], gap.record["window_end_ns"]) == (
+    assert (rec(gap)["seq"], rec(gap)["window_start_ns"], rec(gap)["window_end_ns"]) == (
         1, 2 * S, 6 * S,
     )  # fmt: skip
-    assert gap.record["source"] == "measured" and gap.record["workloads"] == []
-    [zone] = gap.record["zones"]
+    assert rec(gap)["source"] == "measured" and rec(gap)["workloads"] == []
+    [zone] = rec(gap)["zones"]
     assert zone["total_j"] == pytest.approx(20.0) and zone["unattributed_j"] == zone["total_j"]
-    assert w3.record["seq"] == 3
+    assert rec(w3)["seq"] == 3
     # the trigger sample's message is released only with its last window
     assert (gap.token, gap.last, w3.token, w3.last) == ("t3", False, "t3", True)
     assert w0.last
@@ -115,8 +119,8 @@ def test_a_late_sample_within_lateness_cuts_the_gap() -> None:
     j.on_sample(KEY, sample(4), series, "t4", 1.0)  # 1, 2, 3 missing: gap [2 s, 8 s)
     assert j.on_sample(KEY, sample(2), series, "t2", 2.0) == []  # waits behind the gap
     out = j.expire(6.0, lambda k: series)
-    got = [(e.record["seq"], e.record["window_start_ns"] // S, e.record["window_end_ns"] // S,
-            bool(e.record["workloads"])) for e in out]  # fmt: skip
+    got = [(rec(e)["seq"], rec(e)["window_start_ns"] // S, rec(e)["window_end_ns"] // S,
+            bool(rec(e)["workloads"])) for e in out]  # fmt: skip
     assert got == [(1, 2, 4, False), (3, 6, 8, False), (4, 8, 10, True), (2, 4, 6, True)]
     assert [e.last for e in out] == [False, False, True, True]
 
@@ -127,17 +131,17 @@ def test_an_agent_restart_never_spans_instances_and_a_stale_instance_is_refused(
     new_series = series_to(14, "b")
     # the new instance starts at seq 0 again: no gap, no duplicate
     [new] = j.on_sample(KEY, sample(0, "b", t0=12), new_series, "b0", 1.0) or []
-    assert new.record["agent_instance"] == "b" and new.record["seq"] == 0
+    assert rec(new)["agent_instance"] == "b" and rec(new)["seq"] == 0
     assert j.gap_seqs == 0
     with pytest.raises(StaleInstance):
         j.on_sample(KEY, sample(4, "a"), new_series, "a4", 2.0)
-    assert old.record["agent_instance"] == "a"
+    assert rec(old)["agent_instance"] == "a"
 
 
 def test_a_node_without_power_is_estimated_by_the_default_model() -> None:
     j = make(models=ModelSet.of([default_model()]))
     [out] = j.on_sample(KEY, sample(0, power=None, cpu_s=1.0, cores=4), None, "t", 0.0) or []
-    record = out.record
+    record = rec(out)
     assert record["source"] == "estimated" and record["model_id"] == "ccf-aws-vcpu-0.74-3.50"
     [zone] = record["zones"]
     # 2 s x (0.74 W x 4 vCPUs + 2.76 W x 0.5 vCPU busy)
@@ -151,17 +155,17 @@ def test_a_node_without_power_is_estimated_by_the_default_model() -> None:
 def test_without_a_core_count_the_default_model_still_estimates_dynamic_power() -> None:
     j = make(models=ModelSet.of([default_model()]))
     [out] = j.on_sample(KEY, sample(0, power=None, cpu_s=2.0), None, "t", 0.0) or []
-    assert out.record["source"] == "estimated"
-    assert "core count unknown" in out.record["source_detail"]
-    assert out.record["zones"][0]["total_j"] == pytest.approx(2 * 2.76)
+    assert rec(out)["source"] == "estimated"
+    assert "core count unknown" in rec(out)["source_detail"]
+    assert rec(out)["zones"][0]["total_j"] == pytest.approx(2 * 2.76)
 
 
 def test_a_sample_whose_power_never_comes_is_estimated_when_a_model_applies() -> None:
     j = make(lateness=1.0, models=ModelSet.of([default_model()]))
     assert j.on_sample(KEY, sample(0, cores=2), None, "t", 0.0) == []
     [out] = j.expire(1.0, lambda k: None)
-    assert out.record["source"] == "estimated"
-    assert out.record["source_detail"].startswith("no covering power reading")
+    assert rec(out)["source"] == "estimated"
+    assert rec(out)["source_detail"].startswith("no covering power reading")
 
 
 def test_carbon_is_priced_per_cluster_and_window() -> None:
@@ -174,8 +178,8 @@ def test_carbon_is_priced_per_cluster_and_window() -> None:
     j = make(pricing=pricing)
     [out] = j.on_sample(KEY, sample(1), series_to(4, watts=1_800_000), "t", 0.0) or []
     assert seen == [("c1", 2 * S)]
-    assert out.record["pue"] == 1.2 and out.record["grid_intensity_g_per_kwh"] == 100.0
-    assert out.record["co2e_g"] == pytest.approx(1.0 * 1.2 * 100.0)  # 3.6 MJ = 1 kWh
+    assert rec(out)["pue"] == 1.2 and rec(out)["grid_intensity_g_per_kwh"] == 100.0
+    assert rec(out)["co2e_g"] == pytest.approx(1.0 * 1.2 * 100.0)  # 3.6 MJ = 1 kWh
 
 
 def test_the_learned_idle_baseline_settles_near_the_low_quantile() -> None:

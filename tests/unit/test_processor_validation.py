@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.schemas.frames import SampleFrame
 from joulestream.stream_processors.validation import (
     InvalidRecord,
     check_key,
@@ -18,11 +20,14 @@ S = 1_000_000_000
 NOW = 1_000 * S
 
 
-def sample(**changes: Any) -> dict[str, Any]:
+def sample(**changes: Any) -> SampleFrame:
     counters = {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": 5}
     record = {
         "cluster": "c1",
         "node": "n1",
+        "agent_instance": "a",
+        "seq": 0,
+        "collector": "procfs",
         "window_start_ns": NOW - 2 * S,
         "window_end_ns": NOW,
         "node_totals": counters,
@@ -31,7 +36,11 @@ def sample(**changes: Any) -> dict[str, Any]:
             {"kind": "system", "workload_id": "a", "counters": counters},
         ],
     }
-    return record | changes
+    return SampleFrame.from_record(record | changes)
+
+
+def counters(cpu_ns: int) -> dict[str, int | None]:
+    return {name: None for name in FEATURE_NAMES} | {"cpu_time_ns": cpu_ns}
 
 
 def reading(*zones: tuple[str, int], ts: int = NOW) -> dict[str, Any]:
@@ -47,7 +56,7 @@ def reason(check: Any, *args: Any) -> str:
 def test_good_records_pass() -> None:
     check_sample(sample(), NOW)
     check_reading(reading(("package-0", 0), ("dram-0", 5)), NOW)
-    check_key(b"c1/n1", sample())
+    check_key(b"c1/n1", "c1", "n1")
 
 
 def test_sample_problems_have_reasons() -> None:
@@ -57,8 +66,10 @@ def test_sample_problems_have_reasons() -> None:
     assert reason(check_sample, sample(node_totals=bad), NOW) == "negative-delta"
     workloads = [{"kind": "container", "workload_id": "a", "counters": bad}]
     assert reason(check_sample, sample(workloads=workloads), NOW) == "negative-delta"
-    twice = sample()["workloads"][:1] * 2
+    twice = [{"kind": "container", "workload_id": "a", "counters": counters(5)}] * 2
     assert reason(check_sample, sample(workloads=twice), NOW) == "duplicate-workload"
+    reused = replace(sample(), ids=[3, 3])  # a column-wise sample naming one id twice
+    assert reason(check_sample, reused, NOW) == "duplicate-workload"
     assert reason(check_sample, sample(window_end_ns=NOW - 3 * S), NOW) == "empty-window"
 
 
@@ -80,5 +91,5 @@ def test_reading_problems_have_reasons() -> None:
 
 
 def test_the_key_must_name_the_records_node() -> None:
-    assert reason(check_key, b"c1/other", sample()) == "key-mismatch"
-    assert reason(check_key, None, sample()) == "key-mismatch"
+    assert reason(check_key, b"c1/other", "c1", "n1") == "key-mismatch"
+    assert reason(check_key, None, "c1", "n1") == "key-mismatch"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from builders import measured, node_sample, power_reading, workload
+from energy_records import rec
 
 from joulestream.commands.recompute import Message, Recompute
 from joulestream.schemas.codec import Codec
+from joulestream.schemas.records import decode_energy
 from joulestream.stream_processors.attribution import AttributionConfig
 
 S = 1_000_000_000
@@ -40,16 +42,16 @@ def test_late_power_within_lateness_is_measured_and_beyond_it_is_not() -> None:
     assert recompute.feed(Message("power", KEY, reading(0, 0), at(0))) == []
     assert recompute.feed(Message("samples", KEY, sample(0), at(2))) == []  # waits
     [window] = recompute.feed(Message("power", KEY, reading(1, 10_000_000), at(4)))
-    assert window.record["source"] == "measured"
-    assert window.record["zones"][0]["total_j"] == 10.0
-    assert window.token["seq"] == 0  # the sample it came from
+    assert rec(window)["source"] == "measured"
+    assert rec(window)["zones"][0]["total_j"] == 10.0
+    assert window.sample.seq == 0  # the sample it came from
     # seq 1's reading never comes: on the messages' clock the lateness bound passes.
     assert recompute.feed(Message("samples", KEY, sample(1), at(4))) == []
     assert recompute.feed(Message("samples", KEY, sample(1), at(5))) == []  # a duplicate
     # Another node's message moves the clock past the bound.
     [late] = recompute.feed(Message("power", b"c1/n2", reading(0, 0, "n2"), at(10)))
-    assert late.record["source"] == "unmeasured"
-    assert late.record["source_detail"].startswith("no covering power reading")
+    assert rec(late)["source"] == "unmeasured"
+    assert rec(late)["source_detail"].startswith("no covering power reading")
     assert recompute.finish() == []
     assert recompute.windows == {"measured": 1, "unmeasured": 1}
 
@@ -61,5 +63,5 @@ def test_bad_messages_are_counted_by_reason_and_nothing_else_changes() -> None:
     recompute.feed(Message("power", KEY, None, at(0)))
     assert recompute.dead_letters == {"bad-magic": 1, "key-mismatch": 1, "no-value": 1}
     [window] = recompute.feed_all([Message("samples", KEY, sample(0), at(2))])
-    assert window.record["source"] == "unmeasured"  # settled at the end of the range
-    assert codec.decode(recompute.encode(window.record), expect="NodeEnergy") == window.record
+    assert rec(window)["source"] == "unmeasured"  # settled at the end of the range
+    assert decode_energy(codec, recompute.encode(window.energy)) == window.energy

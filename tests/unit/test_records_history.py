@@ -2,8 +2,9 @@
 
 The fixtures are bytes written by the code of commit 9357b03 (tests/fixtures/records/README.md):
 NodeSample v1/v2 and PowerReading in, NodeEnergy v1 out. Replaying the inputs today must give
-the same windows: same sources and reasons, and every joule within 1 µJ (energy is apportioned
-in integer microjoules now, it was a float before).
+the same windows (NodeEnergy v2 now, read back through the one decoding path): same sources and
+reasons, and every joule within 1 µJ (energy is apportioned in integer microjoules now, it was
+a float before), with every zone conserved exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from joulestream.commands.recompute import Message, Recompute
 from joulestream.models.default import default_model
 from joulestream.models.selection import ModelSet
 from joulestream.schemas.codec import Codec
+from joulestream.schemas.records import WorkloadTables, decode_energy
 from joulestream.stream_processors.attribution import AttributionConfig, Carbon
 from joulestream.stream_processors.windows import JoinContext
 
@@ -85,7 +87,12 @@ def test_pre_change_history_replays_into_the_pre_change_windows(policy: str) -> 
         models=lambda: ModelSet.of([default_model()]),
     )
     recompute = Recompute(POLICIES[policy], 10.0, context)
-    got = [codec.decode(recompute.encode(w.record)) for w in recompute.feed_all(_inputs())]
+    frames = [
+        decode_energy(codec, recompute.encode(w.energy)) for w in recompute.feed_all(_inputs())
+    ]
+    assert all(z.residual_uj() == 0 for f in frames for z in f.zones)  # exact conservation
+    tables = WorkloadTables()
+    got = [frame.to_record(tables.resolve(frame)) for frame in frames]
     want = [codec.decode(base64.b64decode(m["value"])) for m in _lines(f"energy-v1-{policy}.jsonl")]
     assert [(w["node"], w["seq"]) for w in got] == [(w["node"], w["seq"]) for w in want]
     assert {w["source"] for w in want} == {"measured", "estimated", "unmeasured"}

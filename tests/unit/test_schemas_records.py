@@ -139,7 +139,7 @@ def test_columnar_energy_round_trips_conserves_and_reads_as_v1() -> None:
     frame = energy([0, 1])
     assert decode_energy(codec, encode_energy(codec, frame)) == frame
     assert frame.zones[0].residual_uj() == 0
-    record = frame.to_record([POD, None], ["package-0"])
+    record = frame.to_record([POD, None])
     assert record["workloads"][0]["zones"][0] == {
         "zone": "package-0",
         "dynamic_j": 10.0,

@@ -14,6 +14,8 @@ from joulestream.commands.replay.sources import Replayed
 from joulestream.kafka.clients import producer
 from joulestream.models.default import default_model
 from joulestream.schemas import node_key
+from joulestream.schemas.frames import EnergyFrame
+from joulestream.schemas.records import WorkloadTables
 from joulestream.settings import Topics
 from joulestream.sinks.archive.files import claim_kind, write_durably
 from joulestream.sinks.archive.layout import (
@@ -140,6 +142,7 @@ class RecomputeTarget:
         self.target: TopicTarget | None = None
         self.store: Store | None = None
         self.batch: list[dict[str, Any]] = []
+        self.tables = WorkloadTables()  # names the rows of the windows for the store
         if args.energy_topic is not None:
             self.target = TopicTarget(settings.bootstrap_servers, {})
         else:
@@ -148,29 +151,29 @@ class RecomputeTarget:
 
     def write(self, item: Replayed) -> None:
         for window in self.recompute.feed(item.message()):
-            self._out(window.record)
+            self._out(window.energy)
 
-    def _out(self, record: dict[str, Any]) -> None:
+    def _out(self, energy: EnergyFrame) -> None:
         if self.target is not None:
             assert self.energy_topic is not None
             self.target.topic_of = {"samples": self.energy_topic}
             row = {
-                "key": node_key(record["cluster"], record["node"]),
-                "value": self.recompute.encode(record),
+                "key": node_key(energy.cluster, energy.node),
+                "value": self.recompute.encode(energy),
                 "headers": None,
                 "timestamp_ms": None,
             }
             self.target.write(Replayed("samples", row))
             return
         assert self.store is not None
-        self.batch.append(record)
+        self.batch.append(energy.to_record(self.tables.resolve(energy)))
         if len(self.batch) >= self.STORE_BATCH:
             write_records(self.store, self.batch)
             self.batch.clear()
 
     def close(self) -> str | None:
         for window in self.recompute.finish():
-            self._out(window.record)
+            self._out(window.energy)
         self.reader.stop()
         windows = ", ".join(f"{n} {s}" for s, n in sorted(self.recompute.windows.items()))
         dead = dict(self.recompute.dead_letters)

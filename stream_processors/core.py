@@ -1,0 +1,103 @@
+"""The processor without Kafka (docs/architecture.md, 'Algorithms'): decode, checks, power
+series, join, attribution, estimation, carbon and the lateness tick.
+
+The faust app (``app.Processor``), recompute (``joulestream.commands.recompute``) and training
+all call this one object, so the live path and a recompute of the same messages cannot drift:
+only where series are stored and what a message's ``token`` is differ between them.
+Methods raise ``RejectedInput`` (its ``reason`` is the dead-letter class) for input that must
+not enter the join.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from joulestream.schemas.codec import Codec
+from joulestream.schemas.frames import EnergyFrame
+from joulestream.schemas.records import decode_sample, encode_energy
+from joulestream.schemas import node_id
+from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.join import DEFAULT_MAX_READINGS, PowerSeries, add_reading
+from joulestream.stream_processors.progress import NodeProgress
+from joulestream.stream_processors.validation import (
+    DEFAULT_MAX_WORKLOADS,
+    InvalidRecord,
+    check_key,
+    check_reading,
+    check_sample,
+)
+from joulestream.stream_processors.windows import Emitted, JoinContext, WindowJoin
+
+T = TypeVar("T")
+SeriesOf = Callable[[str], PowerSeries | None]
+
+
+def lateness_tick(lateness_s: float) -> float:
+    """How often waiting samples are checked against the lateness bound."""
+    return min(1.0, max(lateness_s / 2, 0.05))
+
+
+class Core(Generic[T]):
+    def __init__(
+        self,
+        config: AttributionConfig,
+        lateness_s: float,
+        context: JoinContext | None = None,
+        *,
+        max_readings: int = DEFAULT_MAX_READINGS,
+        max_workloads: int = DEFAULT_MAX_WORKLOADS,
+        load_progress: Callable[[str], NodeProgress | None] = lambda key: None,
+        codec: Codec | None = None,
+    ) -> None:
+        self.codec = codec or Codec()
+        self.join: WindowJoin[T] = WindowJoin(
+            config, lateness_s, context=context, load_progress=load_progress
+        )
+        self.max_readings = max_readings
+        self.max_workloads = max_workloads
+        self.tick_s = lateness_tick(lateness_s)
+
+    def sample(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        series_of: SeriesOf,
+        token: T,
+        now: float,
+        now_ns: int,
+    ) -> list[Emitted[T]] | None:
+        """Windows a NodeSample message settles; None for a duplicate (nothing to produce).
+        ``now`` is the join's clock (monotonic live, the messages' own in a recompute),
+        ``now_ns`` the wall clock that bounds windows in the future."""
+        value = _value(value)
+        sample = decode_sample(self.codec, value)
+        check_key(key, sample.cluster, sample.node)
+        check_sample(sample, now_ns, max_workloads=self.max_workloads)
+        node = node_id(sample.cluster, sample.node)
+        return self.join.on_sample(node, sample, series_of(node), token, now)
+
+    def reading(
+        self, key: bytes | None, value: bytes | None, series_of: SeriesOf, now_ns: int
+    ) -> tuple[str, PowerSeries, bool]:
+        """(node, its series with the reading, whether the series changed). The caller stores
+        the series, then asks ``join.on_series`` for the windows it settles."""
+        reading = self.codec.decode(_value(value), expect="PowerReading")
+        check_key(key, reading["cluster"], reading["node"])
+        check_reading(reading, now_ns)
+        node = node_id(reading["cluster"], reading["node"])
+        series, changed = add_reading(series_of(node), reading, self.max_readings)
+        return node, series, changed
+
+    def expire(self, now: float, series_of: SeriesOf) -> list[Emitted[T]]:
+        return self.join.expire(now, series_of)
+
+    def encode(self, energy: EnergyFrame) -> bytes:
+        """NodeEnergy bytes: the same for the live app and a recompute."""
+        return encode_energy(self.codec, energy)
+
+
+def _value(value: bytes | bytearray | None) -> bytes:
+    if not isinstance(value, bytes | bytearray):
+        raise InvalidRecord("no-value", "message has no value (tombstone)")
+    return bytes(value)
