@@ -39,6 +39,8 @@ from joulestream.agents.publisher import BufferLimits, Publisher, PublishStats
 from joulestream.agents.self_metrics import AgentCollector, LoopState, agent_registry
 from joulestream.metrics_server import MetricsServer
 from joulestream.schemas import Record
+from joulestream.schemas.frames import SampleFrame, counter_columns
+from joulestream.schemas.records import TableSchedule
 from joulestream.settings import Topics
 from joulestream.signals import stop_on_signals
 
@@ -87,7 +89,7 @@ class RecordSink(Protocol):
     @property
     def lost(self) -> int: ...
 
-    def publish_sample(self, record: Record) -> None: ...
+    def publish_sample(self, frame: SampleFrame) -> None: ...
 
     def publish_power(self, record: Record) -> None: ...
 
@@ -245,6 +247,9 @@ class _Loop:
         )
         self._power_warned = False
         self._zones_seen: set[str] = set()
+        # Workload ids and when identities travel (docs/architecture.md, 'Records').
+        self._table = TableSchedule()
+        self._sent_capabilities: list[Record] | None = None
         self._summary = _Summary()
         self.state = LoopState(
             collector=collector.kind,
@@ -357,21 +362,32 @@ class _Loop:
     def _publish_sample(
         self, seq: int, start_ns: int, end_ns: int, window: CollectedWindow
     ) -> None:
+        ids, entries, full = self._table.assign(
+            [((w.kind, w.workload_id), w.identity()) for w in window.workloads]
+        )
+        # Capabilities travel with every full table and whenever they change.
+        capabilities = None
+        if full or self.capabilities != self._sent_capabilities:
+            capabilities = self._sent_capabilities = list(self.capabilities)
+        totals = window.node_totals.to_record()
         self.sink.publish_sample(
-            {
-                "cluster": self.config.cluster,
-                "node": self.config.node,
-                "agent_instance": self.instance,
-                "seq": seq,
-                "window_start_ns": start_ns,
-                "window_end_ns": end_ns,
-                "collector": self.collector.kind,
-                "power_source": self.power_source,
-                "node_info": self.node_info,
-                "capabilities": self.capabilities,
-                "node_totals": window.node_totals.to_record(),
-                "workloads": [w.to_record() for w in window.workloads],
-            }
+            SampleFrame(
+                cluster=self.config.cluster,
+                node=self.config.node,
+                agent_instance=self.instance,
+                seq=seq,
+                window_start_ns=start_ns,
+                window_end_ns=end_ns,
+                collector=self.collector.kind,
+                power_source=self.power_source,
+                node_totals=totals,
+                ids=ids,
+                columns=counter_columns([w.counters.to_record() for w in window.workloads], totals),
+                identities=entries,
+                full_table=full,
+                capabilities=capabilities,
+                node_info=self.node_info,
+            )
         )
         self._summary.window(window)
         state = self.state

@@ -42,6 +42,8 @@ from joulestream.kafka.clients import producer
 from joulestream.kafka.readiness import NOT_READY, TopicGate
 from joulestream.schemas import Record, node_id, node_key
 from joulestream.schemas.codec import Codec
+from joulestream.schemas.frames import SampleFrame
+from joulestream.schemas.records import encode_sample
 from joulestream.settings import Topics
 
 log = logging.getLogger(__name__)
@@ -182,11 +184,15 @@ class Publisher:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def publish_sample(self, record: Record) -> None:
-        self._publish("sample", record)
+    def publish_sample(self, frame: SampleFrame) -> None:
+        self._publish("sample", frame.seq, encode_sample(self.codec, frame))
 
     def publish_power(self, record: Record) -> None:
-        self._publish("power", record)
+        # The agent's own typed code builds these records, so the write is not preceded by a
+        # validation; a record the write rejects is still validated and raised as a
+        # SchemaViolation, a bug.
+        value = self.codec.encode(_SCHEMA["power"], record, validate=False)
+        self._publish("power", int(cast(int, record["seq"])), value)
 
     def poll(self) -> None:
         """Serve delivery callbacks without blocking and hand over what waits."""
@@ -239,14 +245,8 @@ class Publisher:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _publish(self, kind: RecordKind, record: Record) -> None:
-        # The agent's own typed code builds these records, so the write is not preceded by a
-        # validation (most of the encoding cost at hundreds of workloads); a record the write
-        # rejects is still validated and raised as a SchemaViolation, a bug.
-        value = self.codec.encode(_SCHEMA[kind], record, validate=False)
-        self._waiting.append(
-            _Pending(kind, int(cast(int, record["seq"])), value, next(self._order))
-        )
+    def _publish(self, kind: RecordKind, seq: int, value: bytes) -> None:
+        self._waiting.append(_Pending(kind, seq, value, next(self._order)))
         self._stats[kind].buffered += 1
         self._waiting_bytes += len(value)
         self._enforce_bound()

@@ -49,10 +49,9 @@ from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.carbon import CarbonConfig
-from joulestream.stream_processors.join import add_reading
+from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.reference import ReferenceData
-from joulestream.stream_processors.validation import check_sample
-from joulestream.stream_processors.windows import JoinContext, WindowJoin
+from joulestream.stream_processors.windows import JoinContext
 
 ROOT = Path(__file__).resolve().parent.parent
 S = 1_000_000_000
@@ -185,20 +184,19 @@ def in_process(nodes: int, windows: int, workloads: int) -> tuple[Rate, str]:
     context = JoinContext(pricing=reference.pricing, models=reference.models)
 
     def run() -> int:
-        join: WindowJoin[int] = WindowJoin(AttributionConfig(), 60.0, context=context)
-        series: dict[bytes, Any] = {}
+        core: Core[int] = Core(AttributionConfig(), 60.0, context)
+        series: dict[str, Any] = {}
         count = 0
         now = time.time_ns()
         for i, (kind, key, value) in enumerate(data):
-            record = codec.decode(value)
             if kind == "power":
-                series[key] = add_reading(series.get(key), record)[0]
-                out = join.on_series(key.decode(), series[key])
+                node, found, _changed = core.reading(key, value, series.get, now)
+                series[node] = found
+                out = core.join.on_series(node, found)
             else:
-                check_sample(record, now)
-                out = join.on_sample(key.decode(), record, series.get(key), i, 0.0) or []
+                out = core.sample(key, value, series.get, i, 0.0, now) or []
             for emitted in out:
-                codec.encode("NodeEnergy", emitted.record, validate=False)
+                core.encode(emitted.energy)
                 count += 1
         return count
 

@@ -105,14 +105,7 @@ class SampleFrame:
         """A NodeSample v1/v2 record (identities inline) as a frame with a full table, rows
         in (kind, workload_id) order."""
         workloads = sorted(record["workloads"], key=_WORKLOAD_ORDER)
-        columns: dict[str, list[int] | None] = {}
-        for name in FEATURE_NAMES:
-            values = [w["counters"].get(name) for w in workloads]
-            present = [v for v in values if v is not None]
-            # v1/v2 could null a counter per workload; the node measures it if anyone has it.
-            columns[name] = [v or 0 for v in values] if present else None
-            if not workloads and record["node_totals"].get(name) is not None:
-                columns[name] = []
+        columns = counter_columns([w["counters"] for w in workloads], record["node_totals"])
         # A workload listed twice gets its id twice, for the reader's duplicate check to see.
         ids_of: dict[tuple[str, str], int] = {}
         for w in workloads:
@@ -163,6 +156,19 @@ class SampleFrame:
             "node_totals": dict(self.node_totals),
             "workloads": rows,
         }
+
+
+def counter_columns(
+    rows: Sequence[Mapping[str, int | None]], totals: Mapping[str, int | None]
+) -> dict[str, list[int] | None]:
+    """Per-workload counters (one mapping per row) as columns. A counter is null for the node
+    when no row has it and the node total is null; a row's null is 0 where others have it."""
+    columns: dict[str, list[int] | None] = {}
+    for name in FEATURE_NAMES:
+        values = [row.get(name) for row in rows]
+        measured = totals.get(name) is not None or any(v is not None for v in values)
+        columns[name] = [v or 0 for v in values] if measured else None
+    return columns
 
 
 @dataclass(slots=True)

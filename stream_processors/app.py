@@ -41,6 +41,7 @@ import faust
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 from faust.auth import SASLCredentials, SSLCredentials
+from faust.transport.drivers.aiokafka import Producer as AiokafkaProducer
 from faust.types import TP, EventT
 
 from joulestream.kafka.clients import admin
@@ -235,6 +236,14 @@ def broker_credentials(config: Mapping[str, str]) -> SASLCredentials | SSLCreden
     raise StartupError(f"security.protocol {protocol!r} is not supported by the processor")
 
 
+class IdempotentProducer(AiokafkaProducer):
+    """faust turns idempotence on only inside transactions; the contract wants it on every
+    producer (docs/architecture.md, 'Kafka contract'): a retried batch is not written twice."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {"acks": "all", "enable_idempotence": True}
+
+
 class Processor:
     """A faust app running the join; build it, then ``run()`` it."""
 
@@ -285,9 +294,13 @@ class Processor:
             producer_max_batch_size=PRODUCER_BATCH_BYTES,
             producer_linger=PRODUCER_LINGER_S,
             producer_acks=-1,  # all in-sync replicas (docs/architecture.md, 'Kafka contract')
+            producer_compression_type="zstd",
             web_enabled=settings.web_port != 0,
             web_port=settings.web_port or 6066,
         )
+        # faust builds its producer from the transport's Producer class; this instance's
+        # transport builds ours (faust has no setting for it).
+        self.app.transport.Producer = IdempotentProducer  # type: ignore[misc]
         self.series = self.app.Table(SERIES_TABLE, default=None, partitions=partitions)
         self.progress = self.app.Table(PROGRESS_TABLE, default=None, partitions=partitions)
         raw: dict[str, Any] = {

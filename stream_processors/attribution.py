@@ -15,7 +15,6 @@ side and never added up, except for carbon, which needs one node energy — see
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -124,7 +123,8 @@ def largest_remainder(amount: int, weights: Sequence[int], total: int) -> list[i
     left = amount - sum(parts)
     if left:
         remainders = [e - p * total for e, p in zip(exact, parts, strict=True)]
-        for i in heapq.nlargest(left, range(len(parts)), key=remainders.__getitem__):
+        # A stable sort: of equal remainders the earlier row gets the µJ.
+        for i in sorted(range(len(parts)), key=remainders.__getitem__, reverse=True)[:left]:
             parts[i] += 1
     return parts
 

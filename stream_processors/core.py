@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from joulestream.schemas import node_id
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.frames import EnergyFrame
 from joulestream.schemas.records import decode_sample, encode_energy
-from joulestream.schemas import node_id
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.join import DEFAULT_MAX_READINGS, PowerSeries, add_reading
 from joulestream.stream_processors.progress import NodeProgress

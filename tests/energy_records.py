@@ -1,4 +1,5 @@
-"""Test helpers: frames as the record dicts the assertions of older tests read."""
+"""Test helpers: frames as the record dicts (NodeEnergy v1 / NodeSample v2 shapes) that
+the assertions of tests written before the column-wise records read."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from typing import Any
 
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.frames import EnergyFrame
-from joulestream.schemas.records import decode_energy
+from joulestream.schemas.records import WorkloadTables, decode_energy, decode_sample
 from joulestream.stream_processors.windows import Emitted
+
+CODEC = Codec()  # building one parses every shipped schema: once per test session
 
 
 def as_record(energy: EnergyFrame) -> dict[str, Any]:
@@ -25,4 +28,11 @@ def rec(window: Emitted[Any]) -> dict[str, Any]:
 
 def energy_record(value: bytes) -> dict[str, Any]:
     """NodeEnergy bytes of any version as a v1-shaped dict (see ``as_record``)."""
-    return as_record(decode_energy(Codec(), value))
+    return as_record(decode_energy(CODEC, value))
+
+
+def sample_record(value: bytes, tables: WorkloadTables | None = None) -> dict[str, Any]:
+    """NodeSample bytes of any version as a v2-shaped dict; ``tables`` names the rows of a
+    stream (a message of a column-wise stream names only what its own entries say)."""
+    frame = decode_sample(CODEC, value)
+    return frame.to_record((tables or WorkloadTables()).resolve(frame))

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 
 from joulestream.agents.capabilities import Capability
 from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.schemas.frames import Identity
 
 WorkloadKind = Literal["container", "system", "kernel"]
 
@@ -61,18 +62,17 @@ class Workload:
     container: str | None = None
     counters: Counters = field(default_factory=Counters)
 
-    def to_record(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "workload_id": self.workload_id,
-            "cgroup_path": self.cgroup_path,
-            "container_id": self.container_id,
-            "pod_uid": self.pod_uid,
-            "namespace": self.namespace,
-            "pod": self.pod,
-            "container": self.container,
-            "counters": self.counters.to_record(),
-        }
+    def identity(self) -> Identity:
+        return Identity(
+            self.kind,
+            self.workload_id,
+            self.cgroup_path,
+            self.container_id,
+            self.pod_uid,
+            self.namespace,
+            self.pod,
+            self.container,
+        )
 
 
 @dataclass

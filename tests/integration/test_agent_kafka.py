@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from agent_fakes import fake_powercap
+from energy_records import sample_record
 
 from joulestream.agents.agent import AgentConfig, run_agent
 from joulestream.kafka import clients
@@ -44,8 +45,10 @@ def test_once_publishes_sample_and_readings(
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
+            value = message.value()
+            record = sample_record(value) if message.topic() == topics.samples else None
             received.setdefault(message.topic(), []).append(
-                (message.key(), message.partition(), codec.decode(message.value()))
+                (message.key(), message.partition(), record or codec.decode(value))
             )
     finally:
         consumer.close()

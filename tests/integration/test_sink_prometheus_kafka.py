@@ -141,7 +141,10 @@ def test_windows_reach_metrics_once_and_bad_messages_are_counted(
     assert value("joulestream_workload_joules_total", **web, **package, mode="idle") == 0.0
     assert value("joulestream_idle_unassigned_joules_total", **node, **package) == 12.0
     assert value("joulestream_unattributed_joules_total", **node, **package) == 1.5
-    assert value("joulestream_workload_co2e_grams_total", **web, source="measured") == 0.75
+    # A workload's gCO2e is derived from its joules (docs/architecture.md, 'Records'), not
+    # the figure a v1 record carried beside them: 16.5 J at 475 g/kWh.
+    web_co2e = value("joulestream_workload_co2e_grams_total", **web, source="measured")
+    assert web_co2e == pytest.approx(16.5 / 3.6e6 * 475.0)
     assert value("joulestream_conservation_residual_joules", **node, zone="package-0") == 0.0
     assert value("joulestream_sink_last_window_end_seconds", **node) == 106.0
     assert value("joulestream_sink_skipped_windows_total", reason="duplicate") == 2.0

@@ -345,7 +345,7 @@ def test_unmeasured_counters_are_null_not_zero(tree: FakeTree, proc: FakeProc) -
     c = collector(tree, proc)
     c.start()
     tree.set("/svc", 5 * MS, procs=(1,))
-    record = by_id(c.collect().workloads)["/svc"].to_record()["counters"]
+    record = by_id(c.collect().workloads)["/svc"].counters.to_record()
     assert isinstance(record, dict)
     assert record["cpu_time_ns"] == 5 * MS
     for name in ("cpu_cycles", "cpu_instructions", "cache_misses", "irq_net_tx",

@@ -15,11 +15,14 @@ from typing import Any
 
 import pytest
 from agent_fakes import fake_cgroup, fake_powercap
+from energy_records import sample_record
 
 from joulestream.agents.agent import EXIT_CONFIG, EXIT_LOST, EXIT_OK, AgentConfig, run_agent
 from joulestream.agents.publisher import PublishStats
 from joulestream.schemas import Record
 from joulestream.schemas.codec import Codec
+from joulestream.schemas.frames import SampleFrame
+from joulestream.schemas.records import WorkloadTables, encode_sample
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,6 +33,7 @@ class RecordingSink:
     def __init__(self, lost: int = 0) -> None:
         self.codec = Codec()
         self.samples: list[Record] = []
+        self.tables = WorkloadTables()
         self.power: list[Record] = []
         self.lost = lost
         self.closed = False
@@ -41,8 +45,8 @@ class RecordingSink:
         stats.records["power"].published = len(self.power)
         return stats
 
-    def publish_sample(self, record: Record) -> None:
-        self.samples.append(self.codec.decode(self.codec.encode("NodeSample", record)))
+    def publish_sample(self, frame: SampleFrame) -> None:
+        self.samples.append(sample_record(encode_sample(self.codec, frame), self.tables))
 
     def publish_power(self, record: Record) -> None:
         self.power.append(self.codec.decode(self.codec.encode("PowerReading", record)))

@@ -107,7 +107,6 @@ class SimWorkload:
     tx_share: float
     io_rate: float  # block bytes per CPU-second
     memory: int
-    avro_header: bytes | None = field(default=None, repr=False)  # Encoder's cache
 
 
 def _workload(header: Record, rng: random.Random, **traits: float) -> SimWorkload:
@@ -154,7 +153,8 @@ class SimNode:
     pods: list[list[int]] = field(default_factory=list)  # workload slots per pod
     pod_serial: int = 0
     seq: int = 0
-    avro_head: Any = field(default=None, repr=False, compare=False)  # Encoder's cache
+    # The agent's workload dictionary (loadgen.encoder), restarted with the agent instance.
+    table: Any = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> bytes:
