@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from energy_records import sample_record
 
 from joulestream.kafka import clients
 from joulestream.schemas.codec import Codec
+from joulestream.schemas.records import WorkloadTables
 from joulestream.settings import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,14 +62,18 @@ def test_loadgen_publishes_co_partitioned_decodable_messages(
     seqs: dict[tuple[str, bytes], list[int]] = {}
     powered: set[bytes] = set()
     with_readings: set[bytes] = set()
+    tables = WorkloadTables()  # per agent instance, in each node's order (one partition)
     for message in messages:
-        record = codec.decode(message.value())
+        value = message.value()
+        is_sample = message.topic() == topics.samples
+        record = sample_record(value, tables) if is_sample else codec.decode(value)
         key = message.key()
         assert key == f"{record['cluster']}/{record['node']}".encode()
         partitions.setdefault(key, set()).add((message.topic(), message.partition()))
         seqs.setdefault((message.topic(), key), []).append(record["seq"])
         if message.topic() == topics.samples:
             assert len(record["workloads"]) == 15
+            assert not any(w["workload_id"].startswith("id:") for w in record["workloads"])
             if record["power_source"] is not None:
                 powered.add(key)
         else:
