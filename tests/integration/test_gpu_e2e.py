@@ -56,7 +56,9 @@ def test_gpu_zones_flow_from_the_agent_to_the_sink(
 
                 def gpu_joules() -> float:
                     step["uj"] += 1_000_000
-                    energy_uj.write_text(f"{step['uj']}\n")
+                    staged = energy_uj.with_name("energy_uj.tmp")
+                    staged.write_text(f"{step['uj']}\n")
+                    staged.replace(energy_uj)  # never half-written
                     if not REAL:
                         for device in fake.devices:
                             device["energy_mj"] += 40_000  # 40 J per check on each GPU

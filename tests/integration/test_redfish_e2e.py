@@ -99,7 +99,9 @@ def test_platform_zone_from_the_bmc_flows_to_the_sink_and_a_silent_bmc_is_a_coun
                 def rapl_moves() -> None:
                     nonlocal uj
                     uj += 2_000_000  # 2 J per step
-                    energy_uj.write_text(f"{uj}\n")
+                    staged = energy_uj.with_name("energy_uj.tmp")
+                    staged.write_text(f"{uj}\n")
+                    staged.replace(energy_uj)  # the agent never reads a half-written file
 
                 def platform_joules() -> float:
                     rapl_moves()
