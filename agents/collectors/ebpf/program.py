@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -172,12 +171,14 @@ def stderr_captured() -> Iterator[list[str]]:
     libbpf (inside libbcc) prints "bpf: Failed to load program: Operation not permitted" and
     the verifier log to fd 2 when a program is refused; bcc then raises with the same error,
     which becomes the counter's capability detail. Only optional probes run in here: a
-    refusal of the mandatory ones still prints, and the agent stops with the reason.
+    refusal of the mandatory ones still prints, and the agent stops with the reason. The file
+    is a memfd (no filesystem needed: the agent's root is read-only in its pod), not a pipe,
+    which a long verifier log would fill with no reader.
     """
     sys.stderr.flush()
     saved = os.dup(2)
     lines: list[str] = []
-    with tempfile.TemporaryFile() as printed:
+    with open(os.memfd_create("stderr", os.MFD_CLOEXEC), "rb") as printed:
         os.dup2(printed.fileno(), 2)
         try:
             yield lines
