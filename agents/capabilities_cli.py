@@ -10,10 +10,8 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import shutil
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 
@@ -21,6 +19,7 @@ from joulestream.agents.capabilities import Capability, kubernetes_capability, n
 from joulestream.agents.collectors.cgroup import CgroupLayoutError
 from joulestream.agents.collectors.choice import open_collector
 from joulestream.agents.collectors.ebpf.collector import EbpfCollector
+from joulestream.agents.collectors.ebpf.program import stderr_captured
 from joulestream.agents.collectors.ebpf.support import EbpfUnavailable, environment_capabilities
 from joulestream.agents.kube_endpoint import kubeconfig_paths
 from joulestream.agents.options import add_kubeconfig_option, add_root_options, redfish_config
@@ -84,22 +83,16 @@ def _quiet() -> Iterator[None]:
     if probing fails, so a failure still comes with everything that was said."""
     level = logging.getLogger("joulestream").level
     logging.getLogger("joulestream").setLevel(logging.WARNING)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        failed = True
-        try:
+    held: list[str] = []
+    failed = True
+    try:
+        with stderr_captured() as held:
             yield
-            failed = False
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            logging.getLogger("joulestream").setLevel(level)
-            if failed:
-                held.seek(0)
-                sys.stderr.write(held.read().decode(errors="replace"))
+        failed = False
+    finally:
+        logging.getLogger("joulestream").setLevel(level)
+        if failed:
+            sys.stderr.write("".join(f"{line}\n" for line in held))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from joulestream.agents import capabilities_cli
 from joulestream.agents.collectors.ebpf.aggregate import MAP_FIELDS
 from joulestream.agents.collectors.ebpf.loader import KernelProgram
 from joulestream.agents.collectors.ebpf.maps import KEY, VALUE
@@ -45,3 +46,15 @@ def test_closing_the_program_closes_every_descriptor() -> None:
         with pytest.raises(OSError):
             os.fstat(fd)
     assert program.fds == []
+
+
+def test_capabilities_hold_back_probe_chatter_unless_probing_fails(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    with capabilities_cli._quiet():
+        os.write(2, b"bpf: Failed to load program: Operation not permitted\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(RuntimeError), capabilities_cli._quiet():
+        os.write(2, b"bpf: Failed to load program: Invalid argument\n")
+        raise RuntimeError("probing failed")
+    assert capfd.readouterr().err == "bpf: Failed to load program: Invalid argument\n"

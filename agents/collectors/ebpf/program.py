@@ -183,6 +183,7 @@ def stderr_captured() -> Iterator[list[str]]:
         try:
             yield lines
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             printed.seek(0)
