@@ -12,6 +12,7 @@ import kepler_dashboards
 import pytest
 from prometheus_client import generate_latest
 from test_sink_prometheus_collector import exposition, promtool_check, samples
+from test_sink_prometheus_consumer import parse
 from test_sink_prometheus_state import window, workload, zone
 
 from joulestream.sinks.prometheus import kepler
@@ -83,12 +84,7 @@ def kepler_samples() -> dict[str, list[dict[str, str]]]:
     state = EnergyState()
     state.apply(rich_window(100))
     state.apply(rich_window(102))
-    _, values = samples(exposition(state))
-    found: dict[str, list[dict[str, str]]] = {}
-    for name, labels in values:
-        if name.startswith("kepler_"):
-            found.setdefault(name, []).append(dict(labels))
-    return found
+    return kepler_samples_of(state)
 
 
 def dashboard_usage(board: kepler_dashboards.Dashboard = V07) -> dict[str, set[str]]:
@@ -263,3 +259,31 @@ def test_promtool_finds_nothing_in_the_kepler_families() -> None:
     state.apply(rich_window(100))
     result = promtool_check(generate_latest(build_registry(state)).decode())
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result
+
+
+def test_kepler_generation_option_picks_the_families_served() -> None:
+    assert parse(["prometheus"]).kepler_generation == "both"
+    assert parse(["prometheus", "--kepler-generation", "0.10"]).kepler_generation == "0.10"
+    with pytest.raises(SystemExit):
+        parse(["prometheus", "--kepler-generation", "0.9"])
+    served = {}
+    for generation in kepler.GENERATIONS:
+        state = EnergyState(kepler_generation=generation)
+        state.apply(rich_window(100))
+        served[generation] = set(kepler_samples_of(state))
+    assert "kepler_container_package_joules_total" in served["0.7"] - served["0.10"]
+    assert "kepler_pod_cpu_joules_total" in served["0.10"] - served["0.7"]
+    assert served["both"] == served["0.7"] | served["0.10"]
+    gpu = "kepler_container_gpu_joules_total"  # both generations' name: 0.7's labels in both
+    assert gpu in served["both"] and gpu in served["0.10"]
+    with pytest.raises(ValueError, match="kepler_generation"):
+        EnergyState(kepler_generation="0.9")
+
+
+def kepler_samples_of(state: EnergyState) -> dict[str, list[dict[str, str]]]:
+    _, values = samples(exposition(state))
+    found: dict[str, list[dict[str, str]]] = {}
+    for name, labels in values:
+        if name.startswith("kepler_"):
+            found.setdefault(name, []).append(dict(labels))
+    return found
