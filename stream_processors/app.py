@@ -2,18 +2,19 @@
 'Algorithms' and 'Reliability').
 
 One agent consumes samples and power readings together, so the order of a node's messages is
-handled in one place. Power series are compact per-node state in a table (changelogged, so a
-restarted worker recovers them); samples waiting for a covering reading stay in memory, bounded,
-and their source offsets are not acknowledged until their window is produced. All decisions are
-in ``windows``/``join``/``attribution``; this module only moves bytes.
+handled in one place. All decisions are made by ``core.Core`` (shared with recompute and
+training); this module only moves bytes. Samples waiting for a covering reading stay in memory,
+bounded, and their source offsets are not acknowledged until their window is produced.
 
 Values and keys are raw bytes decoded with our Codec: faust's own deserialisation crashes the
 agent on the first bad message, here a bad message is dead-lettered and counted.
 
-A second table holds each node's progress (seqs done, learned idle baseline); it is written when
-a window's delivery is confirmed, so a crash can repeat a window (byte-identical: outputs are a
-pure function of the inputs and this state) but never lose one. Power models and grid
-intensities come from ``reference`` (every worker reads those topics whole).
+One changelogged table holds each node's state in one binary value (``state``): its progress
+(seqs done, learned idle baseline) and its power series. It is written once per window, when the
+window's delivery is confirmed, so a crash can repeat a window (byte-identical: outputs are a
+pure function of the inputs and this state) but never lose one; readings are acknowledged when
+such a write holds them. Power models and grid intensities come from ``reference`` (every
+worker reads those topics whole).
 
 faust writes its local state under ``datadir``: that is ``--state-dir``, never the working
 directory. TLS/SASL: the same ``JOULESTREAM_KAFKA_*`` settings that configure librdkafka
@@ -61,6 +62,7 @@ from joulestream.stream_processors.join import (
 from joulestream.stream_processors.metrics import ProcessorStats, serve
 from joulestream.stream_processors.progress import NodeProgress
 from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
+from joulestream.stream_processors.state import decode_state, encode_state
 from joulestream.stream_processors.validation import (
     DEFAULT_MAX_WORKLOADS,
 )
@@ -73,8 +75,10 @@ Event = EventT[Any]  # a Kafka message in faust; raw bytes key and value
 DEFAULT_APP_ID = "joulestream-processor"
 DEFAULT_SESSION_TIMEOUT_S = 15.0
 DEFAULT_LATENESS_S = 10.0
-SERIES_TABLE = "power-series"
-PROGRESS_TABLE = "node-progress"
+STATE_TABLE = "node-state"
+# Readings that no window's state write has saved yet are written on their own after this long
+# (a node whose samples stopped): their offsets wait for it.
+FLUSH_AFTER_S = 5.0
 PRODUCER_BATCH_BYTES = 1_000_000  # = aiokafka's max request size
 PRODUCER_LINGER_S = 0.05  # linger >= 50 ms (docs/architecture.md, 'Kafka contract')
 # A 100-workload window allocates ~1,000 short-lived containers (the decoded sample, the records
@@ -118,12 +122,12 @@ class ProcessorSettings:
 
     @property
     def changelog_topic(self) -> str:
-        """faust's name for the series table's changelog."""
-        return f"{self.faust_id}-{SERIES_TABLE}-changelog"
+        """faust's name for the node-state table's changelog."""
+        return f"{self.faust_id}-{STATE_TABLE}-changelog"
 
     @property
     def changelog_topics(self) -> tuple[str, ...]:
-        return tuple(f"{self.faust_id}-{t}-changelog" for t in (SERIES_TABLE, PROGRESS_TABLE))
+        return (self.changelog_topic,)
 
     @property
     def faust_id(self) -> str:
@@ -176,7 +180,7 @@ def co_partition_count(bootstrap_servers: str, topics: Topics, timeout_s: float 
 def ensure_changelog(
     bootstrap_servers: str, name: str, partitions: int, timeout_s: float = 60.0
 ) -> None:
-    """Create the series table's changelog (compacted, co-partitioned) before faust starts.
+    """Create the node-state table's changelog (compacted, co-partitioned) before faust starts.
 
     faust would create it too, but gives up on the first broker error (e.g. a broker briefly
     fenced after a missed heartbeat) and never checks the partition count of an existing one,
@@ -190,7 +194,7 @@ def ensure_changelog(
             if existing != partitions:
                 raise StartupError(
                     f"{name} has {existing} partitions, the source topics {partitions}: delete "
-                    "it (power series restart empty) or use another --app-id"
+                    "it (node states restart empty) or use another --app-id"
                 )
             return
         topic = NewTopic(name, partitions, config={"cleanup.policy": "compact"})
@@ -249,9 +253,12 @@ class Processor:
 
     def __init__(self, settings: ProcessorSettings, partitions: int) -> None:
         self.settings = settings
-        # Deserialised power series of this worker's nodes; the table stays the source of truth
-        # and the cache is dropped whenever partitions move (see _on_rebalance).
+        # Deserialised power series of this worker's nodes; the table (with the unsaved
+        # readings) is the source of truth and the cache is dropped when partitions move.
         self._series_cache: dict[str, PowerSeries] = {}
+        # Readings in a cached series that no state write holds yet: node → (since, events).
+        self._unsaved: dict[str, tuple[float, list[Event]]] = {}
+        self._saved_progress: dict[str, NodeProgress] = {}  # as last written
         self.stats = ProcessorStats()
         shipped = [default_model()] if settings.default_model else []
         self.reference = ReferenceData(settings.carbon, shipped)
@@ -301,8 +308,10 @@ class Processor:
         # faust builds its producer from the transport's Producer class; this instance's
         # transport builds ours (faust has no setting for it).
         self.app.transport.Producer = IdempotentProducer  # type: ignore[misc]
-        self.series = self.app.Table(SERIES_TABLE, default=None, partitions=partitions)
-        self.progress = self.app.Table(PROGRESS_TABLE, default=None, partitions=partitions)
+        # One entry per node: progress + power series, binary (stream_processors.state).
+        self.state = self.app.Table(
+            STATE_TABLE, default=None, partitions=partitions, value_type=bytes
+        )
         raw: dict[str, Any] = {
             "key_type": bytes,
             "value_type": bytes,
@@ -366,9 +375,11 @@ class Processor:
         await self._send(emitted)
 
     def _on_reading(self, event: Event, now_ns: int) -> list[Emitted[Event]]:
-        """The reading's offset is released once its series is in the changelog: faust's
-        commit flushes its producer buffer for at most 0.1 s, so an offset committed ahead of
-        the write would, after a crash, leave the reading out of the restored series."""
+        """The reading joins its node's series in memory; its offset is released once a write
+        of the node's state that holds it is in the changelog (the next window's, or the
+        flush after FLUSH_AFTER_S): faust's commit flushes its producer buffer for at most
+        0.1 s, so an offset committed ahead of the write would, after a crash, leave the
+        reading out of the restored series."""
         message = event.message
         key, series, changed = self.core.reading(
             message.key, message.value, self._series_of, now_ns
@@ -376,34 +387,57 @@ class Processor:
         if not changed:
             event.ack()
             return []
-        state = series.to_state()
-        self.series.data[key] = state
-        self.series.send_changelog(event.message.partition, key, state).add_done_callback(
-            partial(_ack_when_written, event)
-        )
         self._series_cache[key] = series
+        self._unsaved.setdefault(key, (time.monotonic(), []))[1].append(event)
         return self.core.join.on_series(key, series)
 
-    def _series_of(self, key: str) -> PowerSeries | None:
-        """The node's series, deserialised once from the table and then kept in memory.
+    def _restored(self, key: str) -> tuple[NodeProgress, PowerSeries | None] | None:
+        state = self.state.get(key)
+        return None if state is None else decode_state(state)
 
-        ``add_reading`` changes a series in place before its state is written to the table; a
-        reading it rejects leaves it unchanged (it raises before inserting).
+    def _series_of(self, key: str) -> PowerSeries | None:
+        """The node's series, deserialised once from the table and then kept in memory (with
+        the readings received since its last write).
+
+        ``add_reading`` changes a series in place; a reading it rejects leaves it unchanged
+        (it raises before inserting).
         """
         series = self._series_cache.get(key)
         if series is None:
-            state = self.series.get(key)
-            if state is None:
+            restored = self._restored(key)
+            if restored is None or restored[1] is None:
                 return None
-            series = self._series_cache[key] = PowerSeries.from_state(state)
+            series = self._series_cache[key] = restored[1]
         return series
 
     def _progress_of(self, key: str) -> NodeProgress | None:
-        state = self.progress.get(key)
-        return None if state is None else NodeProgress.from_state(state)
+        restored = self._restored(key)
+        return None if restored is None else restored[0]
+
+    def _write_state(
+        self, key: str, partition: int, progress: NodeProgress, tokens: list[Event]
+    ) -> None:
+        """One changelog write of the node's state; ``tokens`` and the readings it saves are
+        acknowledged when it is written."""
+        value = encode_state(progress, self._series_of(key))
+        self.state.data[key] = value
+        self._saved_progress[key] = progress
+        _since, readings = self._unsaved.pop(key, (0.0, []))
+        written = self.state.send_changelog(partition, key, value)
+        for event in (*readings, *tokens):
+            written.add_done_callback(partial(_ack_when_written, event))
 
     async def _expire(self) -> None:
-        await self._send(self.core.expire(time.monotonic(), self._series_of))
+        now = time.monotonic()
+        for key, (since, readings) in list(self._unsaved.items()):
+            if now - since >= FLUSH_AFTER_S:
+                progress = self._saved_progress.get(key) or self._progress_of(key)
+                if progress is None:  # no window of the node yet
+                    series = self._series_of(key)
+                    assert series is not None  # it holds the unsaved readings
+                    progress = NodeProgress(series.agent_instance)
+                self._write_state(key, readings[0].message.partition, progress, [])
+        await self._send(self.core.expire(now, self._series_of))
 
     async def _send(self, emitted: Iterable[Emitted[Event]]) -> None:
         for window in emitted:
@@ -422,19 +456,18 @@ class Processor:
             )
 
     def _delivered(self, window: Emitted[Event], _sent: Any) -> None:
-        """Producer delivery callback: only now is the node's progress persisted and, once the
-        token's last window is out and that progress is in the changelog, the source offset
-        released for commit (a progress lost behind a committed offset would turn the next
-        seq into a gap over windows that exist)."""
+        """Producer delivery callback: only now is the node's state (progress after this
+        window, and its series) written and, once the token's last window is out and that
+        state is in the changelog, the source offset released for commit (a progress lost
+        behind a committed offset would turn the next seq into a gap over windows that
+        exist)."""
         if window.progress is None:
             if window.last:
                 window.token.ack()
             return
-        partition = window.token.message.partition
-        self.progress.data[window.key] = window.progress
-        written = self.progress.send_changelog(partition, window.key, window.progress)
-        if window.last:
-            written.add_done_callback(partial(_ack_when_written, window.token))
+        tokens = [window.token] if window.last else []
+        progress = NodeProgress.from_state(window.progress)
+        self._write_state(window.key, window.token.message.partition, progress, tokens)
 
     def _count_dead(self, reason: str) -> None:
         self.stats.dead_letters[reason] += 1
@@ -462,16 +495,26 @@ class Processor:
         )
 
     def _on_revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """Readings of revoked partitions that no state write saved go to the partitions' new
+        owner (their offsets were not committed); those of kept partitions stay in memory,
+        which is where they live until written."""
         revoked: Set[TP] = args[0]
-        self._series_cache.clear()
+        for key, (_since, readings) in list(self._unsaved.items()):
+            if any(event.message.tp in revoked for event in readings):
+                del self._unsaved[key]
+        self._keep_unsaved_series()
+        self._saved_progress.clear()
         dropped = self.core.join.forget(lambda event: event.message.tp in revoked)
         if dropped:
             log.info("rebalance: %d waiting samples go to the partitions' new owner", dropped)
 
     def _on_assigned(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         """Tables are recovered from their changelogs after an assignment: series cached before
-        it may be stale, so they are read from the table again."""
-        self._series_cache.clear()
+        it may be stale, so they are read from the table again (but for unsaved readings)."""
+        self._keep_unsaved_series()
+
+    def _keep_unsaved_series(self) -> None:
+        self._series_cache = {k: v for k, v in self._series_cache.items() if k in self._unsaved}
 
 
 def _ack_when_sent(event: Event, _sent: Any) -> None:

@@ -78,24 +78,6 @@ class PowerSeries:
         del self.readings[: max(0, len(self.readings) - self.max_readings)]
         return self.readings[0].timestamp_ns <= reading.timestamp_ns  # False: older than kept
 
-    def to_state(self) -> dict[str, Any]:
-        """JSON-safe form for a table changelog."""
-        return {
-            "agent_instance": self.agent_instance,
-            "source": self.source,
-            "max_readings": self.max_readings,
-            "readings": [[r.timestamp_ns, dict(r.energy_uj)] for r in self.readings],
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> PowerSeries:
-        return cls(
-            agent_instance=state["agent_instance"],
-            source=state["source"],
-            max_readings=int(state["max_readings"]),
-            readings=[Reading(int(ts), dict(zones)) for ts, zones in state["readings"]],
-        )
-
 
 def _check_monotonic(earlier: Reading, later: Reading, instance: str) -> None:
     for zone, uj in later.energy_uj.items():

@@ -217,7 +217,7 @@ def test_refuses_to_start_when_samples_and_power_are_not_co_partitioned(
 def test_refuses_to_start_with_a_changelog_of_another_partition_count(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
-    changelog = f"{topics.prefix}joulestream-processor-power-series-changelog"
+    changelog = f"{topics.prefix}joulestream-processor-node-state-changelog"
     admin = clients.admin(kafka_bootstrap)
     admin.create_topics([NewTopic(changelog, num_partitions=3)])[changelog].result()
     try:

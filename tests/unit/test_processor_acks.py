@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
 from joulestream.schemas.codec import Codec
-from joulestream.stream_processors.app import Processor
+from joulestream.stream_processors.app import FLUSH_AFTER_S, Processor
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.progress import NodeProgress
+from joulestream.stream_processors.state import decode_state
 from joulestream.stream_processors.windows import Emitted
 
 NOW_NS = 10_000_000_000
@@ -33,6 +35,9 @@ class FakeTable:
         self.writes: list[tuple[int, str, Any, asyncio.Future[Any]]] = []
         self._loop = loop
 
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
     def send_changelog(self, partition: int, key: str, value: Any) -> asyncio.Future[Any]:
         written: asyncio.Future[Any] = self._loop.create_future()
         self.writes.append((partition, key, value, written))
@@ -40,63 +45,88 @@ class FakeTable:
 
 
 def reading(seq: int) -> FakeEvent:
-    return FakeEvent(
-        Codec().encode(
-            "PowerReading",
-            {
-                "cluster": "c", "node": "n", "agent_instance": "a", "seq": seq,
-                "timestamp_ns": 1_000_000_000 * (seq + 1), "source": "rapl-powercap",
-                "zones": [{"zone": "package-0", "energy_uj": 1_000_000 * seq}],
-            },
-        )
-    )  # fmt: skip
+    record = {
+        "cluster": "c", "node": "n", "agent_instance": "a", "seq": seq,
+        "timestamp_ns": 1_000_000_000 * (seq + 1), "source": "rapl-powercap",
+        "zones": [{"zone": "package-0", "energy_uj": 1_000_000 * seq}],
+    }  # fmt: skip
+    return FakeEvent(Codec().encode("PowerReading", record))
 
 
-def test_a_reading_is_acked_only_after_its_series_reaches_the_changelog() -> None:
+def processor(loop: asyncio.AbstractEventLoop) -> Any:
+    """The Processor's state handling on a fake table (no faust app)."""
+    fake = SimpleNamespace(
+        state=FakeTable(loop),
+        core=Core(AttributionConfig(), 10.0),
+        _series_cache={},
+        _unsaved={},
+        _saved_progress={},
+    )
+    for name in ("_series_of", "_restored", "_progress_of", "_write_state", "_on_reading"):
+        setattr(fake, name, getattr(Processor, name).__get__(fake))
+
+    async def send(emitted: Any) -> None:
+        assert list(emitted) == []
+
+    fake._send = send
+    return fake
+
+
+def settle(loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_until_complete(asyncio.sleep(0))
+
+
+def test_a_reading_and_a_window_are_acked_only_after_one_state_write_holds_them() -> None:
     loop = asyncio.new_event_loop()
     try:
-        table = FakeTable(loop)
-        fake = SimpleNamespace(
-            settings=SimpleNamespace(max_readings=100),
-            series=table,
-            _series_cache={},
-            _series_of=lambda key: fake._series_cache.get(key),
-            core=Core(AttributionConfig(), 10.0),
-        )
+        fake = processor(loop)
         event = reading(0)
-        Processor._on_reading(fake, event, NOW_NS)  # type: ignore[arg-type]
-        loop.run_until_complete(asyncio.sleep(0))
-        assert event.acks == 0 and table.data["c/n"] == table.writes[0][2]
-        assert table.writes[0][:2] == (3, "c/n")
+        fake._on_reading(event, NOW_NS)
+        assert fake.state.writes == [] and event.acks == 0  # no write per reading
 
-        table.writes[0][3].set_result(None)
-        loop.run_until_complete(asyncio.sleep(0))
-        assert event.acks == 1
+        token = FakeEvent()
+        progress = NodeProgress(agent_instance="a", max_seq=0, max_end_ns=1).to_state()
+        window = Emitted("c/n", None, token, None, last=True, progress=progress)  # type: ignore[arg-type]
+        Processor._delivered(fake, window, None)
+        [(partition, key, value, written)] = fake.state.writes
+        assert (partition, key) == (3, "c/n") and fake.state.data["c/n"] == value
+        saved_progress, saved_series = decode_state(value)
+        assert saved_progress.max_seq == 0
+        assert saved_series is not None and [r.timestamp_ns for r in saved_series.readings] == [
+            1_000_000_000
+        ]
+        settle(loop)
+        assert event.acks == 0 and token.acks == 0
+        written.set_result(None)
+        settle(loop)
+        assert event.acks == 1 and token.acks == 1
 
         failed = reading(1)
-        Processor._on_reading(fake, failed, NOW_NS)  # type: ignore[arg-type]
-        table.writes[1][3].set_exception(RuntimeError("broker gone"))
-        loop.run_until_complete(asyncio.sleep(0))
+        fake._on_reading(failed, NOW_NS)
+        Processor._delivered(fake, window, None)
+        fake.state.writes[1][3].set_exception(RuntimeError("broker gone"))
+        settle(loop)
         assert failed.acks == 0  # replayed after a restart instead of lost
     finally:
         loop.close()
 
 
-def test_a_window_token_is_acked_only_after_the_progress_reaches_the_changelog() -> None:
+def test_readings_no_window_saves_are_written_on_their_own_after_the_flush_delay() -> None:
     loop = asyncio.new_event_loop()
     try:
-        table = FakeTable(loop)
-        fake = SimpleNamespace(progress=table)
-        token = FakeEvent()
-        progress = NodeProgress(agent_instance="a").to_state()
-        window = Emitted(
-            key="c/n", energy=None, token=token, sample=None, last=True, progress=progress
-        )
-        Processor._delivered(fake, window, None)  # type: ignore[arg-type]
-        loop.run_until_complete(asyncio.sleep(0))
-        assert token.acks == 0 and table.data["c/n"] == progress
-        table.writes[0][3].set_result(None)
-        loop.run_until_complete(asyncio.sleep(0))
-        assert token.acks == 1
+        fake = processor(loop)
+        event = reading(0)
+        fake._on_reading(event, NOW_NS)
+        loop.run_until_complete(Processor._expire(fake))
+        assert fake.state.writes == []  # not yet
+        fake._unsaved["c/n"] = (time.monotonic() - FLUSH_AFTER_S, fake._unsaved["c/n"][1])
+        loop.run_until_complete(Processor._expire(fake))
+        [(_p, _k, value, written)] = fake.state.writes
+        progress, series = decode_state(value)
+        assert progress.agent_instance == "a" and progress.max_seq == -1
+        assert series is not None and len(series.readings) == 1
+        written.set_result(None)
+        settle(loop)
+        assert event.acks == 1 and fake._unsaved == {}
     finally:
         loop.close()

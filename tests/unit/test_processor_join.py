@@ -148,14 +148,6 @@ def test_the_series_is_bounded_to_the_newest_readings() -> None:
     assert not changed and len(series.readings) == 4
 
 
-def test_state_round_trips_through_json_types() -> None:
-    import json
-
-    series = series_of(reading(0, package_0=0, dram_0=1), reading(2, package_0=3, dram_0=4))
-    again = PowerSeries.from_state(json.loads(json.dumps(series.to_state())))
-    assert again == series
-
-
 def test_an_inverted_window_is_an_error() -> None:
     series = series_of(reading(0, package_0=0), reading(2, package_0=1))
     with pytest.raises(ValueError):
