@@ -26,6 +26,7 @@ from joulestream.agents.collectors.ebpf.memory import MemoryReader
 from joulestream.agents.collectors.ebpf.support import HW_EVENTS, hardware_counters
 from joulestream.agents.collectors.procfs import CLOCK_TICKS, NS_PER_S, process_stat
 from joulestream.agents.publisher import PublishStats
+from joulestream.schemas.frames import SampleFrame
 
 pytestmark = pytest.mark.integration
 
@@ -226,13 +227,13 @@ class _Sink:
     backlog = 0
 
     def __init__(self) -> None:
-        self.samples: list[dict[str, object]] = []
+        self.samples: list[SampleFrame] = []
 
     def stats(self) -> PublishStats:
         return PublishStats()
 
-    def publish_sample(self, record: dict[str, object]) -> None:
-        self.samples.append(record)
+    def publish_sample(self, frame: SampleFrame) -> None:
+        self.samples.append(frame)
 
     def publish_power(self, record: dict[str, object]) -> None:
         pass
@@ -251,13 +252,13 @@ def test_agent_with_collector_ebpf_publishes_ebpf_samples(tmp_path: Path) -> Non
     sink = _Sink()
     assert run_agent(config, sink=sink) == EXIT_OK
     [sample] = sink.samples
-    assert sample["collector"] == "ebpf"
-    caps = {c["name"]: c for c in sample["capabilities"]}  # type: ignore[attr-defined]
-    assert caps["ebpf"]["available"] and "sched_switch" in caps["ebpf"]["detail"]
+    assert sample.collector == "ebpf"
+    assert sample.capabilities is not None  # the first window carries the full table
+    caps = {c["name"]: c for c in sample.capabilities}
+    assert caps["ebpf"]["available"] and "sched_switch" in caps["ebpf"]["detail"]  # type: ignore[operator]
     assert caps["irq_net_rx"]["available"] and caps["cpu_time_ns"]["available"]
     assert {"pmu", "kernel_headers", "btf", "kubernetes_api", "rapl"} <= set(caps)
-    totals = sample["node_totals"]
-    assert totals["cpu_time_ns"] > 0  # type: ignore[index]
+    assert (sample.node_totals["cpu_time_ns"] or 0) > 0
 
 
 _IN_A_FRESH_AGENT = """
@@ -329,7 +330,7 @@ def test_agent_start_up_prints_nothing_of_its_own_on_fd2(
     sink = _Sink()
     assert run_agent(config, sink=sink) == EXIT_OK
     assert capfd.readouterr().err == ""
-    caps = {c["name"]: c for c in sink.samples[0]["capabilities"]}  # type: ignore[attr-defined]
+    caps = {c["name"]: c for c in sink.samples[0].capabilities or []}
     page_cache = caps["page_cache_hits"]
     assert page_cache["available"] or page_cache["detail"]  # a reason whenever it is null
 
