@@ -22,6 +22,7 @@ from common import append_results, energy_window
 from prometheus_client import generate_latest
 
 from joulestream.schemas.codec import Codec
+from joulestream.sinks.prometheus.levels import LEVELS
 from joulestream.sinks.prometheus.service import build_registry
 from joulestream.sinks.prometheus.state import EnergyState
 
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--workloads", type=int, default=100, help="workloads per node window")
     parser.add_argument("--rounds", type=int, default=3, help="windows per node")
     parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--level", choices=LEVELS, default="container", help="the sink's --level")
     parser.add_argument(
         "--skip-generate-latest",
         action="store_true",
@@ -83,7 +85,7 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     scrapes: list[tuple[str, float, int, int]] = []
     for kepler_compat in (True, False):
-        state = EnergyState(max_series=10_000_000, kepler_compat=kepler_compat)
+        state = EnergyState(max_series=10_000_000, kepler_compat=kepler_compat, level=args.level)
         times = [ingest(state, codec, payloads) for payloads in rounds]
         total = sum(times)
         steady = sum(times[1:]) / max(1, len(times) - 1)
@@ -122,7 +124,7 @@ def main() -> None:
     header = (
         f"{args.nodes} nodes x {args.workloads} workloads x {len(ZONES)} zones, "
         f"{args.rounds} windows per node ({windows} windows, {samples:,} workload-samples), "
-        "one thread"
+        f"one thread, --level {args.level}"
     )
     lines = [f"| {what} | {figure} |" for what, figure in rows]
     print(header)

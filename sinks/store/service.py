@@ -402,7 +402,7 @@ class StoreSink:
                         return
                 elif messages and not self._held.offsets:
                     self._commit()  # only refused or duplicate windows: nothing to hold
-            self.flush(threading.Event())
+            self.flush(stop)  # one attempt: stop is set
         finally:
             self._consumer.close()
             self._store.close()

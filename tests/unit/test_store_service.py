@@ -3,6 +3,7 @@ redelivery after a restart, outages, bad input, ledger conflicts."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sqlite3
 import threading
@@ -18,6 +19,7 @@ from test_store_sqlite import S, energy
 from joulestream.schemas.codec import Codec
 from joulestream.sinks.backoff import Backoff
 from joulestream.sinks.store.backend import RejectedWindows, StoreUnavailable, write_records
+from joulestream.sinks.store.cli import parse_retention
 from joulestream.sinks.store.rollup import Rollup
 from joulestream.sinks.store.rows import WindowRows
 from joulestream.sinks.store.service import StoreSink
@@ -279,3 +281,14 @@ def test_windows_older_than_the_retention_are_not_written_and_old_tiers_expire(
     assert stored_starts(tmp_path) == [recent, recent + 2]
     with sqlite3.connect(tmp_path / "store.db") as conn:
         assert conn.execute("SELECT count(*) FROM node_hours").fetchone() == (2,)
+
+
+def test_retention_names_an_age_per_tier() -> None:
+    assert parse_retention("minute=14d,hour=400d,raw=36h") == {
+        "minute": 14.0,
+        "hour": 400.0,
+        "raw": 1.5,
+    }
+    for bad in ("minutes=14d", "hour=400", "raw=-1d", "raw=xd"):
+        with pytest.raises(argparse.ArgumentTypeError, match=bad.split("=")[0]):
+            parse_retention(bad)
