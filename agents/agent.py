@@ -22,11 +22,16 @@ from typing import Literal, Protocol
 
 from joulestream.agents.capabilities import Capability, kubernetes_capability, node_capabilities
 from joulestream.agents.collectors.base import CollectedWindow, Collector
-from joulestream.agents.collectors.cgroup import DEFAULT_MAX_WORKLOADS, CgroupLayoutError
+from joulestream.agents.collectors.cgroup import (
+    DEFAULT_MAX_WORKLOADS,
+    CgroupCollector,
+    CgroupLayoutError,
+)
 from joulestream.agents.collectors.choice import CollectorChoice, open_collector
 from joulestream.agents.collectors.ebpf.collector import EbpfCollector
 from joulestream.agents.collectors.ebpf.program import DEFAULT_MAP_ENTRIES
 from joulestream.agents.collectors.ebpf.support import EbpfUnavailable, environment_capabilities
+from joulestream.agents.collectors.gpu import GpuProcesses, probe_gpus
 from joulestream.agents.kube_endpoint import KubernetesUnavailable, api_endpoint
 from joulestream.agents.kubernetes import PodWatcher
 from joulestream.agents.node_info import node_info
@@ -137,6 +142,7 @@ def run_agent(
     except ValueError as exc:  # a bad --redfish-* option
         log.error("agent cannot start: %s", exc)
         return EXIT_CONFIG
+    gpus = gpu_processes(config, collector)
     sink = sink or Publisher(
         config.cluster,
         config.node,
@@ -145,7 +151,7 @@ def run_agent(
         limits=config.buffer,
     )
     with stop_on_signals(stop):  # also through the flush: a second SIGTERM does not cut it
-        code, undelivered = _run(config, collector, ebpf, power, sink, stop)
+        code, undelivered = _run(config, collector, ebpf, power, gpus, sink, stop)
     if code != EXIT_OK:
         return code
     lost = sink.lost + undelivered
@@ -155,11 +161,18 @@ def run_agent(
     return EXIT_OK
 
 
+def gpu_processes(config: AgentConfig, collector: Collector) -> GpuProcesses:
+    """Per-process GPU time from NVML, in the cgroup hierarchy the collector reads."""
+    v1 = isinstance(collector, CgroupCollector) and not collector.layout.cpu_v2
+    return probe_gpus(config.power, config.proc_root, v2=not v1)
+
+
 def _run(
     config: AgentConfig,
     collector: Collector,
     ebpf: Capability,
     power: tuple[PowerSource | None, dict[str, PowerStatus]],
+    gpus: GpuProcesses,
     sink: RecordSink,
     stop: threading.Event,
 ) -> tuple[int, int]:
@@ -170,7 +183,7 @@ def _run(
     code = EXIT_OK
     try:
         watcher, kubernetes = _pod_watcher(config)
-        loop = _Loop(config, collector, power, sink, stop, ebpf, watcher, kubernetes)
+        loop = _Loop(config, collector, power, gpus, sink, stop, ebpf, watcher, kubernetes)
         if config.metrics_port:
             pods = watcher.index.__len__ if watcher is not None else lambda: None
             try:
@@ -191,6 +204,7 @@ def _run(
         if watcher is not None:
             watcher.stop()
         close_source(power[0])
+        gpus.close()
         undelivered = sink.close(config.flush_timeout_s)  # after SIGTERM too: bounded flush
         if metrics is not None:
             metrics.close()
@@ -219,6 +233,7 @@ class _Loop:
         config: AgentConfig,
         collector: Collector,
         power: tuple[PowerSource | None, dict[str, PowerStatus]],
+        gpus: GpuProcesses,
         sink: RecordSink,
         stop: threading.Event,
         ebpf: Capability,
@@ -227,6 +242,7 @@ class _Loop:
     ) -> None:
         self.config = config
         self.collector = collector
+        self.gpus = gpus if gpus.available else None
         self.power, statuses = power
         self.sink = sink
         self.stop = stop
@@ -241,7 +257,7 @@ class _Loop:
             )
         self.watcher = watcher
         self.capabilities = node_capabilities(
-            [ebpf, *collector.capabilities()],
+            [ebpf, *collector.capabilities(), gpus.capability],
             statuses,
             [*environment_capabilities(), kubernetes or kubernetes_capability()],
         )
@@ -263,6 +279,8 @@ class _Loop:
         t_start = time.time_ns()
         self._publish_power(t_start, seq=0)
         self.collector.start()
+        if self.gpus is not None:
+            self.gpus.start(t_start // 1000)
         m_start = time.monotonic_ns()
         last_summary = m_start
         window_start, seq, tick = t_start, 0, 1
@@ -272,6 +290,8 @@ class _Loop:
             self._publish_power(t, seq=seq + 1)
             started = time.perf_counter()
             window = self.collector.collect()
+            if self.gpus is not None:
+                self.gpus.add_to(window, t // 1000)
             self.state.last_collect_s = time.perf_counter() - started
             self._name_workloads(window)
             self._publish_sample(seq, window_start, t, window)

@@ -15,6 +15,11 @@ from joulestream.agents.kube_endpoint import KubernetesUnavailable, from_kubecon
 from joulestream.agents.power.types import PowerStatus
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
 
+# Counters the agent measures beside its collector: per-process GPU time from NVML
+# (agents/collectors/gpu.py gives their capability).
+AGENT_COUNTERS = ("gpu_sm_time_ns",)
+COLLECTOR_COUNTERS = tuple(name for name in FEATURE_NAMES if name not in AGENT_COUNTERS)
+
 
 @dataclass(frozen=True)
 class Capability:
@@ -29,20 +34,26 @@ class Capability:
 def counter_capabilities(
     available: Mapping[str, str], unavailable: Mapping[str, str]
 ) -> list[Capability]:
-    """One capability per schema counter; ``available``/``unavailable`` map names to details.
+    """One capability per collector counter (the schema's but ``AGENT_COUNTERS``);
+    ``available``/``unavailable`` map names to details.
 
     Raises if a name is not a schema counter, appears in both maps, or a counter is missing,
     so a collector cannot silently forget to say what it measures.
     """
     validate_feature_names([*available, *unavailable])
-    missing = [name for name in FEATURE_NAMES if name not in available and name not in unavailable]
+    theirs = sorted(name for name in AGENT_COUNTERS if name in available or name in unavailable)
+    if theirs:
+        raise ValueError(f"{theirs} are the agent's to report, not the collector's")
+    missing = [
+        name for name in COLLECTOR_COUNTERS if name not in available and name not in unavailable
+    ]
     if missing:
         raise ValueError(f"collector does not say whether it measures {missing}")
     return [
         Capability(name, True, available[name])
         if name in available
         else Capability(name, False, unavailable[name])
-        for name in FEATURE_NAMES
+        for name in COLLECTOR_COUNTERS
     ]
 
 

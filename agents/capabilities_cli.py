@@ -21,6 +21,7 @@ from joulestream.agents.collectors.choice import open_collector
 from joulestream.agents.collectors.ebpf.collector import EbpfCollector
 from joulestream.agents.collectors.ebpf.program import stderr_captured
 from joulestream.agents.collectors.ebpf.support import EbpfUnavailable, environment_capabilities
+from joulestream.agents.collectors.gpu import probe_gpus
 from joulestream.agents.kube_endpoint import kubeconfig_paths
 from joulestream.agents.options import add_kubeconfig_option, add_root_options, redfish_config
 from joulestream.agents.power.select import close_source, select_power_source
@@ -57,6 +58,9 @@ def gather(args: argparse.Namespace) -> list[dict[str, object]]:
         args.power, args.powercap_root, args.hwmon_root, redfish_config(args)
     )
     close_source(source)
+    gpus = probe_gpus(args.power, args.proc_root)
+    gpus.close()
+    collector_caps.append(gpus.capability)
     kubernetes = kubernetes_capability(kubeconfig_paths(args.kubeconfig))
     return node_capabilities(collector_caps, power, [*environment_capabilities(), kubernetes])
 

@@ -31,9 +31,9 @@ DEFAULT_PUE = 1.0  # 1.0 means unknown (docs/architecture.md, 'Algorithms')
 DEFAULT_GRID_INTENSITY = 475.0  # gCO2e/kWh, IEA 2019 world average (CodeCarbon's default)
 DEFAULT_RAPL_ERROR = 0.05
 
-# Driver features per zone kind, best first (docs/architecture.md, 'Algorithms'). GPU zones need
-# per-process GPU utilisation, which NodeSample does not carry yet: their dynamic energy stays
-# unattributed.
+# Driver features per zone kind, best first (docs/architecture.md, 'Algorithms'). GPU zones go
+# by the SM-busy time of the workloads' processes (NVML); without it (an agent without per-process
+# sampling) their dynamic energy stays unattributed.
 ZONE_DRIVERS: dict[str, tuple[str, ...]] = {
     "package": ("cpu_instructions", "cpu_cycles", "cpu_time_ns"),
     "core": ("cpu_instructions", "cpu_cycles", "cpu_time_ns"),
@@ -42,7 +42,7 @@ ZONE_DRIVERS: dict[str, tuple[str, ...]] = {
     "psys": ("cpu_time_ns",),
     "platform": ("cpu_time_ns",),
     "other": ("cpu_time_ns",),
-    "gpu": (),
+    "gpu": ("gpu_sm_time_ns",),
 }
 for _drivers in ZONE_DRIVERS.values():
     validate_feature_names(_drivers)

@@ -31,6 +31,7 @@ class Counters:
     block_read_bytes: int | None = None
     block_write_bytes: int | None = None
     memory_working_set_bytes: int | None = None
+    gpu_sm_time_ns: int | None = None  # from NVML (agents/collectors/gpu.py), not the collector
 
     def to_record(self) -> dict[str, int | None]:
         return {name: getattr(self, name) for name in FEATURE_NAMES}

@@ -10,12 +10,17 @@ from joulestream.agents.workloads import resolve
 OVERFLOW_ID = "overflow"
 
 
-def add_cgroup(by_id: dict[str, Workload], path: str, counters: Counters) -> None:
+def add_cgroup(
+    by_id: dict[str, Workload], path: str, counters: Counters, bounded: bool = False
+) -> None:
     """Add one cgroup's counters to its workload in ``by_id``: its container's when it is in
-    one (however deeply nested), else the cgroup itself as a system workload."""
+    one (however deeply nested), else the cgroup itself as a system workload. ``bounded``:
+    ``by_id`` is a window already bounded, so a workload not in it was folded into overflow."""
     identity = resolve(path)
     key = identity.container_id or identity.cgroup_path
     known = by_id.get(key)
+    if known is None and bounded:
+        known = by_id.get(OVERFLOW_ID)
     if known is None:
         by_id[key] = Workload(
             kind="container" if identity.container_id else "system",

@@ -44,6 +44,24 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def library() -> Any:
+    """nvidia-ml-py, looked up when called (tests replace this module's ``pynvml``)."""
+    return pynvml
+
+
+def failure(nvml: ModuleType | Any, call: str, exc: Exception) -> str:
+    """Why an NVML call failed, in the words a node's operator can act on."""
+    value = getattr(exc, "value", None)
+    hints = {
+        nvml.NVML_ERROR_LIBRARY_NOT_FOUND: "libnvidia-ml.so.1 not found: no NVIDIA driver "
+        "on this node (or not mounted into the container)",
+        nvml.NVML_ERROR_DRIVER_NOT_LOADED: "the NVIDIA kernel driver is not loaded",
+        nvml.NVML_ERROR_NO_PERMISSION: "no permission (the device files /dev/nvidia*)",
+        nvml.NVML_ERROR_NOT_SUPPORTED: "not supported by this device",
+    }
+    return f"NVML {call} failed: {hints.get(value, exc)}"
+
+
 class NvmlReader:
     source = SOURCE
     capability = "nvml"
@@ -51,21 +69,12 @@ class NvmlReader:
     def __init__(
         self, nvml: ModuleType | Any = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.nvml = pynvml if nvml is None else nvml
+        self.nvml = library() if nvml is None else nvml
         self._clock = clock
         self._devices: list[_Device] | None = None
 
     def _reason(self, call: str, exc: Exception) -> str:
-        nvml = self.nvml
-        value = getattr(exc, "value", None)
-        hints = {
-            nvml.NVML_ERROR_LIBRARY_NOT_FOUND: "libnvidia-ml.so.1 not found: no NVIDIA driver "
-            "on this node (or not mounted into the container)",
-            nvml.NVML_ERROR_DRIVER_NOT_LOADED: "the NVIDIA kernel driver is not loaded",
-            nvml.NVML_ERROR_NO_PERMISSION: "no permission (the device files /dev/nvidia*)",
-            nvml.NVML_ERROR_NOT_SUPPORTED: "not supported by this device",
-        }
-        return f"NVML {call} failed: {hints.get(value, exc)}"
+        return failure(self.nvml, call, exc)
 
     def detect(self) -> PowerStatus:
         """Initialise NVML and find every device and how its energy is read."""

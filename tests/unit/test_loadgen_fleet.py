@@ -3,6 +3,7 @@ conservation-friendly, RAPL following load, churn, determinism."""
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import pytest
@@ -185,3 +186,54 @@ def test_bad_fleet_configs_are_refused(kwargs: dict[str, float]) -> None:
     base = {"clusters": 1, "nodes": 1, "workloads": 1, "interval_s": 2.0}
     with pytest.raises(ValueError):
         FleetConfig(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_gpu_servers_carry_sm_time_and_gpu_zones_and_leave_the_rest_as_before() -> None:
+    plain = FleetConfig(1, 40, 30, 2.0, no_power_fraction=0.3, churn=0.1, seed=4)
+    gpu = FleetConfig(1, 40, 30, 2.0, no_power_fraction=0.3, churn=0.1, seed=4, gpu_fraction=0.5)
+    _nodes, plain_rounds = windows(plain, 4)
+    nodes, gpu_rounds = windows(gpu, 4)
+    servers = [n for n in nodes if n.gpus]
+    powered = [n for n in nodes if n.power_source is not None]
+    assert 0.25 * len(powered) <= len(servers) <= 0.75 * len(powered)
+    assert all(n.power_source is not None for n in servers)  # VMs get no GPU
+    encoder = Encoder()
+    for before, after in zip(plain_rounds, gpu_rounds, strict=True):
+        for old, new in zip(before, after, strict=True):
+            # The CPU side of every node is drawn exactly as without GPU servers.
+            assert [r[:-1] for r in old.rows] == [r[:-1] for r in new.rows]
+            sample = new.sample()
+            frame = decode_sample(CODEC, encoder.sample(new))
+            column = [w["counters"]["gpu_sm_time_ns"] for w in sample["workloads"]]
+            assert frame.columns["gpu_sm_time_ns"] == (None if None in column else column)
+            caps = {c["name"]: c["available"] for c in sample["capabilities"]}
+            sm = sample["node_totals"]["gpu_sm_time_ns"]
+            gpus = new.node.gpus
+            assert caps["gpu_sm_time_ns"] == bool(gpus) == (sm is not None)
+            assert old.sample()["node_totals"]["gpu_sm_time_ns"] is None
+            if not gpus:
+                assert new.reading == old.reading
+                continue
+            assert sm == sum(w["counters"]["gpu_sm_time_ns"] for w in sample["workloads"])
+            assert 0 <= sm <= gpus * (new.end_ns - new.start_ns)
+            zones = [z["zone"] for z in new.reading["zones"]]
+            assert zones[-gpus:] == [f"gpu-{g}" for g in range(gpus)]
+            assert sample["power_source"] == new.reading["source"] == "rapl-powercap+nvml"
+    busy = [
+        w.sample()["node_totals"]["gpu_sm_time_ns"] for b in gpu_rounds for w in b if w.node.gpus
+    ]
+    assert sum(busy) > 0  # some GPU pods ran
+
+
+def test_gpu_energy_follows_gpu_load() -> None:
+    config = FleetConfig(1, 30, 20, 2.0, no_power_fraction=0.0, seed=9, gpu_fraction=1.0)
+    nodes, rounds = windows(config, 6)
+    for node in nodes:
+        node_windows = [w for b in rounds for w in b if w.node is node]
+        for earlier, later in itertools.pairwise(node_windows):
+            before = {z["zone"]: z["energy_uj"] for z in earlier.reading["zones"]}
+            after = {z["zone"]: z["energy_uj"] for z in later.reading["zones"]}
+            for g, zone in enumerate(node.gpu_zones):
+                watts = (after[zone.name] - before[zone.name]) / 2e6
+                low, high = zone.idle_w * 0.99, (zone.idle_w + zone.dynamic_w) * 1.01
+                assert low <= watts <= high, (g, watts)

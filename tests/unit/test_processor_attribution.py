@@ -14,6 +14,7 @@ from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.schemas.frames import UJ_PER_J, EnergyFrame, SampleFrame
 from joulestream.schemas.zones import zone_kind
 from joulestream.stream_processors.attribution import (
+    ZONE_DRIVERS,
     AttributionConfig,
     Carbon,
     Energy,
@@ -155,13 +156,58 @@ def test_package_is_split_by_instructions_when_the_node_counts_them() -> None:
         ("psys", {"cpu_instructions": 5, "cpu_time_ns": 5}, "cpu_time_ns"),
         ("platform", {"cpu_instructions": 5, "cpu_time_ns": 5}, "cpu_time_ns"),
         ("package-0", {}, None),
-        ("gpu-0", {"cpu_time_ns": 5}, None),
+        ("gpu-0", {"cpu_time_ns": 5}, None),  # never CPU time: a GPU node's CPUs say nothing
+        ("gpu-3", {"gpu_sm_time_ns": 0, "cpu_time_ns": 5}, "gpu_sm_time_ns"),
+        ("gpu", {"gpu_sm_time_ns": 7, "cpu_instructions": 5}, "gpu_sm_time_ns"),
+        ("package-0", {"gpu_sm_time_ns": 7}, None),
+        ("psys", {"gpu_sm_time_ns": 7}, None),
     ],
 )
 def test_driver_fallbacks_follow_the_design(
     zone_name: str, totals: dict[str, int], driver: str | None
 ) -> None:
     assert choose_driver(zone_name, counters(**totals)) == driver
+
+
+def test_each_zone_kind_is_driven_by_its_features() -> None:
+    """The driver table, pinned: GPU energy only by GPU SM time, no other zone by it."""
+    assert ZONE_DRIVERS == {
+        "package": ("cpu_instructions", "cpu_cycles", "cpu_time_ns"),
+        "core": ("cpu_instructions", "cpu_cycles", "cpu_time_ns"),
+        "dram": ("cache_misses", "cpu_time_ns"),
+        "uncore": ("cpu_time_ns",),
+        "psys": ("cpu_time_ns",),
+        "platform": ("cpu_time_ns",),
+        "other": ("cpu_time_ns",),
+        "gpu": ("gpu_sm_time_ns",),
+    }
+
+
+def test_gpu_energy_follows_sm_time_and_zero_sm_time_is_unattributed() -> None:
+    s = sample(
+        [
+            workload("trainer", cpu_time_ns=S, gpu_sm_time_ns=3 * S),
+            workload("server", cpu_time_ns=3 * S, gpu_sm_time_ns=S),
+            workload("web", cpu_time_ns=S, gpu_sm_time_ns=0),
+        ],
+        cpu_time_ns=5 * S,
+        gpu_sm_time_ns=4 * S,
+    )
+    record = attribute_measured(
+        s, {"package-0": 5.0, "gpu-0": 6.0, "gpu-1": 2.0}, AttributionConfig(), "x"
+    )
+    assert zone(record, "gpu-0")["driver"] == zone(record, "gpu-1")["driver"] == "gpu_sm_time_ns"
+    assert workload_zone(record, "trainer", "gpu-0")["dynamic_j"] == pytest.approx(4.5)
+    assert workload_zone(record, "server", "gpu-0")["dynamic_j"] == pytest.approx(1.5)
+    assert workload_zone(record, "web", "gpu-1")["dynamic_j"] == 0.0
+    assert workload_zone(record, "trainer", "package-0")["dynamic_j"] == pytest.approx(1.0)
+    assert_conserved(record)
+    idle = sample(
+        [workload("trainer", cpu_time_ns=S, gpu_sm_time_ns=0)], cpu_time_ns=S, gpu_sm_time_ns=0
+    )
+    record = attribute_measured(idle, {"gpu-0": 6.0}, AttributionConfig(), "x")
+    assert zone(record, "gpu-0")["unattributed_j"] == 6.0
+    assert workload_zone(record, "trainer", "gpu-0")["dynamic_j"] == 0.0
 
 
 def test_fallback_splits_by_cpu_time_and_null_workload_counter_counts_as_zero() -> None:

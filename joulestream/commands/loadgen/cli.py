@@ -10,7 +10,12 @@ import time
 
 from confluent_kafka import KafkaException
 
-from joulestream.commands.loadgen.fleet import DEFAULT_CHURN, DEFAULT_NO_POWER_FRACTION, FleetConfig
+from joulestream.commands.loadgen.fleet import (
+    DEFAULT_CHURN,
+    DEFAULT_GPU_FRACTION,
+    DEFAULT_NO_POWER_FRACTION,
+    FleetConfig,
+)
 from joulestream.commands.loadgen.schedule import DEFAULT_PROGRESS_S, LoadGenerator, schedule_for
 from joulestream.kafka import clients
 from joulestream.options import add_kafka_options, positive, topics_from
@@ -64,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="probability per pod and window that it is replaced by a new pod "
         "(default %(default)s)",
     )
+    parser.add_argument(
+        "--gpu-fraction",
+        type=_fraction,
+        default=DEFAULT_GPU_FRACTION,
+        help="share of the powered nodes that are GPU servers (gpu-N zones, gpu_sm_time_ns; "
+        "default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="fleet seed (default 0)")
     parser.add_argument(
         "--progress",
@@ -88,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             no_power_fraction=args.no_power_fraction,
             churn=args.churn,
             seed=args.seed,
+            gpu_fraction=args.gpu_fraction,
         )
         schedule_for(config, args.rate, args.duration, time.time_ns())  # checks --rate
     except ValueError as exc:

@@ -17,6 +17,10 @@ real fleet's:
 - Utilisation follows a mean-reverting walk, and the cumulative, unwrapped RAPL counters
   advance by a power function of it (idle + dynamic x u^0.8 per zone).
 - Pods come and go: each window each pod is replaced with probability ``--churn``.
+- A ``--gpu-fraction`` of the powered nodes are GPU servers (1-8 GPUs, zones gpu-N read through
+  NVML): about half of their pods use the GPUs, whose SM-busy time (``gpu_sm_time_ns``) sums to
+  GPU utilisation x GPUs x interval and drives the gpu-N energy. GPU traits come from a random
+  stream of their own, so a fleet without GPU nodes is drawn exactly as before.
 """
 
 from __future__ import annotations
@@ -36,11 +40,13 @@ S = 1_000_000_000
 COUNTERS = validate_feature_names(
     ["cpu_time_ns", "cpu_cycles", "cpu_instructions", "cache_misses", "irq_net_tx",
      "irq_net_rx", "irq_block", "page_cache_hits", "block_read_bytes", "block_write_bytes",
-     "memory_working_set_bytes"]
+     "memory_working_set_bytes", "gpu_sm_time_ns"]
 )  # fmt: skip
 if tuple(COUNTERS) != FEATURE_NAMES:
     raise ImportError(f"loadgen computes {COUNTERS}, the schema's counters are {FEATURE_NAMES}")
 PMU_COUNTERS = frozenset({"cpu_cycles", "cpu_instructions", "cache_misses"})
+GPU_COUNTERS = frozenset({"gpu_sm_time_ns"})  # GPU nodes only (--gpu-fraction)
+CPU_COUNTERS = frozenset(FEATURE_NAMES) - GPU_COUNTERS
 PROCFS_COUNTERS = frozenset(
     {"cpu_time_ns", "block_read_bytes", "block_write_bytes", "memory_working_set_bytes"}
 )
@@ -56,6 +62,7 @@ CPU_MODELS = (
     "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
 )
 DEFAULT_NO_POWER_FRACTION = 0.3
+DEFAULT_GPU_FRACTION = 0.0
 DEFAULT_CHURN = 0.001  # per pod and window: mean pod lifetime ~1,000 windows (~33 min at 2 s)
 MAX_WORKLOADS = 2_000  # ~850 kB per sample: under the broker's default 1 MB message limit
 _UJ_START_RANGE = 1 << 40
@@ -70,6 +77,7 @@ class FleetConfig:
     no_power_fraction: float = DEFAULT_NO_POWER_FRACTION
     churn: float = DEFAULT_CHURN
     seed: int = 0
+    gpu_fraction: float = DEFAULT_GPU_FRACTION  # of the powered nodes
 
     def __post_init__(self) -> None:
         if self.clusters < 1 or self.nodes < 1 or self.workloads < 1:
@@ -81,7 +89,7 @@ class FleetConfig:
             )
         if not 0 < self.interval_s < math.inf:
             raise ValueError(f"interval must be a positive number of seconds: {self.interval_s}")
-        for name in ("no_power_fraction", "churn"):
+        for name in ("no_power_fraction", "churn", "gpu_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
@@ -107,6 +115,7 @@ class SimWorkload:
     tx_share: float
     io_rate: float  # block bytes per CPU-second
     memory: int
+    gpu_weight: float = 0.0  # share of the node's GPU time (GPU nodes)
 
 
 def _workload(header: Record, rng: random.Random, **traits: float) -> SimWorkload:
@@ -153,6 +162,10 @@ class SimNode:
     pods: list[list[int]] = field(default_factory=list)  # workload slots per pod
     pod_serial: int = 0
     seq: int = 0
+    gpus: int = 0
+    gpu_rng: random.Random | None = field(default=None, repr=False)  # GPU traits and load
+    gpu_util: float = 0.0
+    gpu_zones: list[_Zone] = field(default_factory=list)
     # The agent's workload dictionary (loadgen.encoder), restarted with the agent instance.
     table: Any = field(default=None, repr=False, compare=False)
 
@@ -161,7 +174,9 @@ class SimNode:
         return node_key(self.cluster, self.name)
 
 
-def _capabilities(counters: frozenset[str], collector: str, power: str | None) -> list[Record]:
+def _capabilities(
+    counters: frozenset[str], collector: str, power: str | None, gpus: int = 0
+) -> list[Record]:
     records: list[Record] = [
         {"name": name, "available": True, "detail": f"{collector} (simulated)"}
         if name in counters
@@ -171,6 +186,8 @@ def _capabilities(counters: frozenset[str], collector: str, power: str | None) -
     records.append(
         {"name": "rapl", "available": power is not None, "detail": power or "no powercap (VM)"}
     )
+    if gpus:
+        records.append({"name": "nvml", "available": True, "detail": f"{gpus} GPUs (simulated)"})
     return records
 
 
@@ -195,15 +212,20 @@ def new_node(config: FleetConfig, cluster: int, node: int) -> SimNode:
     rng = random.Random(f"{config.seed}/{index}")
     powered = rng.random() >= config.no_power_fraction
     if powered:
-        collector, counters = "ebpf", frozenset(FEATURE_NAMES)
+        collector, counters = "ebpf", CPU_COUNTERS
     elif rng.random() < 1 / 3:
         collector, counters = "procfs", PROCFS_COUNTERS
     elif rng.random() < 0.5:
-        collector, counters = "ebpf", frozenset(FEATURE_NAMES) - PMU_COUNTERS
+        collector, counters = "ebpf", CPU_COUNTERS - PMU_COUNTERS
     else:
-        collector, counters = "ebpf", frozenset(FEATURE_NAMES)
+        collector, counters = "ebpf", CPU_COUNTERS
     cores = rng.choice((16, 32, 48, 64, 96, 128) if powered else (2, 4, 8, 16, 32))
     power_source = "rapl-powercap" if powered else None
+    gpu_rng = random.Random(f"{config.seed}/{index}/gpu")
+    gpus = gpu_rng.choice((1, 2, 4, 8)) if powered and gpu_rng.random() < config.gpu_fraction else 0
+    if gpus:
+        counters |= GPU_COUNTERS
+        power_source = "rapl-powercap+nvml"
     base = min(0.9, max(0.03, rng.betavariate(2, 4)))
     sim = SimNode(
         cluster=f"cluster-{cluster:02d}",
@@ -215,12 +237,19 @@ def new_node(config: FleetConfig, cluster: int, node: int) -> SimNode:
         counters=counters,
         power_source=power_source,
         node_info=None if powered else {"cpu_model": rng.choice(CPU_MODELS), "cores": cores},
-        capabilities=_capabilities(counters, collector, power_source),
+        capabilities=_capabilities(counters, collector, power_source, gpus),
         agent_instance=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         base_util=base,
         util=base,
         freq_ghz=rng.uniform(2.0, 3.5),
         zones=_zones(rng, rng.choice((1, 2))) if powered else [],
+        gpus=gpus,
+        gpu_rng=gpu_rng if gpus else None,
+        gpu_util=gpu_rng.uniform(0.2, 0.9),
+        gpu_zones=[
+            _Zone(f"gpu-{g}", gpu_rng.uniform(40, 70), gpu_rng.uniform(200, 330), 0)
+            for g in range(gpus)
+        ],
     )
     _populate(sim, config.workloads)
     return sim
@@ -281,6 +310,9 @@ def _pod(sim: SimNode, size: int) -> list[SimWorkload]:
                 memory=rng.lognormvariate(math.log(256 << 20), 1.0),
             )
         )
+    if sim.gpu_rng is not None and sim.gpu_rng.random() < 0.5:
+        for member in members:
+            member.gpu_weight = sim.gpu_rng.lognormvariate(0.0, 1.0)
     return members
 
 
@@ -359,8 +391,9 @@ def next_window(sim: SimNode, start_ns: int, end_ns: int, churn: float = 0.0) ->
     per_weight = util * sim.cores * window_ns / sum(noisy)
     freq = sim.freq_ghz
     background = 0.05 * window_ns  # interrupts arrive on idle containers too
+    gpu_ns = _gpu_time(sim, window_ns)
     rows: list[tuple[int, ...]] = []
-    for w, share in zip(sim.workloads, noisy, strict=True):
+    for w, share, gpu in zip(sim.workloads, noisy, gpu_ns, strict=True):
         cpu = int(share * per_weight)  # floor: the sum never exceeds the node's CPU time
         cycles = int(cpu * freq)
         instructions = int(cycles * w.ipc)
@@ -379,6 +412,7 @@ def next_window(sim: SimNode, start_ns: int, end_ns: int, churn: float = 0.0) ->
                 int(io * 0.7) & ~4095,
                 int(io * 0.3) & ~4095,
                 w.memory,
+                gpu,
             )
         )
     window = Window(sim, sim.seq, start_ns, end_ns, list(sim.workloads), rows, None)
@@ -389,8 +423,26 @@ def next_window(sim: SimNode, start_ns: int, end_ns: int, churn: float = 0.0) ->
         for zone in sim.zones:
             watts = (zone.idle_w + zone.dynamic_w * load) * rng.uniform(0.99, 1.01)
             zone.energy_uj += int(watts * seconds * 1e6)
+        if sim.gpu_rng is not None:
+            for zone in sim.gpu_zones:
+                watts = zone.idle_w + zone.dynamic_w * sim.gpu_util
+                zone.energy_uj += int(watts * sim.gpu_rng.uniform(0.99, 1.01) * seconds * 1e6)
         window.reading = reading(sim, end_ns, sim.seq)
     return window
+
+
+def _gpu_time(sim: SimNode, window_ns: int) -> list[int]:
+    """Per workload SM-busy ns: GPU utilisation x GPUs x window over the GPU-using pods (all
+    zeros on a node without GPUs, nulled on output; a GPU node with no GPU pod idles)."""
+    weights = [w.gpu_weight for w in sim.workloads]
+    if sim.gpu_rng is None or not any(weights):
+        if sim.gpu_rng is not None:
+            sim.gpu_util = 0.0
+        return [0] * len(weights)
+    step = sim.gpu_util + 0.2 * (0.6 - sim.gpu_util) + sim.gpu_rng.gauss(0.0, 0.05)
+    sim.gpu_util = min(0.98, max(0.02, step))
+    per_weight = sim.gpu_util * sim.gpus * window_ns / sum(weights)
+    return [int(weight * per_weight) for weight in weights]
 
 
 def reading(sim: SimNode, timestamp_ns: int, seq: int) -> Record:
@@ -402,5 +454,5 @@ def reading(sim: SimNode, timestamp_ns: int, seq: int) -> Record:
         "seq": seq,
         "timestamp_ns": timestamp_ns,
         "source": sim.power_source,
-        "zones": [{"zone": z.name, "energy_uj": z.energy_uj} for z in sim.zones],
+        "zones": [{"zone": z.name, "energy_uj": z.energy_uj} for z in (*sim.zones, *sim.gpu_zones)],
     }
