@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from joulestream.schemas.frames import EnergyFrame, Identity
+from joulestream.schemas.zones import node_zones, zone_kind
 from joulestream.sinks.windows import check_window
 
 K = TypeVar("K")
@@ -39,7 +40,7 @@ ZONE_CLASSES: tuple[str, ...] = (
     "gpu",
     "psys",
     "platform",
-    "misc",  # any zone name not above
+    "misc",  # any other zone (zone_kind "other")
 )
 SOURCES: tuple[str, ...] = ("measured", "estimated", "unmeasured")
 KERNEL_PROCESSES = "kernel_processes"
@@ -136,14 +137,9 @@ def check_ledger(applied: Mapping[NodeMinute, set[int]], rollup: Rollup) -> None
 
 @functools.cache
 def zone_class(zone: str) -> int:
-    """Index of the zone's class in ZONE_CLASSES (``package-1`` -> package)."""
-    base = zone.partition("-")[0]
-    return ZONE_CLASSES.index(base) if base in ZONE_CLASSES[:-1] else len(ZONE_CLASSES) - 1
-
-
-_PLATFORM = ZONE_CLASSES.index("platform")
-_PSYS = ZONE_CLASSES.index("psys")
-_NESTED = frozenset({ZONE_CLASSES.index("core"), ZONE_CLASSES.index("uncore")})
+    """Index of the zone's kind in ZONE_CLASSES (``package-1`` -> package; ``other`` -> misc)."""
+    kind = zone_kind(zone)
+    return ZONE_CLASSES.index(kind) if kind in ZONE_CLASSES else len(ZONE_CLASSES) - 1
 
 
 def outside_pods(kind: str) -> str:
@@ -179,14 +175,6 @@ def labels_of(ident: Identity | None, row_id: int) -> tuple[str | None, ...]:
         who.container_id,
         who.pod_uid,
     )
-
-
-def node_zone_indexes(classes: list[int]) -> list[int]:
-    """Indexes of the zones whose sum is the node's energy (the rule of ``node_energy``)."""
-    for whole in (_PLATFORM, _PSYS):
-        if whole in classes:
-            return [i for i, c in enumerate(classes) if c == whole]
-    return [i for i, c in enumerate(classes) if c not in _NESTED]
 
 
 def _new(measures: int, start: int, end: int) -> list[int]:
@@ -247,7 +235,8 @@ class Rollup:
         source = MEASURED + SOURCES.index(frame.source)
         zones = frame.zones
         classes = [zone_class(z.zone) for z in zones]
-        chosen = node_zone_indexes(classes)
+        whole = node_zones(tuple(z.zone for z in zones))
+        chosen = [i for i, z in enumerate(zones) if z.zone in whole]
         where = (cluster, node, minute)
         entry = self.nodes.get(where)
         if entry is None:
