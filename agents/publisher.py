@@ -44,7 +44,7 @@ from joulestream.schemas import Record, node_id, node_key
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.frames import SampleFrame
 from joulestream.schemas.records import encode_sample
-from joulestream.settings import Topics
+from joulestream.settings import Topics, cluster_topics
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +153,12 @@ class Publisher:
         self.key = node_key(cluster, node)
         self.codec = codec or Codec()
         self.limits = limits or BufferLimits()
-        self._topic: dict[RecordKind, str] = {
-            "sample": self.topics.samples,
-            "power": self.topics.power,
-        }
+        samples, power = (
+            self.topics.sources_of(cluster)
+            if cluster_topics()
+            else (self.topics.samples, self.topics.power)
+        )
+        self._topic: dict[RecordKind, str] = {"sample": samples, "power": power}
         self._bootstrap = bootstrap_servers
         self._own_client = client is None
         self.client: ProducerLike = client if client is not None else self._new_client()

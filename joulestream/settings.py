@@ -58,6 +58,19 @@ class Topics:
     def deadletter(self) -> str:
         return self._name("deadletter")
 
+    def sources_of(self, cluster: str) -> tuple[str, str]:
+        """A cluster's own samples and power topics: only its principal may write them, and
+        the processor accepts on them only records of that cluster (docs/architecture.md,
+        'Security'). Same partition count as the shared ones: co-partitioned."""
+        return f"{self.samples}.{cluster}", f"{self.power}.{cluster}"
+
+    def source_cluster(self, topic: str) -> str | None:
+        """The cluster a per-cluster source topic belongs to; None for other topics."""
+        for shared in (self.samples, self.power):
+            if topic.startswith(shared + ".") and len(topic) > len(shared) + 1:
+                return topic[len(shared) + 1 :]
+        return None
+
     def group(self, name: str) -> str:
         """A consumer group, static member or transactional id under the topic prefix, so that
         pipelines sharing a broker never meet in a group (docs/architecture.md, 'Kafka
@@ -75,6 +88,12 @@ class Topics:
 
 
 STORE_DSN_ENV = "JOULESTREAM_STORE_DSN"
+
+
+def cluster_topics() -> bool:
+    """Whether agents write their cluster's own source topics (``JOULESTREAM_CLUSTER_TOPICS=1``,
+    printed by ``joulestream kafka credentials --cluster NAME``) instead of the shared ones."""
+    return os.environ.get("JOULESTREAM_CLUSTER_TOPICS", "") == "1"
 
 
 def state_home() -> Path:

@@ -29,6 +29,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import ssl
 import tempfile
 import time
@@ -62,6 +63,7 @@ from joulestream.stream_processors.join import (
 from joulestream.stream_processors.metrics import ProcessorStats, serve
 from joulestream.stream_processors.progress import NodeProgress
 from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
+from joulestream.stream_processors.sources import RESCAN_S, check_cluster, cluster_sources
 from joulestream.stream_processors.state import decode_state, encode_state
 from joulestream.stream_processors.validation import (
     DEFAULT_MAX_WORKLOADS,
@@ -119,6 +121,7 @@ class ProcessorSettings:
     learn_idle: bool = False
     metrics_port: int | None = None
     state_dir: Path = field(default_factory=default_state_dir)
+    cluster_sources: tuple[str, ...] = ()  # per-cluster source topics (sources.py)
 
     @property
     def changelog_topic(self) -> str:
@@ -253,6 +256,7 @@ class Processor:
 
     def __init__(self, settings: ProcessorSettings, partitions: int) -> None:
         self.settings = settings
+        self.partitions = partitions
         # Deserialised power series of this worker's nodes; the table (with the unsaved
         # readings) is the source of truth and the cache is dropped when partitions move.
         self._series_cache: dict[str, PowerSeries] = {}
@@ -318,7 +322,12 @@ class Processor:
             "key_serializer": "raw",
             "value_serializer": "raw",
         }
-        self.source = self.app.topic(topics.samples, topics.power, **raw)
+        self.source = self.app.topic(topics.samples, topics.power, *settings.cluster_sources, **raw)
+        self._samples = {topics.samples} | {
+            t for t in settings.cluster_sources if t.startswith(topics.samples + ".")
+        }
+        self.resubscribe = False  # new per-cluster topics: the CLI restarts the worker
+        self.app.timer(RESCAN_S, name="cluster-sources")(self._rescan)
         self.energy = self.app.topic(topics.energy, **raw)
         self.deadletter = self.app.topic(topics.deadletter, **raw)
         self.app.agent(self.source, name="join")(self._consume)
@@ -356,7 +365,8 @@ class Processor:
         value = message.value
         try:
             now_ns = time.time_ns()
-            if message.topic == self.settings.topics.samples:
+            check_cluster(self.settings.topics, message.topic, message.key)
+            if message.topic in self._samples:
                 emitted = self.core.sample(
                     message.key, value, self._series_of, event, time.monotonic(), now_ns
                 )
@@ -426,6 +436,18 @@ class Processor:
         written = self.state.send_changelog(partition, key, value)
         for event in (*readings, *tokens):
             written.add_done_callback(partial(_ack_when_written, event))
+
+    async def _rescan(self) -> None:
+        """A cluster onboarded while running: stop cleanly (offsets committed), and the CLI
+        starts the worker again in this process with the new topics."""
+        settings = self.settings
+        found = await asyncio.to_thread(
+            cluster_sources, settings.bootstrap_servers, settings.topics, self.partitions
+        )
+        if set(found) - set(settings.cluster_sources) and not self.resubscribe:
+            log.info("new cluster source topics %s: restarting the worker to read them", found)
+            self.resubscribe = True
+            os.kill(os.getpid(), signal.SIGTERM)
 
     async def _expire(self) -> None:
         now = time.monotonic()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from joulestream.kafka.readiness import TopicGate
@@ -32,6 +35,7 @@ from joulestream.stream_processors.attribution import (
     AttributionConfig,
 )
 from joulestream.stream_processors.carbon import CarbonConfig
+from joulestream.stream_processors.sources import cluster_sources
 from joulestream.stream_processors.validation import DEFAULT_MAX_WORKLOADS
 
 log = logging.getLogger(__name__)
@@ -193,16 +197,24 @@ def run(args: argparse.Namespace) -> int:
     except (StartupError, ValueError) as exc:
         log.error("joulestream process cannot start: %s", exc)
         return 2
+    sources = cluster_sources(settings.bootstrap_servers, settings.topics, partitions)
+    settings = replace(settings, cluster_sources=sources)
     log.info(
-        "processing %s + %s (%d partitions) -> %s as %s, state in %s",
+        "processing %s + %s and %d per-cluster source topics (%d partitions) -> %s as %s, "
+        "state in %s",
         settings.topics.samples,
         settings.topics.power,
+        len(sources),
         partitions,
         settings.topics.energy,
         settings.faust_id,
         settings.state_dir,
     )
-    return Processor(settings, partitions).run()
+    processor = Processor(settings, partitions)
+    code = processor.run()
+    if processor.resubscribe:  # a cluster was onboarded: the same command, its topics too
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    return code
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -7,10 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from joulestream.kafka import clients, principals, security
 from joulestream.kafka.broker import default_data_dir
-from joulestream.kafka.cluster import LocalCluster
+from joulestream.kafka.cluster import LocalCluster, read_layout
 from joulestream.kafka.errors import LocalKafkaError
 from joulestream.kafka.jars import default_libs_dir, fetch_jars
+from joulestream.options import topics_from
 from joulestream.settings import DEFAULT_BOOTSTRAP, bootstrap_servers
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -61,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         if name == "start":
             command.add_argument(
+                "--secure",
+                action="store_true",
+                default=None,
+                help="SASL_SSL only (SCRAM-SHA-512 over TLS, CA and certificates made in the "
+                "data dir), ACLs with nothing allowed by default; see 'kafka credentials'",
+            )
+            command.add_argument(
                 "--brokers",
                 type=int,
                 default=None,
@@ -77,6 +86,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 help="seconds to wait (default %(default)s)",
             )
 
+    credentials = sub.add_parser(
+        "credentials",
+        help="print export lines of a principal of a --secure cluster (made on first call)",
+        description="Print `export JOULESTREAM_...` lines for a principal of the --secure "
+        "cluster in --data-dir: the admin (super user), the pipeline (processor and sinks) or "
+        "one cluster's agents, whose user, ACLs and own source topics are made on first call.",
+    )
+    credentials.add_argument(
+        "--data-dir", type=Path, default=default_data_dir(), help="(default %(default)s)"
+    )
+    who = credentials.add_mutually_exclusive_group(required=True)
+    who.add_argument("--role", choices=("admin", "pipeline"))
+    who.add_argument("--cluster", metavar="NAME", help="the agents of cluster NAME")
+    credentials.add_argument(
+        "--topic-prefix",
+        default=None,
+        help="prefix of the pipeline's topics (default $JOULESTREAM_TOPIC_PREFIX or none)",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     try:
@@ -90,12 +118,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.kafka_command == "fetch":
         print(f"kafka jars in {fetch_jars(args.libs_dir)}")
         return 0
+    if args.kafka_command == "credentials":
+        return _credentials(args)
     cluster = LocalCluster.open(
         args.data_dir,
         brokers=getattr(args, "brokers", None),
         host=args.host,
         port=args.port,
         controller_port=args.controller_port,
+        security="sasl_ssl" if getattr(args, "secure", None) else None,
     )
     if args.kafka_command == "start":
         cluster.start(timeout=args.timeout)
@@ -113,3 +144,25 @@ def _run(args: argparse.Namespace) -> int:
         for node in cluster.nodes:
             print(node.status().describe())
     return 0 if all(broker["alive"] for broker in report["brokers"]) else 1
+
+
+def _credentials(args: argparse.Namespace) -> int:
+    layout = read_layout(args.data_dir)
+    if layout is None or layout.security != "sasl_ssl":
+        raise LocalKafkaError(f"no --secure cluster in {args.data_dir} (kafka start --secure)")
+    cluster = LocalCluster(args.data_dir, layout)
+    topics = topics_from(args)
+    if args.role == "admin":
+        settings = security.admin_settings(args.data_dir)
+    elif args.role == "pipeline":
+        rights = principals.pipeline_rights(topics)
+        settings = principals.ensure_principal(args.data_dir, cluster.bootstrap, "pipeline", rights)
+    else:
+        admin = clients.admin(cluster.bootstrap, security.admin_settings(args.data_dir))
+        principals.ensure_cluster_topics(admin, topics, args.cluster)
+        rights = principals.cluster_rights(topics, args.cluster)
+        user = f"cluster-{args.cluster}"
+        settings = principals.ensure_principal(args.data_dir, cluster.bootstrap, user, rights)
+    for line in principals.export_lines(cluster.bootstrap, settings, args.cluster):
+        print(line)
+    return 0

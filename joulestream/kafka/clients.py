@@ -42,8 +42,10 @@ def consumer(group_id: str, bootstrap: str | None = None, **overrides: Any) -> C
     return Consumer(config)
 
 
-def admin(bootstrap: str | None = None, security: Mapping[str, str] | None = None) -> AdminClient:
+def admin(
+    bootstrap: str | None = None, security: Mapping[str, str] | None = None, **overrides: Any
+) -> AdminClient:
     """``security`` replaces the JOULESTREAM_KAFKA_* settings (a local broker's own probe)."""
     if security is None:
-        return AdminClient(_base(bootstrap))
-    return AdminClient({"bootstrap.servers": bootstrap_servers(bootstrap), **security})
+        return AdminClient({**_base(bootstrap), **overrides})
+    return AdminClient({"bootstrap.servers": bootstrap_servers(bootstrap), **security, **overrides})

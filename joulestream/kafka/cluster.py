@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from joulestream.kafka import security
 from joulestream.kafka.broker import LocalKafka, Membership, new_cluster_id
 from joulestream.kafka.errors import LocalKafkaError
 
@@ -108,6 +109,8 @@ class LocalCluster:
     def start(self, timeout: float = 90) -> None:
         """Launch every node that is not running, then wait until each answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.layout.security == "sasl_ssl":
+            security.ensure_pki(self.data_dir, self.layout.host)
         if not self.layout_file.exists():
             self.layout_file.write_text(json.dumps(asdict(self.layout), indent=2) + "\n")
         for node in self.nodes:
@@ -153,9 +156,24 @@ class LocalCluster:
     def _node(self, node_id: int, libs_dir: Path | None) -> LocalKafka:
         layout = self.layout
         port, controller_port = layout.ports(node_id)
+        secure: dict[str, Any] = {}
+        if layout.security == "sasl_ssl":
+            secure = {
+                "overrides": security.server_overrides(
+                    self.data_dir, layout.host, port, controller_port
+                ),
+                "format_options": security.format_options(self.data_dir),
+                "probe_security": security.admin_settings(self.data_dir),
+            }
         if layout.brokers == 1:
             return LocalKafka(
-                self.data_dir, port, controller_port, layout.host, libs_dir, heap_mb=_HEAP_MB_ONE
+                self.data_dir,
+                port,
+                controller_port,
+                layout.host,
+                libs_dir,
+                heap_mb=_HEAP_MB_ONE,
+                **secure,
             )
         voters = tuple(layout.ports(i)[1] for i in range(1, layout.brokers + 1))
         initial = ",".join(
@@ -171,6 +189,7 @@ class LocalCluster:
             libs_dir,
             membership=membership,
             heap_mb=_HEAP_MB_MANY,
+            **secure,
         )
 
 

@@ -47,12 +47,51 @@ def refusal(topic: str, operation: str) -> str:
     )
 
 
-def topic_problem(client: AdminClient, topic: str, operation: str) -> str | None:
+class ClientErrors:
+    """librdkafka's client-level errors (its ``error_cb``): a request that failed only says
+    "transport failure"; these say why (authentication, a TLS-only listener)."""
+
+    def __init__(self) -> None:
+        self.seen: list[KafkaError] = []
+
+    def __call__(self, error: KafkaError) -> None:
+        self.seen = [*self.seen[-9:], error]
+
+    def explain(self, failure: KafkaError, client: AdminClient) -> str:
+        """``failure`` with the reason the broker connection failed, worded for operators."""
+        client.poll(0)  # serves the error callbacks
+        for error in reversed(self.seen):
+            if error.code() == KafkaError._AUTHENTICATION:
+                return f"{principal()} could not authenticate: {error.str()}"
+        protocol = librdkafka_passthrough().get("security.protocol", "PLAINTEXT").upper()
+        if failure.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT) and protocol in (
+            "PLAINTEXT",
+            "SASL_PLAINTEXT",
+        ):
+            return (
+                f"{failure.str()}: the broker closed a {protocol} connection; a broker that "
+                "serves SASL_SSL only (kafka start --secure) refuses it: set JOULESTREAM_KAFKA_* "
+                "from joulestream kafka credentials"
+            )
+        return failure.str()
+
+
+def admin_client(bootstrap: str | None) -> tuple[AdminClient, ClientErrors]:
+    """An admin client and the errors it reports; client settings librdkafka refuses (e.g.
+    SASL without a user) raise KafkaException here."""
+    errors = ClientErrors()
+    return clients.admin(bootstrap, error_cb=errors), errors
+
+
+def topic_problem(
+    client: AdminClient, topic: str, operation: str, errors: ClientErrors | None = None
+) -> str | None:
     """Why ``topic`` cannot be used now, or None when it exists and this principal sees it."""
     try:
         metadata = client.list_topics(topic=topic, timeout=PROBE_TIMEOUT_S)
     except KafkaException as exc:
-        return f"Kafka does not answer a metadata request ({exc.args[0].str()})"
+        why = errors.explain(exc.args[0], client) if errors else exc.args[0].str()
+        return f"Kafka does not answer a metadata request ({why})"
     info = metadata.topics.get(topic)
     if info is None or info.error is None:
         return None if info is not None and info.partitions else f"topic {topic} has no partitions"
@@ -81,7 +120,8 @@ class TopicGate:
         self.topics = tuple(topics)
         self.who = who
         self.operation = operation
-        self._client = client or clients.admin(bootstrap)
+        self._client, self._errors = admin_client(bootstrap)
+        self._client = client or self._client
         self._open = threading.Event()
         self._said: str | None = None
         self._thread: threading.Thread | None = None
@@ -93,7 +133,10 @@ class TopicGate:
 
     def check(self) -> bool:
         """One probe of every topic; opens the gate or says (once) why it stays closed."""
-        found = (topic_problem(self._client, topic, self.operation) for topic in self.topics)
+        found = (
+            topic_problem(self._client, topic, self.operation, self._errors)
+            for topic in self.topics
+        )
         problems = [problem for problem in found if problem]
         if not problems:
             if self._said is not None:

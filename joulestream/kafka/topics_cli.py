@@ -10,7 +10,7 @@ import sys
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from joulestream.kafka import clients
+from joulestream.kafka.readiness import admin_client
 from joulestream.kafka.topics import (
     TopicLayoutError,
     create_topics,
@@ -70,13 +70,19 @@ def run(args: argparse.Namespace) -> int:
     if not reachable(where):
         print(f"joulestream topics: cannot connect to Kafka at {where}", file=sys.stderr)
         return 1
-    admin = clients.admin(where)
+    try:
+        admin, errors = admin_client(where)
+    except KafkaException as exc:
+        print(f"joulestream topics: Kafka client settings refused: {exc.args[0].str()}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     try:
         if args.topics_command == "create":
             return _create(admin, topics, args)
         return _describe(admin, topics, args.timeout)
     except KafkaException as exc:
-        print(f"joulestream topics: Kafka at {where} failed: {exc}", file=sys.stderr)
+        why = errors.explain(exc.args[0], admin)
+        print(f"joulestream topics: Kafka at {where} failed: {why}", file=sys.stderr)
     except TopicLayoutError as exc:
         print(f"joulestream topics: {exc}", file=sys.stderr)
     return 1

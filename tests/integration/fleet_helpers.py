@@ -88,7 +88,7 @@ def topic_messages(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[tupl
         while time.monotonic() < min(idle_until, give_up):
             for message in consumer.consume(500, timeout=0.5):
                 if message.error() is None:
-                    messages.append((message.key(), message.value()))
+                    messages.append((message.key() or b"", message.value() or b""))
                     idle_until = time.monotonic() + idle_s
     finally:
         consumer.close()
