@@ -1,14 +1,16 @@
 """Per-workload GPU time (``gpu_sm_time_ns``): NVML per-process samples -> SM-busy ns -> the
 workload of the process's cgroup. NVML's calls are doubled (tests/nvml_double.py), the /proc
-tree is a fake; everything above the calls is real."""
+tree is a fake; everything above the calls is real. The ``gpu`` test runs on the real library
+with JOULESTREAM_REAL_NVML=1 (a machine with an NVIDIA GPU)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pynvml
 import pytest
-from nvml_double import FakeNvml, a100
+from nvml_double import REAL, FakeNvml, a100
 from test_agent_loop import RecordingSink, config
 
 from joulestream.agents.agent import EXIT_OK, run_agent
@@ -33,6 +35,26 @@ def proc(root: Path, cgroups: dict[int, str]) -> Path:
 
 def v2(path: str) -> str:
     return f"0::{path}\n"
+
+
+@pytest.mark.gpu
+def test_every_gpu_is_sampled_and_no_process_is_busier_than_the_window() -> None:
+    library = pynvml if REAL else FakeNvml([a100(0) | {"processes": {1: 70}}, a100(1)])
+    gpus = GpuProcesses(library)
+    capability = gpus.detect()
+    assert capability.available, capability.detail
+    try:
+        start = time.time_ns() // 1000
+        gpus.start(start)
+        time.sleep(0.3)
+        now = time.time_ns() // 1000
+        busy = gpus.take(now)
+        devices = library.nvmlDeviceGetCount()
+        assert all(0 <= ns <= devices * (now - start) * 1000 for ns in busy.values())
+        if not REAL:
+            assert busy == {1: (now - start) * 700}
+    finally:
+        gpus.close()
 
 
 def test_pid_cgroup_reads_the_collectors_hierarchy(tmp_path: Path) -> None:
