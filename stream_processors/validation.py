@@ -18,8 +18,10 @@ from joulestream.schemas.frames import SampleFrame
 
 DEFAULT_MAX_FUTURE_NS = 300 * 1_000_000_000  # clock skew tolerated before "in the future"
 DEFAULT_MAX_WORKLOADS = 10_000
-# No node has more CPUs than this: CPU time beyond window x MAX_CPUS is a corrupt counter.
+# No node has more CPUs (GPUs) than this: time beyond window x that many is a corrupt counter.
 MAX_CPUS = 1024
+MAX_GPUS = 64
+_TIME_BOUNDS = {"cpu_time_ns": (MAX_CPUS, "CPUs"), "gpu_sm_time_ns": (MAX_GPUS, "GPUs")}
 
 
 class InvalidRecord(RejectedInput):
@@ -51,8 +53,8 @@ def check_sample(
         raise InvalidRecord(
             "too-many-workloads", f"{rows} workloads, more than the bound {max_workloads}"
         )
-    cpu_bound = (end - start) * MAX_CPUS
-    _check_counters("node_totals", sample.node_totals, cpu_bound)
+    window = end - start
+    _check_counters("node_totals", sample.node_totals, window)
     for name, column in sample.columns.items():
         # One C-level pass per column: min/max of the whole column.
         if column and min(column) < 0:
@@ -61,12 +63,13 @@ def check_sample(
                 "negative-delta",
                 f"workload {_who(sample, row)} has negative deltas {{{name!r}: {column[row]}}}",
             )
-        if name == "cpu_time_ns" and column and max(column) > cpu_bound:
+        bound = _TIME_BOUNDS.get(name)
+        if bound is not None and column and max(column) > window * bound[0]:
             row = max(range(rows), key=column.__getitem__)
             raise InvalidRecord(
                 "absurd-delta",
-                f"workload {_who(sample, row)} has cpu_time_ns {column[row]}, more than the "
-                f"window x {MAX_CPUS} CPUs",
+                f"workload {_who(sample, row)} has {name} {column[row]}, more than the "
+                f"window x {bound[0]} {bound[1]}",
             )
     if len(set(sample.ids)) != rows:
         duplicates = sorted(
@@ -97,7 +100,7 @@ def check_reading(
         raise InvalidRecord("negative-counter", f"negative cumulative energy (µJ): {negative}")
 
 
-def _check_counters(where: str, counters: Mapping[str, Any], cpu_bound_ns: int) -> None:
+def _check_counters(where: str, counters: Mapping[str, Any], window_ns: int) -> None:
     # filter(None, …) drops nulls (and zeros, which are fine): one C-level pass per workload.
     if min(filter(None, counters.values()), default=0) < 0:
         negative = {
@@ -106,9 +109,10 @@ def _check_counters(where: str, counters: Mapping[str, Any], cpu_bound_ns: int) 
             if counters.get(name) is not None and counters[name] < 0
         }
         raise InvalidRecord("negative-delta", f"{where} has negative deltas {negative}")
-    cpu = counters.get("cpu_time_ns")
-    if cpu is not None and cpu > cpu_bound_ns:
-        raise InvalidRecord(
-            "absurd-delta",
-            f"{where} has cpu_time_ns {cpu}, more than the window x {MAX_CPUS} CPUs",
-        )
+    for name, (units, what) in _TIME_BOUNDS.items():
+        value = counters.get(name)
+        if value is not None and value > window_ns * units:
+            raise InvalidRecord(
+                "absurd-delta",
+                f"{where} has {name} {value}, more than the window x {units} {what}",
+            )

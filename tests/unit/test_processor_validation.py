@@ -84,6 +84,18 @@ def test_cpu_time_beyond_1024_cpus_is_absurd_and_the_workload_bound_holds() -> N
     assert reason(check_sample, sample(), NOW, 300 * S, 1) == "too-many-workloads"
 
 
+def test_gpu_time_beyond_64_gpus_is_absurd() -> None:
+    at_bound = {name: None for name in FEATURE_NAMES} | {"gpu_sm_time_ns": 2 * S * 64}
+    check_sample(sample(node_totals=at_bound), NOW)
+    over = at_bound | {"gpu_sm_time_ns": 2 * S * 64 + 1}
+    with pytest.raises(InvalidRecord, match=r"gpu_sm_time_ns .* 64 GPUs") as raised:
+        check_sample(sample(node_totals=over), NOW)
+    assert raised.value.reason == "absurd-delta"
+    workloads = [{"kind": "container", "workload_id": "a", "counters": over}]
+    with pytest.raises(InvalidRecord, match="workload container/a has gpu_sm_time_ns"):
+        check_sample(sample(node_totals=at_bound, workloads=workloads), NOW)
+
+
 def test_reading_problems_have_reasons() -> None:
     assert reason(check_reading, reading(("package-0", -1)), NOW) == "negative-counter"
     assert reason(check_reading, reading(("psys", 1), ("psys", 2)), NOW) == "duplicate-zone"
