@@ -122,7 +122,7 @@ def largest_remainder(amount: int, weights: Sequence[int], total: int) -> list[i
     parts = [e // total for e in exact]
     left = amount - sum(parts)
     if left:
-        remainders = [e - p * total for e, p in zip(exact, parts, strict=True)]
+        remainders = [e % total for e in exact]
         # A stable sort: of equal remainders the earlier row gets the µJ.
         for i in sorted(range(len(parts)), key=remainders.__getitem__, reverse=True)[:left]:
             parts[i] += 1
