@@ -106,7 +106,12 @@ def topic_problem(
 class TopicGate:
     """Open once every topic exists and is visible to this principal; says once per new
     reason why it is closed. ``wait`` blocks (processor, sinks); ``start`` probes on a thread
-    so that the agent keeps sampling meanwhile."""
+    so that the agent keeps sampling meanwhile.
+
+    An open gate holds no admin client and its thread sleeps until ``close``: a librdkafka
+    client keeps threads with 1 s timers (3 of an idle agent's ~10 wake-ups per second), so
+    the gate drops it once the topics are ready and makes another to probe again.
+    """
 
     def __init__(
         self,
@@ -120,9 +125,13 @@ class TopicGate:
         self.topics = tuple(topics)
         self.who = who
         self.operation = operation
-        self._client, self._errors = admin_client(bootstrap)
-        self._client = client or self._client
+        self._bootstrap = bootstrap
+        self._given = client  # kept: tests pass one
+        made, self._errors = admin_client(bootstrap)  # settings librdkafka refuses fail now
+        self._client: AdminClient | None = client or made
         self._open = threading.Event()
+        self._probing = threading.Event()  # set while closed: the thread probes
+        self._probing.set()
         self._said: str | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -133,15 +142,19 @@ class TopicGate:
 
     def check(self) -> bool:
         """One probe of every topic; opens the gate or says (once) why it stays closed."""
+        if self._client is None:
+            self._client, self._errors = admin_client(self._bootstrap)
+        client = self._client
         found = (
-            topic_problem(self._client, topic, self.operation, self._errors)
-            for topic in self.topics
+            topic_problem(client, topic, self.operation, self._errors) for topic in self.topics
         )
         problems = [problem for problem in found if problem]
         if not problems:
             if self._said is not None:
                 log.info("%s: %s ready, going on", self.who, ", ".join(self.topics))
             self._said = None
+            self._client = self._given
+            self._probing.clear()
             self._open.set()
             return True
         problem = "; ".join(problems)
@@ -165,13 +178,16 @@ class TopicGate:
     def close(self) -> None:
         """A delivery said a topic is gone or refused: probe again until it is usable."""
         self._open.clear()
+        self._probing.set()
 
     def stop(self) -> None:
         """End the probing thread (a daemon: a probe under way is not waited for)."""
         self._stop.set()
+        self._probing.set()
 
     def _probe(self) -> None:
         while not self._stop.is_set():
-            if not self._open.is_set():
-                self.check()
+            self._probing.wait()  # no wake-ups while the gate is open
+            if self._stop.is_set() or self.check():
+                continue
             self._stop.wait(PROBE_INTERVAL_S)
