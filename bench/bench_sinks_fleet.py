@@ -4,14 +4,13 @@ rows and bytes per day at fleet scale, and the sink replicas and scrape time a f
     .venv/bin/python bench/bench_sinks_fleet.py [--nodes 40] [--minutes 5] [--workloads 100]
 
 A local Kafka (4 partitions) and a throwaway PostgreSQL 15. The backlog: --nodes nodes x
---minutes of 2 s windows x --workloads containers (bench/common.energy_window), the same
-windows on two topics: as NodeEnergy v2 (the column layout the processor writes next) and as
-NodeEnergy v1 (record per workload; the Prometheus sink decodes only v1 today). Each sink
-drains a backlog as its own subprocess (`joulestream sink store`, rollups on, raw windows off;
-`joulestream sink prometheus`); its CPU time is read from /proc at its group's first commit
-and when 90 % of the backlog is committed, and the rate is the workload-windows between the
-two per CPU-second. The store drains both topics (v2 first, each into its own database), the
-Prometheus sink the v1 topic after it in a group of its own. The store's tables are measured
+--minutes of 2 s windows x --workloads containers (bench/common.energy_window) as NodeEnergy
+v2, the layout the processor writes (a full workload table every 60 windows; --v1 adds the
+same windows as NodeEnergy v1 on a second topic, for the store). Each sink drains the backlog
+as its own subprocess in a group of its own (`joulestream sink store`, rollups on, raw
+windows off; then `joulestream sink prometheus`); its CPU time is read from /proc at its
+group's first commit and when 90 % of the backlog is committed, and the rate is the
+workload-windows between the two per CPU-second. The store's tables are measured
 (rows, pg_total_relation_size) and scaled to 10,000 nodes x 100 pods for a day, and /metrics
 is scraped (wall time, samples) to size Prometheus replicas. Appends the figures to
 bench/RESULTS.md with the machine, its CPU capacity and steal.
@@ -57,9 +56,9 @@ FULL_TABLE_EVERY = 60
 
 
 def backlog(
-    nodes: int, minutes: int, workloads: int
+    nodes: int, minutes: int, workloads: int, with_v1: bool
 ) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """The same windows as v2 and v1 messages, in time order, and their keys."""
+    """The same windows as v2 (and, ``with_v1``, v1) messages, in time order, and their keys."""
     codec = Codec()
     v2: list[bytes] = []
     v1: list[bytes] = []
@@ -84,7 +83,8 @@ def backlog(
                 frame.identities = {}
             v2.append(encode_energy(codec, frame))
             frame.identities = identities
-            v1.append(codec.encode("NodeEnergy", record))
+            if with_v1:
+                v1.append(codec.encode("NodeEnergy", record))
             keys.append(node_key(record["cluster"], node))
     return v2, v1, keys
 
@@ -161,11 +161,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=5)
     parser.add_argument("--workloads", type=int, default=100)
     parser.add_argument("--no-append", action="store_true")
+    parser.add_argument("--v1", action="store_true", help="also drain a v1 copy into the store")
     args = parser.parse_args()
 
     capacity = cpu_capacity()
     steal = Steal()
-    v2, v1, keys = backlog(args.nodes, args.minutes, args.workloads)
+    v2, v1, keys = backlog(args.nodes, args.minutes, args.workloads, args.v1)
     windows = len(keys)
     rows: list[tuple[str, str]] = []
     with (
@@ -177,7 +178,7 @@ def main() -> None:
         store_rates: dict[str, float] = {}
         store_whole: dict[str, float] = {}
         on_topics = {}
-        for encoding, messages in (("v2", v2), ("v1", v1)):
+        for encoding, messages in (("v2", v2), ("v1", v1))[: 2 if args.v1 else 1]:
             topics = on_topics[encoding] = fresh_topics(bootstrap, partitions=4)
             produce(bootstrap, topics.energy, keys, messages)
             fresh_database(admin_dsn, f"bench_sinks_{encoding}")
@@ -227,18 +228,18 @@ def main() -> None:
         ))  # fmt: skip
 
         (port,) = free_ports(1)
-        v1_topics = on_topics["v1"]  # the store's v1 backlog, read again by another group
-        common = ["--bootstrap-servers", bootstrap, "--topic-prefix", v1_topics.prefix]
+        v2_topics = on_topics["v2"]  # the store's backlog, read again by another group
+        common = ["--bootstrap-servers", bootstrap, "--topic-prefix", v2_topics.prefix]
         options = ["--port", str(port), "--host", "127.0.0.1", "--instance-id", ""]
         proc = sink("prometheus", ["prometheus", *common, *options], "prometheus", log_dir)
         try:
-            cpu, done, wall, prom_whole = drain(proc, bootstrap, v1_topics, "prometheus")
+            cpu, done, wall, prom_whole = drain(proc, bootstrap, v2_topics, "prometheus")
             prom_rate = done * args.workloads / cpu
             scrape_s, samples, size = scrape(port)
         finally:
             proc.stop()
         rows.append((
-            "Prometheus sink, NodeEnergy v1 backlog, one replica, --level container",
+            "Prometheus sink, the same NodeEnergy v2 backlog, one replica, --level container",
             f"**{prom_rate:,.0f} workload-samples per CPU-second** ({done:,} windows in "
             f"{cpu:.1f} CPU-s, {wall:.1f} s wall); whole process, start-up included: "
             f"{windows * args.workloads / prom_whole:,.0f}",
@@ -255,7 +256,7 @@ def main() -> None:
         rows.append((
             "reference fleet (500,000 workload-samples/s)",
             f"store sink (whole-process rates): {FLEET_WINDOWS_PER_S / store_whole['v2']:.1f} "
-            f"cores on v2 ({FLEET_WINDOWS_PER_S / store_whole['v1']:.1f} on v1); Prometheus sink "
+            "cores (NodeEnergy v2); Prometheus sink "
             "at container "
             f"level: {fleet_samples / 1e6:,.0f} M samples, ingest needs "
             f"{ingest_replicas:.0f} replicas (one core each), a 10 s scrape needs "
