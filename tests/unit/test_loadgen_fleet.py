@@ -18,9 +18,12 @@ from joulestream.commands.loadgen.fleet import (
     next_window,
     reading,
 )
+from joulestream.commands.loadgen.schedule import window_messages
+from joulestream.commands.recompute import Message, Recompute
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.schemas.records import WorkloadTables, decode_sample
+from joulestream.stream_processors.attribution import AttributionConfig
 
 S = 1_000_000_000
 CODEC = Codec()
@@ -237,3 +240,37 @@ def test_gpu_energy_follows_gpu_load() -> None:
                 watts = (after[zone.name] - before[zone.name]) / 2e6
                 low, high = zone.idle_w * 0.99, (zone.idle_w + zone.dynamic_w) * 1.01
                 assert low <= watts <= high, (g, watts)
+
+
+def test_simulated_gpu_energy_goes_to_the_workloads_by_sm_time() -> None:
+    """loadgen's GPU servers through the processor's join (recompute): every gpu-N zone is
+    split by the rows' gpu_sm_time_ns, exactly conserved."""
+    config = FleetConfig(1, 6, 12, 2.0, no_power_fraction=0.0, seed=8, gpu_fraction=1.0)
+    nodes = fleet(config)
+    encoder = Encoder()
+    messages = [
+        Message(kind, node.key, value, (k + 1) * config.interval_ns)
+        for k in range(4)
+        for node in nodes
+        for kind, value in window_messages(
+            node, encoder, k, k * config.interval_ns, (k + 1) * config.interval_ns, 0.0
+        )[1]
+    ]
+    split = 0
+    for window in Recompute(AttributionConfig(), 10.0).feed_all(messages):
+        sm = window.sample.columns["gpu_sm_time_ns"]
+        assert sm is not None
+        for zone in window.energy.zones:
+            assert zone.residual_uj() == 0
+            if not zone.zone.startswith("gpu-"):
+                assert zone.driver != "gpu_sm_time_ns"
+                continue
+            assert zone.driver == "gpu_sm_time_ns"
+            if not sum(sm):
+                assert zone.unattributed_uj == zone.dynamic_uj
+                continue
+            assert zone.workload_dynamic_uj is not None
+            for share, busy in zip(zone.workload_dynamic_uj, sm, strict=True):
+                assert abs(share * sum(sm) - zone.dynamic_uj * busy) < sum(sm)  # largest remainder
+            split += 1
+    assert split > 10
