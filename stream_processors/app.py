@@ -221,8 +221,10 @@ def broker_credentials(config: Mapping[str, str]) -> SASLCredentials | SSLCreden
         return None
     context = None
     if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=config.get("ssl.ca.location")
+        context = ssl.create_default_context(  # ssl.ca.pem: the CA inline (a Secret)
+            ssl.Purpose.SERVER_AUTH,
+            cafile=config.get("ssl.ca.location"),
+            cadata=config.get("ssl.ca.pem"),
         )
         if "ssl.certificate.location" in config:
             context.load_cert_chain(

@@ -100,6 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     who.add_argument("--role", choices=("admin", "pipeline"))
     who.add_argument("--cluster", metavar="NAME", help="the agents of cluster NAME")
     credentials.add_argument(
+        "--format",
+        choices=("env", "kubernetes"),
+        default="env",
+        help="export lines (default), or a Kubernetes Secret joulestream-kafka (JSON, for "
+        "kubectl apply -f -) with the CA inline",
+    )
+    credentials.add_argument(
         "--topic-prefix",
         default=None,
         help="prefix of the pipeline's topics (default $JOULESTREAM_TOPIC_PREFIX or none)",
@@ -163,6 +170,10 @@ def _credentials(args: argparse.Namespace) -> int:
         rights = principals.cluster_rights(topics, args.cluster)
         user = f"cluster-{args.cluster}"
         settings = principals.ensure_principal(args.data_dir, cluster.bootstrap, user, rights)
+    if args.format == "kubernetes":
+        ca_pem = security.ca_file(args.data_dir).read_text()
+        print(principals.kubernetes_secret(cluster.bootstrap, settings, args.cluster, ca_pem))
+        return 0
     for line in principals.export_lines(cluster.bootstrap, settings, args.cluster):
         print(line)
     return 0

@@ -14,6 +14,7 @@ cluster are kept apart too:
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from pathlib import Path
@@ -119,6 +120,30 @@ def ensure_cluster_topics(client: AdminClient, topics: Topics, cluster: str) -> 
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise LocalKafkaError(f"creating {name} failed: {exc.args[0].str()}") from exc
+
+
+def kubernetes_secret(
+    bootstrap: str, settings: dict[str, str], cluster: str | None, ca_pem: str
+) -> str:
+    """The same settings as a Secret ``joulestream-kafka`` (every component reads it with
+    envFrom; the Helm chart's ``kafka.credentialsSecret``); the CA inline (``ssl.ca.pem``)
+    instead of a file path, so nothing needs mounting."""
+    env = dict(line.removeprefix("export ").split("=", 1) for line in export_lines(
+        bootstrap, {k: v for k, v in settings.items() if k != "ssl.ca.location"}, cluster
+    ))  # fmt: skip
+    env["JOULESTREAM_KAFKA_SSL_CA_PEM"] = ca_pem
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "joulestream-kafka",
+            "labels": {"app.kubernetes.io/part-of": "joulestream"},
+            **({"annotations": {"joulestream.io/cluster": cluster}} if cluster else {}),
+        },
+        "type": "Opaque",
+        "stringData": env,
+    }
+    return json.dumps(secret, indent=2)
 
 
 def export_lines(bootstrap: str, settings: dict[str, str], cluster: str | None) -> list[str]:

@@ -210,7 +210,10 @@ def _wait_until_visible(
     """Created topics reach the broker's metadata cache shortly after the controller commits."""
     deadline = time.monotonic() + timeout
     while True:
-        states = inspect_topics(admin_client, topics, timeout)
+        try:
+            states = inspect_topics(admin_client, topics, timeout)
+        except KafkaException:  # another broker does not know a new topic yet
+            states = [TopicState(name, False) for name in topics.all()]
         missing = [state.name for state in states if not state.exists]
         if not missing:
             return states

@@ -19,6 +19,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from joulestream.kafka import clients
+from joulestream.schemas.codec import Codec
 
 Node = tuple[str, str]  # (cluster, node)
 
@@ -108,9 +109,15 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def energy_windows(bootstrap: str, topic: str) -> Counter[Node]:
-    """Messages of the energy topic per node (a repeated window counts twice here)."""
+    """Windows per node on the energy topic, each once: a window the processor wrote twice
+    (after a failover) must be byte-identical, which is asserted here."""
+    codec = Codec()
+    seen: dict[tuple[bytes, int], bytes] = {}
+    for key, value in topic_messages(bootstrap, topic, idle_s=2):
+        start = int(codec.decode(value)["window_start_ns"])
+        assert seen.setdefault((key, start), value) == value, f"{key!r}@{start} changed"
     counts: Counter[Node] = Counter()
-    for key, _value in topic_messages(bootstrap, topic, idle_s=2):
+    for key, _start in seen:
         cluster, _, node = key.decode().partition("/")
         counts[(cluster, node)] += 1
     return counts

@@ -229,5 +229,16 @@ def test_workloads_read_settings_from_the_generated_config_map(rendered: list[Do
     for doc in rendered:
         if doc["kind"] in {"DaemonSet", "Deployment", "StatefulSet"}:
             for container in doc["spec"]["template"]["spec"]["containers"]:
-                refs = [e["configMapRef"]["name"] for e in container["envFrom"]]
+                refs = [e["configMapRef"]["name"] for e in container["envFrom"][:1]]
                 assert refs == [config["metadata"]["name"]], doc["metadata"]["name"]
+
+
+def test_workloads_read_the_optional_kafka_credentials_secret(rendered: list[Doc]) -> None:
+    """``joulestream kafka credentials --format kubernetes`` makes Secret joulestream-kafka
+    (a cluster's, or the pipeline's); optional, so a plaintext Kafka needs none."""
+    for doc in rendered:
+        if doc["kind"] in {"DaemonSet", "Deployment", "StatefulSet"}:
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                assert container["envFrom"][1:] == [
+                    {"secretRef": {"name": "joulestream-kafka", "optional": True}}
+                ], doc["metadata"]["name"]
