@@ -104,7 +104,9 @@ def test_a_cluster_writes_only_its_own_data_and_the_pipeline_keeps_running(
                 "--cgroup-root", str(fake_cgroup(work / "cgroup")),
                 "--powercap-root", str(fake_powercap(work / "powercap"))]  # fmt: skip
 
-    logs = {n: tmp_path / f"{n}.log" for n in ("processor", "sink", "store", "beta", "forger")}
+    logs = {
+        n: tmp_path / f"{n}.log" for n in ("processor", "sink", "store", "beta", "forger", "gamma")
+    }
     with ExitStack() as stack:
         for name, args in (
             ("processor", ["process", *common, "--lateness", "1",
@@ -140,6 +142,11 @@ def test_a_cluster_writes_only_its_own_data_and_the_pipeline_keeps_running(
         time.sleep(3)
         assert sink_windows(sink_port)[("beta", "b1")] > before  # the pipeline keeps running
         assert forger.poll() is None  # the forger waits, buffering; it is not let through
+        # A cluster onboarded while the pipeline runs: one command, and the workers restart
+        # in place to read its topics.
+        gamma = credentials(secure, "--cluster", "gamma", prefix=prefix)
+        stack.enter_context(joulestream(*agent("gamma", "g1"), log=logs["gamma"], env=gamma))
+        wait_for(lambda: sink_windows(sink_port)[("gamma", "g1")] >= 2, 120, "gamma's windows")
         counts = sink_windows(sink_port)
         assert not [node for node in counts if node[0] == "alpha"], counts
         assert not [node for node in store_windows(db) if node[0] == "alpha"]
@@ -149,7 +156,9 @@ def test_a_cluster_writes_only_its_own_data_and_the_pipeline_keeps_running(
         f"User:cluster-beta is not authorised to write topic {prefix}joulestream.samples.v1.alpha"
         in said
     )
-    assert "Traceback" not in logs["processor"].read_text()
+    processor_log = logs["processor"].read_text()
+    assert "Traceback" not in processor_log
+    assert "restarting the worker to read them" in processor_log
 
 
 def forged_sample() -> Record:
