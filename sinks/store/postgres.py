@@ -274,6 +274,9 @@ class PostgresStore:
                 for row in rows:
                     copy.write_row(row)
             cur.execute(from_incoming.encode())
+            # Emptied now, not only at commit: one transaction may write a table twice (the
+            # backfill of migration 2 writes a day at a time).
+            cur.execute(pgsql.SQL("TRUNCATE {}").format(incoming))
 
     def partitions(self) -> dict[str, list[date]]:
         """The partitions of each table by their first day, oldest first."""

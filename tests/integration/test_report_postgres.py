@@ -8,12 +8,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from builders import node_energy, workload_energy, zone_energy
 
 from joulestream.sinks.report import cli
 from joulestream.sinks.report.query import GROUPINGS, ReportError, energy_report
 from joulestream.sinks.store.backend import open_store, write_records
+from joulestream.sinks.store.migrations import POSTGRES, SCHEMA_VERSION_TABLE
+from joulestream.sinks.store.postgres import RAW_TABLES, PostgresStore
+from joulestream.sinks.store.rows import window_rows
+from joulestream.sinks.store.sql import upsert
 from joulestream.times import to_ns
 
 pytestmark = pytest.mark.integration
@@ -158,3 +163,38 @@ def test_an_unmigrated_or_unreachable_database(postgres_db: str, unused_ports: A
         energy_report(
             f"postgresql://postgres@127.0.0.1:{port}/x", "node", DAY1, DAY1 + timedelta(hours=1)
         )
+
+
+def test_a_store_of_schema_1_keeps_its_windows_reachable_from_every_tier(
+    postgres_db: str, tmp_path: Path
+) -> None:
+    """Windows written before the rollups existed (schema 1, raw rows only) are folded into
+    them by migration 2: every tier then answers with the same totals as a fresh store."""
+    with psycopg.connect(postgres_db, autocommit=True) as conn:
+        conn.execute(SCHEMA_VERSION_TABLE.format(now_type="timestamptz", now="now()").encode())
+        for statement in POSTGRES[0].statements:
+            conn.execute(statement.encode())
+        conn.execute("INSERT INTO schema_version (version, name) VALUES (1, 'schema 1')")
+        for day in (DAY1.date(), DAY1.date() + timedelta(days=1)):
+            for table, _, _ in RAW_TABLES:
+                conn.execute(
+                    f"CREATE TABLE {table}_p{day:%Y%m%d} PARTITION OF {table} FOR VALUES "
+                    f"FROM ('{day}') TO ('{day + timedelta(days=1)}')".encode()
+                )
+        with conn.cursor() as cur:
+            for record in RECORDS:
+                raw = window_rows(record)
+                for (table, columns, key), rows in zip(
+                    RAW_TABLES, ([raw.node], raw.zones, raw.workloads), strict=True
+                ):
+                    cur.executemany(upsert(table, columns, key, "postgres").encode(), rows)
+    assert PostgresStore(postgres_db).migrate() == POSTGRES[-1].version
+    fresh = f"sqlite:///{tmp_path}/fresh.db"
+    fill(fresh)
+    since, until = DAY1, DAY1 + timedelta(hours=2)
+    for by in GROUPINGS:
+        expected = {r.labels: r.joules for r in energy_report(fresh, by, since, until).rows}
+        assert expected
+        for tier in ("raw", "minute", "hour", "auto"):
+            report = energy_report(postgres_db, by, since, until, tier=tier)
+            assert {r.labels: r.joules for r in report.rows} == pytest.approx(expected), (by, tier)
