@@ -347,7 +347,10 @@ class StoreSink:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Write everything held before the partitions move, so their next owner starts
-        from a commit that covers them; forget the ledger (another owner may write it)."""
+        from a commit that covers them; forget the ledger (another owner may write it). While
+        the database is down this waits (the rebalance with it); past the consumer's
+        max.poll.interval the group moves on without this member, whose held windows are then
+        re-read by the new owner and, if this write lands after all, refused by its ledger."""
         self.flush(self._stop)
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         for tp in revoked:

@@ -292,3 +292,14 @@ def test_retention_names_an_age_per_tier() -> None:
     for bad in ("minutes=14d", "hour=400", "raw=-1d", "raw=xd"):
         with pytest.raises(argparse.ArgumentTypeError, match=bad.split("=")[0]):
             parse_retention(bad)
+
+
+def test_in_a_steady_stream_only_closed_or_overdue_minutes_are_written(tmp_path: Path) -> None:
+    """The open minute is not written with every batch, only when it closes (or is overdue)."""
+    store = FlakyStore(tmp_path / "store.db")
+    starts = list(range(100, 200, 2))  # minutes 60, 120 and 180, five windows a batch
+    _, consumer = run_sink(tmp_path, starts, store, batch_size=5)
+    # With 10 s of grace minute 60 closes when 130 is read, 120 at 190, 180 at the end.
+    assert store.attempts == 3
+    assert [stored for _, stored in consumer.commits] == [10, 40, 50]
+    assert stored_starts(tmp_path) == starts
