@@ -205,7 +205,7 @@ class LocalKafka:
     ) -> None:
         """``overrides``/``format_options``/``probe_security``: server settings, StorageTool
         options (SCRAM users) and the client settings of the start-up probe (``--secure``)."""
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # one spelling: the pid check compares it
         self.port = port
         self.controller_port = controller_port
         self.host = host
