@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from joulestream.kafka.clients import producer
 from joulestream.kafka.readiness import NOT_READY, TopicGate
@@ -198,7 +198,7 @@ class Publisher:
 
     def poll(self) -> None:
         """Serve delivery callbacks without blocking and hand over what waits."""
-        self.client.poll(0)
+        self._serve()
         self._hand_over()
 
     @property
@@ -226,7 +226,7 @@ class Publisher:
             if left <= 0:
                 break
             self._hand_over()
-            self.client.flush(min(left, 0.1))
+            self._serve(min(left, 0.1), flush=True)
         if self._gate is not None:
             self._gate.stop()
         self.undelivered = [*self._retry, *self._handed.values(), *self._waiting]
@@ -242,7 +242,7 @@ class Publisher:
                         seq_ranges(seqs),
                     )
             self.client.purge(in_queue=True, in_flight=True, blocking=False)
-            self.client.poll(0)  # purge callbacks: already counted as undelivered
+            self._serve()  # purge callbacks: already counted as undelivered
         return len(self.undelivered)
 
     # -- internals -------------------------------------------------------------------------
@@ -252,7 +252,7 @@ class Publisher:
         self._stats[kind].buffered += 1
         self._waiting_bytes += len(value)
         self._enforce_bound()
-        self.client.poll(0)
+        self._serve()
         self._hand_over()
 
     def _enforce_bound(self) -> None:
@@ -277,6 +277,20 @@ class Publisher:
                 self.lost,
             )
             self._dropping = True
+
+    def _serve(self, timeout: float = 0, flush: bool = False) -> None:
+        """The client's callbacks. A fatal producer error (librdkafka raises it from poll and
+        flush, again on every call) goes where error_cb's would: a new producer later."""
+        try:
+            if flush:
+                self.client.flush(timeout)
+            else:
+                self.client.poll(timeout)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if not error.fatal():
+                raise
+            self._on_error(error)
 
     def _new_client(self) -> ProducerLike:
         overrides = self.limits.producer_overrides()
@@ -317,6 +331,11 @@ class Publisher:
                     on_delivery=self._callback(pending),
                 )
             except BufferError:  # librdkafka's own bound: keep it here, retry next time
+                return
+            except KafkaException as exc:  # a fatal producer: kept, sent by the next one
+                if not exc.args[0].fatal():
+                    raise
+                self._on_error(exc.args[0])
                 return
             self._waiting.popleft()
             self._waiting_bytes -= len(pending.value)
@@ -367,6 +386,8 @@ class Publisher:
     def _on_error(self, error: KafkaError) -> None:
         """librdkafka's client-level errors (broker down, auth): once per kind per outage."""
         if error.fatal():
+            if self._fatal:  # said already; the producer is replaced once nothing is in flight
+                return
             log.error(
                 "Kafka producer fatal error: %s; its records are kept and sent again by a new "
                 "producer once the topics are usable",

@@ -77,10 +77,12 @@ def store_windows(db: Path) -> Counter[Node]:
     return Counter({(cluster, node): int(n) for cluster, node, n in rows})
 
 
-def topic_messages(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[tuple[bytes, bytes]]:
+def topic_messages(
+    bootstrap: str, topic: str, idle_s: float = 3.0, **security: str
+) -> list[tuple[bytes, bytes]]:
     """Every (key, value) of ``topic`` from the beginning, until ``idle_s`` without news
-    (at most a minute)."""
-    consumer = clients.consumer(f"fleet-test-{uuid.uuid4().hex}", bootstrap)
+    (at most a minute); ``security``: librdkafka settings of a secure cluster's principal."""
+    consumer = clients.consumer(f"fleet-test-{uuid.uuid4().hex}", bootstrap, **security)
     consumer.subscribe([topic])
     messages: list[tuple[bytes, bytes]] = []
     idle_until = time.monotonic() + idle_s + 10  # the first assignment takes a while

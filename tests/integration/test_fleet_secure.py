@@ -6,6 +6,7 @@ clear error."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,14 @@ from pathlib import Path
 import pytest
 from agent_fakes import fake_cgroup, fake_powercap
 from builders import node_sample
-from fleet_helpers import joulestream, sink_windows, store_windows, wait_for
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
+from fleet_helpers import joulestream, sink_windows, store_windows, topic_messages, wait_for
 
 from joulestream.kafka import clients
 from joulestream.kafka.broker import free_port_block
@@ -165,3 +173,56 @@ def forged_sample() -> Record:
     """A valid sample of alpha's node, now (so it is not refused for its time)."""
     sample: Record = node_sample(cluster="alpha", node="a1", start_ns=time.time_ns() - 10**9)
     return sample
+
+
+def test_an_agent_started_before_its_rights_waits_and_then_delivers_from_its_first_window(
+    secure: Path, tmp_path: Path
+) -> None:
+    """The cluster's principal exists but its ACLs do not yet (an operator grants them a
+    minute later): the agent says once which principal may not write which topic, its
+    producer's fatal refusal (an idempotent producer that may write nowhere) costs nothing,
+    and once granted every record from the first arrives, in order."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    admin = credentials(secure, "--role", "admin", prefix=prefix)
+    assert cli("topics", "create", "--topic-prefix", prefix, "--partitions", "2",
+               env=admin).returncode == 0  # fmt: skip
+    late = credentials(secure, "--cluster", "late", prefix=prefix)
+    settings = {k.removeprefix("JOULESTREAM_KAFKA_").lower().replace("_", "."): v
+                for k, v in admin.items() if k.startswith("JOULESTREAM_KAFKA_")}  # fmt: skip
+    bootstrap = admin["JOULESTREAM_BOOTSTRAP_SERVERS"]
+    revoke = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, "User:cluster-late", None,
+        AclOperation.ANY, AclPermissionType.ANY,
+    )  # fmt: skip
+    client = clients.admin(bootstrap, settings)  # held: futures die with their client
+    for future in client.delete_acls([revoke]).values():
+        assert future.result(), "no ACL of cluster-late to revoke"
+    log = tmp_path / "agent.log"
+    work = tmp_path / "late"
+    work.mkdir()
+    with joulestream(
+        "agent", "--topic-prefix", prefix, "--cluster", "late", "--node", "l1",
+        "--interval", "0.5", "--collector", "procfs", "--kubernetes", "off",
+        "--metrics-port", "0", "--cgroup-root", str(fake_cgroup(work / "cgroup")),
+        "--powercap-root", str(fake_powercap(work / "powercap")),
+        log=log, env=late,
+    ) as agent:  # fmt: skip
+        wait_for(lambda: "is not authorised to write topic" in log.read_text(), 60, "refusal")
+        time.sleep(4)  # windows keep coming into the buffer
+        assert credentials(secure, "--cluster", "late", prefix=prefix) == late  # grants again
+        samples, power = (f"{prefix}joulestream.{kind}.v1.late" for kind in ("samples", "power"))
+        wait_for(
+            lambda: len(topic_messages(bootstrap, samples, idle_s=1, **settings)) >= 12,
+            90, "the buffered windows",
+        )  # fmt: skip
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0, log.read_text()[-3000:]
+    codec = Codec()
+    for topic in (samples, power):
+        seqs = [int(codec.decode(v)["seq"])
+                for _k, v in topic_messages(bootstrap, topic, idle_s=2, **settings)]  # fmt: skip
+        assert seqs == list(range(len(seqs))), f"{topic}: {seqs}"
+    said = log.read_text()
+    assert said.count("waits:") == 1, said
+    assert "User:cluster-late is not authorised to write topic " + samples in said
+    assert "Traceback" not in said
