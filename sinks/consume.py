@@ -59,10 +59,18 @@ def consume_messages(
     return good
 
 
-def commit_offsets(consumer: Consumer, offsets: Mapping[tuple[str, int], int]) -> None:
-    """Commit ``{(topic, partition): next offset}`` synchronously; KafkaException if refused
-    (partitions taken away meanwhile)."""
+def commit_offsets(
+    consumer: Consumer,
+    offsets: Mapping[tuple[str, int], int],
+    metadata: Mapping[tuple[str, int], str] | None = None,
+) -> None:
+    """Commit ``{(topic, partition): next offset}`` synchronously, with each partition's
+    ``metadata`` string if given; KafkaException if refused (partitions taken away meanwhile)."""
+    notes = metadata or {}
     consumer.commit(
-        offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+        offsets=[
+            TopicPartition(t, p, o, notes[(t, p)]) if (t, p) in notes else TopicPartition(t, p, o)
+            for (t, p), o in offsets.items()
+        ],
         asynchronous=False,
     )

@@ -10,8 +10,10 @@ that moved and was written by another replica meanwhile) aborts the write and re
 committed offsets. Kafka offsets are committed only after the database commit, and only up
 to the first message whose window is still held in memory. A kill -9 therefore loses
 nothing (held windows are read again) and counts nothing twice (re-read windows that were
-written are in the ledger). Windows older than the minute tier's retention are refused:
-their ledger is gone.
+written are in the ledger). A sink given a partition starts REWIND_S of Kafka time before the
+committed offset (its commit metadata), so its workload tables are full before the first
+window that counts. Windows older than the minute tier's retention are refused: their ledger
+is gone.
 
 When a minute is written. A node-minute is held until the newest window start the sink has
 seen is ``grace_s`` past the minute's end (event time, so a replay of old history closes
@@ -30,7 +32,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
@@ -58,6 +67,8 @@ DEFAULT_BATCH_WAIT_S = 1.0
 DEFAULT_GRACE_S = 10.0
 DEFAULT_FLUSH_AFTER_S = 90.0
 RETENTION_SWEEP_S = 3600.0
+# More than the writers' full-table period (DEFAULT_FULL_TABLE_EVERY = 60 windows of 2 s).
+REWIND_S = 180.0
 LEDGER_MINUTES_KEPT = 10  # node-minutes this far behind the newest are forgotten
 DEFAULT_BACKOFF = Backoff()
 
@@ -78,6 +89,11 @@ class SinkStats:
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+def _timestamp_ms(message: Message) -> int:
+    kind, ms = message.timestamp()
+    return int(ms) if kind != TIMESTAMP_NOT_AVAILABLE else 0
 
 
 def _where(message: Message) -> str:
@@ -112,6 +128,7 @@ class _Held:
     rollup: Rollup = field(default_factory=Rollup)
     raw: dict[int, list[WindowRows]] = field(default_factory=dict)
     offsets: dict[int, dict[Partition, int]] = field(default_factory=dict)  # minute -> tp -> min
+    first_ms: dict[int, dict[Partition, int]] = field(default_factory=dict)  # its Kafka time
     since: dict[int, float] = field(default_factory=dict)  # minute -> monotonic first fold
 
     def minutes(self) -> list[int]:
@@ -157,6 +174,7 @@ class StoreSink:
         self._tables = WorkloadTables()
         self._ledger: dict[NodeMinute, set[int]] = {}  # window starts applied or held
         self._next_offsets: dict[Partition, int] = {}  # after the last message read
+        self._last_ms: dict[Partition, int] = {}  # Kafka time of the last message read
         self._newest_start = 0
         self._stop = threading.Event()
         self.stats = SinkStats()
@@ -196,6 +214,7 @@ class StoreSink:
         for message, item in decoded:
             tp = (message.topic() or "", message.partition() or 0)
             self._next_offsets[tp] = (message.offset() or 0) + 1
+            self._last_ms[tp] = _timestamp_ms(message)
             if item is None:
                 continue
             start = item.frame.window_start_ns
@@ -211,7 +230,9 @@ class StoreSink:
             held.rollup.fold(item.frame, item.names)
             minute = item.where[2]
             offsets = held.offsets.setdefault(minute, {})
-            offsets.setdefault(tp, message.offset() or 0)
+            if tp not in offsets:
+                offsets[tp] = message.offset() or 0
+                held.first_ms.setdefault(minute, {})[tp] = _timestamp_ms(message)
             if self._raw_windows and start >= horizons.get("raw", start):
                 held.raw.setdefault(minute, []).append(raw_rows(item.frame, item.names))
             held.since.setdefault(minute, time.monotonic())
@@ -268,6 +289,8 @@ class StoreSink:
         raw = [w for m in chosen for w in held.raw.pop(m, [])]
         partitions = {tp for m in chosen for tp in held.offsets.pop(m)}
         for minute in chosen:
+            held.first_ms.pop(minute, None)
+        for minute in chosen:
             del held.since[minute]
         try:
             written = self._write(taken, raw, partitions, stop)
@@ -313,15 +336,21 @@ class StoreSink:
 
     def _commit(self) -> None:
         """Commit, per partition, the first offset a held window still needs (else the one
-        after the last message read), synchronously."""
+        after the last message read), synchronously, with the Kafka time (ms) of the message
+        there as metadata: where a restart rewinds from (``_on_assign``)."""
         offsets = dict(self._next_offsets)
-        for per_tp in self._held.offsets.values():
+        times = dict(self._last_ms)
+        for minute, per_tp in self._held.offsets.items():
             for tp, first in per_tp.items():
-                offsets[tp] = min(offsets.get(tp, first), first)
+                if first < offsets.get(tp, first + 1):
+                    offsets[tp] = first
+                    times[tp] = self._held.first_ms[minute][tp]
         if not offsets:
             return
         try:
-            commit_offsets(self._consumer, offsets)
+            commit_offsets(
+                self._consumer, offsets, {tp: str(ms) for tp, ms in times.items() if tp in offsets}
+            )
         except KafkaException as exc:
             # Partitions were taken away meanwhile; their new owner re-reads from the last
             # commit and the ledger keeps what was written from counting twice.
@@ -344,6 +373,32 @@ class StoreSink:
         for tp in self._consumer.committed(assigned, timeout=30):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start each partition REWIND_S of Kafka time before its committed offset: writers
+        send a full workload table every K windows (joulestream.schemas.records), so the
+        workload tables then name every row of the first window that counts. What is read
+        again before the committed offset was written, so the ledger refuses it; it is read
+        only to fill the tables."""
+        committed = consumer.committed(partitions, timeout=30)
+        rewind_ms = int(REWIND_S * 1000)
+        lookups = [
+            TopicPartition(tp.topic, tp.partition, int(tp.metadata) - rewind_ms)
+            for tp in committed
+            if tp.offset >= 0 and tp.metadata is not None and tp.metadata.isdigit()
+        ]
+        found = consumer.offsets_for_times(lookups, timeout=30) if lookups else []
+        earlier = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+        starts = []
+        for tp in committed:
+            start = min(tp.offset, earlier.get((tp.topic, tp.partition), tp.offset))
+            starts.append(TopicPartition(tp.topic, tp.partition, start if start >= 0 else -1001))
+        moved = sum(1 for a, b in zip(starts, committed, strict=True) if a.offset != b.offset)
+        if moved:
+            log.info(
+                "%d partitions start %.0f s early to fill the workload tables", moved, REWIND_S
+            )
+        consumer.assign(starts)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Write everything held before the partitions move, so their next owner starts
@@ -393,7 +448,9 @@ class StoreSink:
         try:
             if not self.migrate(stop):
                 return
-            self._consumer.subscribe([self._topic], on_revoke=self._on_revoke)
+            self._consumer.subscribe(
+                [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
             while not stop.is_set():
                 self._sweep()
                 messages = self._messages()
