@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from joulestream.kafka import clients
 from joulestream.kafka.readiness import TopicGate
 from joulestream.options import add_group_id, add_kafka_options, topics_from
+from joulestream.sinks.names import READER_CONFIG, ReaderFactory
 
 
 def add_consumer_options(parser: argparse.ArgumentParser, default_group_id: str) -> None:
@@ -39,6 +40,12 @@ def manual_commit_consumer(args: argparse.Namespace) -> Consumer:
     return clients.consumer(group_id(args), args.bootstrap_servers, **{"enable.auto.commit": False})
 
 
+def read_back_reader(args: argparse.Namespace) -> ReaderFactory:
+    """Makes the group's non-committing reader for reading assigned partitions back
+    (joulestream.sinks.names)."""
+    return lambda: clients.consumer(group_id(args), args.bootstrap_servers, **READER_CONFIG)
+
+
 def consume_messages(
     consumer: Consumer,
     num_messages: int,
@@ -59,18 +66,10 @@ def consume_messages(
     return good
 
 
-def commit_offsets(
-    consumer: Consumer,
-    offsets: Mapping[tuple[str, int], int],
-    metadata: Mapping[tuple[str, int], str] | None = None,
-) -> None:
-    """Commit ``{(topic, partition): next offset}`` synchronously, with each partition's
-    ``metadata`` string if given; KafkaException if refused (partitions taken away meanwhile)."""
-    notes = metadata or {}
+def commit_offsets(consumer: Consumer, offsets: Mapping[tuple[str, int], int]) -> None:
+    """Commit ``{(topic, partition): next offset}`` synchronously; KafkaException if refused
+    (partitions taken away meanwhile)."""
     consumer.commit(
-        offsets=[
-            TopicPartition(t, p, o, notes[(t, p)]) if (t, p) in notes else TopicPartition(t, p, o)
-            for (t, p), o in offsets.items()
-        ],
+        offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
         asynchronous=False,
     )

@@ -35,8 +35,9 @@ from joulestream.kafka.readiness import TopicGate
 from joulestream.metrics_server import MetricsServer, Registry
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
-from joulestream.schemas.records import WorkloadTables, decode_energy
+from joulestream.schemas.records import decode_energy
 from joulestream.settings import Topics
+from joulestream.sinks.names import READER_CONFIG, Namer, ReaderFactory
 from joulestream.sinks.prometheus.collector import EnergyCollector
 from joulestream.sinks.prometheus.levels import DEFAULT_LEVEL
 from joulestream.sinks.prometheus.state import DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_S, EnergyState
@@ -94,13 +95,16 @@ class EnergyConsumer:
         *,
         deadletter_topic: str | None = None,
         lag_refresh_s: float = LAG_REFRESH_S,
+        reader: ReaderFactory | None = None,
     ) -> None:
+        """``reader``: makes the non-committing consumer that reads a newly assigned
+        partition back for its workload names (joulestream.sinks.names); None: no read-back."""
         self._consumer = consumer
         self._topic = topic
         self._deadletter_topic = deadletter_topic
         self._state = state
         self._codec = codec or Codec()
-        self._tables = WorkloadTables()
+        self._namer = Namer(reader, self._codec)
         self._lag_refresh_s = lag_refresh_s
         self._revoked: set[int] = set()
 
@@ -111,7 +115,7 @@ class EnergyConsumer:
                 self._state.record_dead_letter(dead_letter_reason(message))
             else:
                 frame = decode_energy(self._codec, message.value() or b"")
-                names = self._tables.resolve(frame)
+                frame, names = self._namer.name(frame)
                 self._state.apply(frame.to_record(names), message.partition())
         except RejectedInput as exc:
             self._state.record_decode_error(exc.reason)
@@ -142,12 +146,15 @@ class EnergyConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A revoked energy partition not assigned back leaves /metrics now: its new owner
-        serves it (from 0: a counter reset to Prometheus), and no series has two replicas."""
-        gone = self._revoked - {tp.partition for tp in partitions if tp.topic == self._topic}
+        serves it (from 0: a counter reset to Prometheus), and no series has two replicas.
+        Every assigned energy partition is read back for its workload names first."""
+        energy = [tp for tp in partitions if tp.topic == self._topic]
+        gone = self._revoked - {tp.partition for tp in energy}
         self._revoked = set()
         if gone:
             dropped = self._state.drop_partitions(gone)
             log.info("partitions %s moved away: series of %d nodes dropped", sorted(gone), dropped)
+        self._namer.assigned(consumer, energy)
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then close the consumer (committing stored offsets)."""
@@ -246,6 +253,7 @@ def serve(
             topics.energy,
             state,
             deadletter_topic=topics.deadletter,
+            reader=lambda: clients.consumer(group_id, bootstrap, **READER_CONFIG),
         ).run(stop)
     finally:
         server.close()

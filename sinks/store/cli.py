@@ -16,6 +16,7 @@ from joulestream.sinks.consume import (
     add_consumer_options,
     group_id,
     manual_commit_consumer,
+    read_back_reader,
     wait_for_topics,
 )
 from joulestream.sinks.store.backend import WRITE_METHODS, open_store, parse_sqlite_dsn
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             retention_days=args.retention,
             raw_windows=args.raw_windows,
             flush_after_s=args.flush_after,
+            reader=read_back_reader(args),
         )
     except ValueError as exc:
         log.error("store sink: %s", exc)

@@ -10,10 +10,9 @@ that moved and was written by another replica meanwhile) aborts the write and re
 committed offsets. Kafka offsets are committed only after the database commit, and only up
 to the first message whose window is still held in memory. A kill -9 therefore loses
 nothing (held windows are read again) and counts nothing twice (re-read windows that were
-written are in the ledger). A sink given a partition starts REWIND_S of Kafka time before the
-committed offset (its commit metadata), so its workload tables are full before the first
-window that counts. Windows older than the minute tier's retention are refused: their ledger
-is gone.
+written are in the ledger). A sink given a partition reads it back for the workload names of
+the windows at its committed offset first (joulestream.sinks.names). Windows older than the
+minute tier's retention are refused: their ledger is gone.
 
 When a minute is written. A node-minute is held until the newest window start the sink has
 seen is ``grace_s`` past the minute's end (event time, so a replay of old history closes
@@ -32,21 +31,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    TIMESTAMP_NOT_AVAILABLE,
-    Consumer,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
 from joulestream.schemas.frames import EnergyFrame, Identity
-from joulestream.schemas.records import WorkloadTables, decode_energy
+from joulestream.schemas.records import decode_energy
 from joulestream.sinks.backoff import Backoff
 from joulestream.sinks.consume import commit_offsets, consume_messages
+from joulestream.sinks.names import Namer, ReaderFactory
 from joulestream.sinks.store.backend import RejectedWindows, Store, StoreUnavailable, raw_rows
 from joulestream.sinks.store.rollup import (
     MINUTE_NS,
@@ -67,8 +60,6 @@ DEFAULT_BATCH_WAIT_S = 1.0
 DEFAULT_GRACE_S = 10.0
 DEFAULT_FLUSH_AFTER_S = 90.0
 RETENTION_SWEEP_S = 3600.0
-# More than the writers' full-table period (DEFAULT_FULL_TABLE_EVERY = 60 windows of 2 s).
-REWIND_S = 180.0
 LEDGER_MINUTES_KEPT = 10  # node-minutes this far behind the newest are forgotten
 DEFAULT_BACKOFF = Backoff()
 
@@ -91,11 +82,6 @@ class SinkStats:
         self.refused[reason] = self.refused.get(reason, 0) + 1
 
 
-def _timestamp_ms(message: Message) -> int:
-    kind, ms = message.timestamp()
-    return int(ms) if kind != TIMESTAMP_NOT_AVAILABLE else 0
-
-
 def _where(message: Message) -> str:
     return f"{message.topic()}[{message.partition()}]@{message.offset()}"
 
@@ -103,7 +89,7 @@ def _where(message: Message) -> str:
 @dataclass(frozen=True, slots=True)
 class _Window:
     frame: EnergyFrame
-    names: list[Identity | None]
+    names: list[Identity]
 
     @property
     def where(self) -> NodeMinute:
@@ -128,7 +114,6 @@ class _Held:
     rollup: Rollup = field(default_factory=Rollup)
     raw: dict[int, list[WindowRows]] = field(default_factory=dict)
     offsets: dict[int, dict[Partition, int]] = field(default_factory=dict)  # minute -> tp -> min
-    first_ms: dict[int, dict[Partition, int]] = field(default_factory=dict)  # its Kafka time
     since: dict[int, float] = field(default_factory=dict)  # minute -> monotonic first fold
 
     def minutes(self) -> list[int]:
@@ -151,7 +136,10 @@ class StoreSink:
         backoff: Backoff = DEFAULT_BACKOFF,
         codec: Codec | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        reader: ReaderFactory | None = None,
     ) -> None:
+        """``reader``: makes the non-committing consumer that reads a newly assigned
+        partition back for its workload names (joulestream.sinks.names); None: no read-back."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for tier, days in (retention_days or {}).items():
@@ -171,10 +159,9 @@ class StoreSink:
         self._clock_ns = clock_ns
         self._next_sweep = 0.0
         self._held = _Held()
-        self._tables = WorkloadTables()
+        self._namer = Namer(reader, self._codec)
         self._ledger: dict[NodeMinute, set[int]] = {}  # window starts applied or held
         self._next_offsets: dict[Partition, int] = {}  # after the last message read
-        self._last_ms: dict[Partition, int] = {}  # Kafka time of the last message read
         self._newest_start = 0
         self._stop = threading.Event()
         self.stats = SinkStats()
@@ -188,8 +175,7 @@ class StoreSink:
         """The window of a message, its rows named (every frame goes through the workload
         tables, in order, even one that turns out a duplicate: it may carry entries)."""
         try:
-            frame = decode_frame(self._codec, message.value() or b"")
-            names = self._tables.resolve(frame)
+            frame, names = self._namer.name(decode_frame(self._codec, message.value() or b""))
             check_frame(frame)
         except RejectedInput as exc:
             self.stats.refuse(exc.reason)
@@ -214,7 +200,6 @@ class StoreSink:
         for message, item in decoded:
             tp = (message.topic() or "", message.partition() or 0)
             self._next_offsets[tp] = (message.offset() or 0) + 1
-            self._last_ms[tp] = _timestamp_ms(message)
             if item is None:
                 continue
             start = item.frame.window_start_ns
@@ -230,9 +215,7 @@ class StoreSink:
             held.rollup.fold(item.frame, item.names)
             minute = item.where[2]
             offsets = held.offsets.setdefault(minute, {})
-            if tp not in offsets:
-                offsets[tp] = message.offset() or 0
-                held.first_ms.setdefault(minute, {})[tp] = _timestamp_ms(message)
+            offsets.setdefault(tp, message.offset() or 0)
             if self._raw_windows and start >= horizons.get("raw", start):
                 held.raw.setdefault(minute, []).append(raw_rows(item.frame, item.names))
             held.since.setdefault(minute, time.monotonic())
@@ -289,8 +272,6 @@ class StoreSink:
         raw = [w for m in chosen for w in held.raw.pop(m, [])]
         partitions = {tp for m in chosen for tp in held.offsets.pop(m)}
         for minute in chosen:
-            held.first_ms.pop(minute, None)
-        for minute in chosen:
             del held.since[minute]
         try:
             written = self._write(taken, raw, partitions, stop)
@@ -336,21 +317,15 @@ class StoreSink:
 
     def _commit(self) -> None:
         """Commit, per partition, the first offset a held window still needs (else the one
-        after the last message read), synchronously, with the Kafka time (ms) of the message
-        there as metadata: where a restart rewinds from (``_on_assign``)."""
+        after the last message read), synchronously."""
         offsets = dict(self._next_offsets)
-        times = dict(self._last_ms)
-        for minute, per_tp in self._held.offsets.items():
+        for per_tp in self._held.offsets.values():
             for tp, first in per_tp.items():
-                if first < offsets.get(tp, first + 1):
-                    offsets[tp] = first
-                    times[tp] = self._held.first_ms[minute][tp]
+                offsets[tp] = min(offsets.get(tp, first), first)
         if not offsets:
             return
         try:
-            commit_offsets(
-                self._consumer, offsets, {tp: str(ms) for tp, ms in times.items() if tp in offsets}
-            )
+            commit_offsets(self._consumer, offsets)
         except KafkaException as exc:
             # Partitions were taken away meanwhile; their new owner re-reads from the last
             # commit and the ledger keeps what was written from counting twice.
@@ -373,32 +348,6 @@ class StoreSink:
         for tp in self._consumer.committed(assigned, timeout=30):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Start each partition REWIND_S of Kafka time before its committed offset: writers
-        send a full workload table every K windows (joulestream.schemas.records), so the
-        workload tables then name every row of the first window that counts. What is read
-        again before the committed offset was written, so the ledger refuses it; it is read
-        only to fill the tables."""
-        committed = consumer.committed(partitions, timeout=30)
-        rewind_ms = int(REWIND_S * 1000)
-        lookups = [
-            TopicPartition(tp.topic, tp.partition, int(tp.metadata) - rewind_ms)
-            for tp in committed
-            if tp.offset >= 0 and tp.metadata is not None and tp.metadata.isdigit()
-        ]
-        found = consumer.offsets_for_times(lookups, timeout=30) if lookups else []
-        earlier = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
-        starts = []
-        for tp in committed:
-            start = min(tp.offset, earlier.get((tp.topic, tp.partition), tp.offset))
-            starts.append(TopicPartition(tp.topic, tp.partition, start if start >= 0 else -1001))
-        moved = sum(1 for a, b in zip(starts, committed, strict=True) if a.offset != b.offset)
-        if moved:
-            log.info(
-                "%d partitions start %.0f s early to fill the workload tables", moved, REWIND_S
-            )
-        consumer.assign(starts)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Write everything held before the partitions move, so their next owner starts
@@ -449,7 +398,7 @@ class StoreSink:
             if not self.migrate(stop):
                 return
             self._consumer.subscribe(
-                [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+                [self._topic], on_assign=self._namer.assigned, on_revoke=self._on_revoke
             )
             while not stop.is_set():
                 self._sweep()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import TIMESTAMP_CREATE_TIME, TopicPartition
+from confluent_kafka import TopicPartition
 from test_store_sqlite import S, energy
 
 from joulestream.schemas.codec import Codec
@@ -50,9 +50,6 @@ class FakeMessage:
     def error(self) -> None:
         return None
 
-    def timestamp(self) -> tuple[int, int]:
-        return (TIMESTAMP_CREATE_TIME, 1_000_000 + self.off)
-
 
 @dataclass
 class FakeConsumer:
@@ -81,12 +78,6 @@ class FakeConsumer:
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         assert asynchronous is False
-        # the Kafka time of the message at the committed offset (or of the last one read, just
-        # before it), where a restart rewinds from
-        assert all(
-            tp.metadata in (str(1_000_000 + tp.offset), str(1_000_000 + tp.offset - 1))
-            for tp in offsets
-        )
         self.commits.append((sorted((tp.partition, tp.offset) for tp in offsets), windows(self.db)))
 
     def assignment(self) -> list[TopicPartition]:
@@ -312,39 +303,3 @@ def test_in_a_steady_stream_only_closed_or_overdue_minutes_are_written(tmp_path:
     assert store.attempts == 3
     assert [stored for _, stored in consumer.commits] == [10, 40, 50]
     assert stored_starts(tmp_path) == starts
-
-
-@dataclass
-class AssigningConsumer:
-    """What _on_assign asks of a consumer: committed offsets with their metadata, offsets by
-    time, and the assignment it makes."""
-
-    assigned: list[tuple[int, int]] = field(default_factory=list)
-
-    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [
-            TopicPartition(TOPIC, 0, 500, "2000000"),  # committed at Kafka time 2,000 s
-            TopicPartition(TOPIC, 1, 40, "1999990"),  # too young a topic: nothing earlier
-            TopicPartition(TOPIC, 2),  # never committed
-        ]
-
-    def offsets_for_times(
-        self, partitions: list[TopicPartition], timeout: float
-    ) -> list[TopicPartition]:
-        assert [(tp.partition, tp.offset) for tp in partitions] == [
-            (0, 2_000_000 - 180_000),
-            (1, 1_999_990 - 180_000),
-        ]
-        return [TopicPartition(TOPIC, 0, 320), TopicPartition(TOPIC, 1, 55)]
-
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        self.assigned = [(tp.partition, tp.offset) for tp in partitions]
-
-
-def test_a_new_assignment_starts_early_enough_to_see_a_full_workload_table(
-    tmp_path: Path,
-) -> None:
-    consumer = AssigningConsumer()
-    sink = StoreSink(consumer, TOPIC, SqliteStore(tmp_path / "store.db"))  # type: ignore[arg-type]
-    sink._on_assign(consumer, [TopicPartition(TOPIC, p) for p in range(3)])  # type: ignore[arg-type]
-    assert consumer.assigned == [(0, 320), (1, 40), (2, -1001)]
