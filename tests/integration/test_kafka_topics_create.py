@@ -116,8 +116,9 @@ def test_cli_create_adopts_the_existing_count_and_describe_reports(
 
     assert topics_cli_run("describe", *where) == 0
     described = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
-    assert described[fresh.grid] == ["partitions=3", "replication=1", "cleanup.policy=compact"]
-    assert described[fresh.samples] == ["partitions=3", "replication=1", "cleanup.policy=delete"]
+    one_copy = ["partitions=3", "replication=1", "min.insync.replicas=1"]  # one broker
+    assert described[fresh.grid] == [*one_copy, "cleanup.policy=compact"]
+    assert described[fresh.samples] == [*one_copy, "cleanup.policy=delete"]
 
     assert topics_cli_run("create", "--partitions", "4", *where) == 1
     assert f"{fresh.samples} has 3" in capsys.readouterr().err
