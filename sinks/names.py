@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
@@ -221,7 +221,16 @@ class Namer:
         windows is applied: call from on_assign)."""
         if self._reader is None or not partitions:
             return
-        committed = consumer.committed(list(partitions), READ_TIMEOUT_S)
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while True:
+            try:
+                committed = consumer.committed(list(partitions), READ_TIMEOUT_S)
+                break
+            except KafkaException as exc:  # e.g. the group coordinator still loading
+                if time.monotonic() > deadline:
+                    log.error("no committed offsets (%s): partitions not read back", exc)
+                    return
+                time.sleep(0.5)
         read_back(self._reader(), self.tables, committed, codec=self._codec)
 
     def name(self, frame: EnergyFrame) -> tuple[EnergyFrame, list[Identity]]:
