@@ -233,14 +233,15 @@ class Namer:
                 time.sleep(0.5)
         read_back(self._reader(), self.tables, committed, codec=self._codec)
 
-    def name(self, frame: EnergyFrame) -> tuple[EnergyFrame, list[Identity]]:
-        """The frame with its named rows and their names (see ``named``); must see every
-        frame of the partition in order, applied or not (its entries count)."""
+    def name(self, frame: EnergyFrame) -> tuple[EnergyFrame, list[Identity], int]:
+        """The frame with its named rows, their names and how many rows were unnamed (see
+        ``named``); must see every frame of the partition in order, applied or not (its
+        entries count)."""
         kept, names, unnamed = named(frame, self.tables.resolve(frame))
         instance = (frame.cluster, frame.node, frame.agent_instance)
         if not unnamed:
             self._warned.discard(instance)
-            return kept, names
+            return kept, names, 0
         self.unnamed += unnamed
         if instance not in self._warned:
             self._warned.add(instance)
@@ -250,7 +251,7 @@ class Namer:
                 frame.cluster, frame.node, frame.agent_instance, frame.window_start_ns, unnamed,
                 self.unnamed,
             )  # fmt: skip
-        return kept, names
+        return kept, names, unnamed
 
 
 def named(

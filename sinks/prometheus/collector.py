@@ -169,6 +169,14 @@ FAMILIES: tuple[FamilySpec, ...] = (
         lambda s: s.series_overflow,
     ),
     FamilySpec(
+        "joulestream_sink_unnamed_rows",
+        CounterMetricFamily,
+        "Workload rows whose agent instance's workload table was not found (older than the "
+        "read-back on assignment reaches): their energy is counted as unattributed.",
+        (),
+        lambda s: s.unnamed_rows,
+    ),
+    FamilySpec(
         "joulestream_sink_overflow_joules",
         CounterMetricFamily,
         "Energy of workloads refused a series (--max-series), so node energy still adds up.",

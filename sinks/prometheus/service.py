@@ -7,7 +7,8 @@ Counters therefore restart at 0 after a restart, which Prometheus reads as a cou
 ``rate()``/``increase()`` stay right. Re-reading the whole topic on every start would instead
 show all of history as one huge increase at restart time. Windows between the last commit
 and a crash are read again by the next process; its counters started at 0, so they count once
-in its lifetime.
+in its lifetime. A partition it is given is read back for its workload names before its first
+window is applied (joulestream.sinks.names), so no workload is ever shown under a made-up name.
 
 Replicas. The sink is a consumer group with static membership (``group.instance.id``, from
 --instance-id or the host name): a replica restarted within the session timeout gets its
@@ -115,7 +116,9 @@ class EnergyConsumer:
                 self._state.record_dead_letter(dead_letter_reason(message))
             else:
                 frame = decode_energy(self._codec, message.value() or b"")
-                frame, names = self._namer.name(frame)
+                frame, names, unnamed = self._namer.name(frame)
+                if unnamed:
+                    self._state.record_unnamed(unnamed)
                 self._state.apply(frame.to_record(names), message.partition())
         except RejectedInput as exc:
             self._state.record_decode_error(exc.reason)

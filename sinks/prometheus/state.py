@@ -159,6 +159,7 @@ class Snapshot:
     skipped_windows: Series
     dead_letters: Series
     series_overflow: Series
+    unnamed_rows: Series
     series: Series
     last_window_end_seconds: Series
     lag_seconds: Series
@@ -240,6 +241,7 @@ class EnergyState:
         self._kepler = KeplerState(self._admit, level)
         self._partition_nodes: dict[int, set[tuple[str, str]]] = {}
         self._series_overflow = 0.0
+        self._unnamed_rows = 0.0
         self._consumer_lag: Series = {}
         self._decode_errors: Series = {(reason,): 0.0 for reason in DECODE_ERROR_REASONS}
         self._skipped: Series = {(reason,): 0.0 for reason in SKIP_REASONS}
@@ -248,6 +250,11 @@ class EnergyState:
     def record_decode_error(self, reason: str) -> None:
         with self._lock:
             _add(self._decode_errors, (reason,), 1.0)
+
+    def record_unnamed(self, rows: int) -> None:
+        """Count workload rows applied without a name (joulestream.sinks.names)."""
+        with self._lock:
+            self._unnamed_rows += rows
 
     def record_dead_letter(self, reason: str) -> None:
         """Count one dead-letter message; reasons beyond the first hundred are ``other``, so
@@ -470,6 +477,7 @@ class EnergyState:
             skipped_windows=dict(self._skipped),
             dead_letters=dict(self._dead_letters),
             series_overflow={(): self._series_overflow},
+            unnamed_rows={(): self._unnamed_rows},
             series={(): float(self._series + self._kepler.series)},
             last_window_end_seconds=last_end,
             lag_seconds=lag,

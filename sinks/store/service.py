@@ -77,6 +77,7 @@ class SinkStats:
     refused: dict[str, int] = field(default_factory=dict)  # by reason; not stored
     expired: int = 0  # older than the minute tier's retention; not stored
     retries: int = 0
+    unnamed: int = 0  # workload rows without a name: their energy counted as unattributed
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -175,7 +176,10 @@ class StoreSink:
         """The window of a message, its rows named (every frame goes through the workload
         tables, in order, even one that turns out a duplicate: it may carry entries)."""
         try:
-            frame, names = self._namer.name(decode_frame(self._codec, message.value() or b""))
+            frame, names, unnamed = self._namer.name(
+                decode_frame(self._codec, message.value() or b"")
+            )
+            self.stats.unnamed += unnamed
             check_frame(frame)
         except RejectedInput as exc:
             self.stats.refuse(exc.reason)

@@ -224,3 +224,4 @@ def test_a_restarted_sink_names_every_workload_at_once_and_counts_each_window_on
         assert tables == instances != "0"
     assert sum(int(r[4]) for r in reads) == len(NODES)
     assert "without a workload table entry" not in text
+    assert "joulestream_sink_unnamed_rows_total 0.0" in final

@@ -187,16 +187,16 @@ def test_namer_reads_back_on_assignment_then_names_from_the_committed_offset() -
     namer.assigned(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
     assert len(readers) == 1 and readers[0].closed
     for frame in frames[2 * 18 :]:
-        kept, names = namer.name(frame)
-        assert kept is frame and names == [pod(0), pod(1), pod(2)]
+        kept, names, unnamed = namer.name(frame)
+        assert kept is frame and names == [pod(0), pod(1), pod(2)] and unnamed == 0
     assert namer.unnamed == 0
 
 
 def test_unnamed_rows_become_unattributed_exactly_and_are_counted() -> None:
     frames, _ = stream(23)
     namer = Namer(None)
-    kept, names = namer.name(frames[2 * 19])  # mid-stream, no read-back: nothing named
-    assert kept.ids == [] and names == [] and namer.unnamed == 3
+    kept, names, unnamed = namer.name(frames[2 * 19])  # mid-stream, no read-back: none named
+    assert kept.ids == [] and names == [] and unnamed == namer.unnamed == 3
     zone = kept.zones[0]
     assert zone.unattributed_uj == 5 + 3 * 11
     assert zone.residual_uj() == 0 and zone.total_uj == frames[2 * 19].zones[0].total_uj

@@ -68,6 +68,7 @@ JOULESTREAM_TYPES = {
     "joulestream_sink_skipped_windows": "counter",
     "joulestream_sink_series": "gauge",
     "joulestream_sink_series_overflow": "counter",
+    "joulestream_sink_unnamed_rows": "counter",
     "joulestream_sink_overflow_joules": "counter",
 }
 JOULESTREAM_LABELS = {
@@ -88,6 +89,7 @@ JOULESTREAM_LABELS = {
     "joulestream_sink_skipped_windows_total": {"reason"},
     "joulestream_sink_series": set(),
     "joulestream_sink_series_overflow_total": set(),
+    "joulestream_sink_unnamed_rows_total": set(),
     "joulestream_sink_overflow_joules_total": {"cluster", "node", "zone", "mode", "source"},
 }
 

@@ -13,7 +13,9 @@ from test_sink_prometheus_state import window
 
 from joulestream import cli
 from joulestream.schemas.codec import Codec
+from joulestream.schemas.records import decode_energy, encode_energy
 from joulestream.sinks.prometheus import cli as prometheus_cli
+from joulestream.sinks.prometheus.collector import EnergyCollector
 from joulestream.sinks.prometheus.service import EnergyConsumer, consumer_lag
 from joulestream.sinks.prometheus.state import EnergyState
 
@@ -222,3 +224,20 @@ def test_cli_refuses_bad_bounds(argv: list[str]) -> None:
 def test_cli_needs_a_sink_name() -> None:
     with pytest.raises(SystemExit):
         parse([])
+
+
+def test_rows_the_sink_cannot_name_never_get_a_made_up_label_and_are_counted() -> None:
+    """A v2 window without its instance's table (a sink started mid-stream with no read-back):
+    its workloads' energy is the zone's unattributed energy, the rows are counted."""
+    codec = Codec()
+    frame = decode_energy(codec, encode(window(100)))
+    frame.full_table, frame.identities = False, {}
+    state, _ = handle_all([encode_energy(codec, frame)])
+    text = EnergyCollector(state).render()
+    assert "id:" not in text and "joulestream_workload_joules_total{" not in text
+    assert f"joulestream_sink_unnamed_rows_total {float(len(frame.ids))}" in text
+    assert len(frame.ids) == 2
+    snapshot = state.snapshot()
+    moved = sum(z.unattributed_uj + sum(frame.workload_uj(z)) for z in frame.zones)
+    assert sum(snapshot.unattributed_joules.values()) == pytest.approx(moved / 1e6)
+    assert sum(frame.workload_uj(frame.zones[0])) > 0
