@@ -15,7 +15,6 @@ from joulestream.kafka.clients import producer
 from joulestream.models.default import default_model
 from joulestream.schemas import node_key
 from joulestream.schemas.frames import EnergyFrame
-from joulestream.schemas.records import WorkloadTables
 from joulestream.settings import Topics
 from joulestream.sinks.archive.files import claim_kind, write_durably
 from joulestream.sinks.archive.layout import (
@@ -27,6 +26,7 @@ from joulestream.sinks.archive.layout import (
     part_path,
 )
 from joulestream.sinks.archive.rows import Row
+from joulestream.sinks.names import Namer
 from joulestream.sinks.store.backend import Store, open_store, write_records
 from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
 from joulestream.stream_processors.windows import JoinContext
@@ -142,7 +142,9 @@ class RecomputeTarget:
         self.target: TopicTarget | None = None
         self.store: Store | None = None
         self.batch: list[dict[str, Any]] = []
-        self.tables = WorkloadTables()  # names the rows of the windows for the store
+        # names the rows of the windows for the store; a replay that starts between two full
+        # tables counts a row it cannot name yet as unattributed, never under a made-up name
+        self.names = Namer(None)
         if args.energy_topic is not None:
             self.target = TopicTarget(settings.bootstrap_servers, {})
         else:
@@ -166,7 +168,8 @@ class RecomputeTarget:
             self.target.write(Replayed("samples", row))
             return
         assert self.store is not None
-        self.batch.append(energy.to_record(self.tables.resolve(energy)))
+        named, names, _ = self.names.name(energy)
+        self.batch.append(named.to_record(names))
         if len(self.batch) >= self.STORE_BATCH:
             write_records(self.store, self.batch)
             self.batch.clear()
