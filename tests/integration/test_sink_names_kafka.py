@@ -6,6 +6,7 @@ window read back is counted (docs/architecture.md, 'Reliability')."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 import urllib.request
 import uuid
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
-from fleet_helpers import joulestream, wait_for
+from fleet_helpers import joulestream, store_windows, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from joulestream.kafka import clients
@@ -142,29 +143,29 @@ def workload_joules(text: str) -> tuple[Counter[Row], float]:
     return joules, counted
 
 
-def test_a_restarted_sink_names_every_workload_at_once_and_counts_each_window_once(
-    kafka_bootstrap: str,
-    topics: Topics,
-    unused_ports: Callable[[int], list[int]],
-    tmp_path: Path,
-) -> None:
+def all_frames() -> dict[tuple[str, int], EnergyFrame]:
+    """Every window of every node, ending before now (message times are window ends)."""
     t0_ns = time.time_ns() - (TOTAL + 10) * 2 * S
     schedules = {node: TableSchedule(K) for node in NODES}
-    frames = {
-        (node, w): window(node, schedules[node], w, t0_ns) for w in range(TOTAL) for node in NODES
-    }
-    produce(kafka_bootstrap, topics.energy, [frames[n, w] for w in range(BEFORE) for n in NODES])
-    group = f"names-{uuid.uuid4().hex}"
-    (port,) = unused_ports(1)
-    args = ("sink", "prometheus", "--host", "127.0.0.1", "--port", str(port),
-            "--bootstrap-servers", kafka_bootstrap, "--topic-prefix", topics.prefix,
-            "--group-id", group)  # fmt: skip
-    log = tmp_path / "sink.log"
-    end = ends(kafka_bootstrap, topics.energy)
+    return {(n, w): window(n, schedules[n], w, t0_ns) for w in range(TOTAL) for n in NODES}
+
+
+def killed_after_commit(
+    bootstrap: str,
+    topics: Topics,
+    group: str,
+    frames: dict[tuple[str, int], EnergyFrame],
+    args: tuple[str, ...],
+    log: Path,
+) -> dict[int, int]:
+    """Windows before BEFORE onto the topic, ``joulestream ARGS`` until its group committed
+    them all, SIGKILL, the remaining windows onto the topic; the offsets committed."""
+    produce(bootstrap, topics.energy, [frames[n, w] for w in range(BEFORE) for n in NODES])
+    end = ends(bootstrap, topics.energy)
     with joulestream(*args, log=log) as first:
         wait_for(
             lambda: all(
-                committed(kafka_bootstrap, topics.group(group), topics.energy).get(p) == e
+                committed(bootstrap, topics.group(group), topics.energy).get(p) == e
                 for p, e in end.items()
                 if e > 0
             ),
@@ -175,10 +176,39 @@ def test_a_restarted_sink_names_every_workload_at_once_and_counts_each_window_on
         first.wait(30)
     at: dict[int, int] = {}
     while not at:
-        at = committed(kafka_bootstrap, topics.group(group), topics.energy)
-    produce(
-        kafka_bootstrap, topics.energy, [frames[n, w] for w in range(BEFORE, TOTAL) for n in NODES]
-    )
+        at = committed(bootstrap, topics.group(group), topics.energy)
+    produce(bootstrap, topics.energy, [frames[n, w] for w in range(BEFORE, TOTAL) for n in NODES])
+    return at
+
+
+def assert_read_back_from_the_committed_time(log: Path) -> None:
+    """The read-back started from the time of the committed window minus K x interval x 2,
+    not from the beginning, and found a full table for both agent instances."""
+    text = log.read_text()
+    reads = re.findall(r"read back (\d+) messages from (\d+) to the committed (\d+): tables of "
+                       r"(\d+) of (\d+) agent instances", text)  # fmt: skip
+    assert reads, text[-3000:]
+    for messages, begin, until, tables, instances in reads:
+        assert int(begin) > 0 and int(messages) == int(until) - int(begin)
+        assert tables == instances != "0"
+    assert sum(int(r[4]) for r in reads) == len(NODES)
+    assert "without a workload table entry" not in text
+
+
+def test_a_restarted_sink_names_every_workload_at_once_and_counts_each_window_once(
+    kafka_bootstrap: str,
+    topics: Topics,
+    unused_ports: Callable[[int], list[int]],
+    tmp_path: Path,
+) -> None:
+    frames = all_frames()
+    group = f"names-{uuid.uuid4().hex}"
+    (port,) = unused_ports(1)
+    args = ("sink", "prometheus", "--host", "127.0.0.1", "--port", str(port),
+            "--bootstrap-servers", kafka_bootstrap, "--topic-prefix", topics.prefix,
+            "--group-id", group)  # fmt: skip
+    log = tmp_path / "sink.log"
+    at = killed_after_commit(kafka_bootstrap, topics, group, frames, args, log)
     expected_windows = windows_from(kafka_bootstrap, topics.energy, at)
     assert sorted(expected_windows) == sorted((n, w) for w in range(BEFORE, TOTAL) for n in NODES)
 
@@ -213,15 +243,40 @@ def test_a_restarted_sink_names_every_workload_at_once_and_counts_each_window_on
     for row, value in want.items():
         assert joules[row] == pytest.approx(value, rel=1e-12)
 
-    # The read-back started from the time of the committed window minus K x interval x 2,
-    # not from the beginning, and found a full table for both agent instances.
-    text = log.read_text()
-    reads = re.findall(r"read back (\d+) messages from (\d+) to the committed (\d+): tables of "
-                       r"(\d+) of (\d+) agent instances", text)  # fmt: skip
-    assert reads, text[-3000:]
-    for messages, begin, until, tables, instances in reads:
-        assert int(begin) > 0 and int(messages) == int(until) - int(begin)
-        assert tables == instances != "0"
-    assert sum(int(r[4]) for r in reads) == len(NODES)
-    assert "without a workload table entry" not in text
+    assert_read_back_from_the_committed_time(log)
     assert "joulestream_sink_unnamed_rows_total 0.0" in final
+
+
+def test_a_restarted_store_sink_stores_every_workload_named_and_each_window_once(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    frames = all_frames()
+    group = f"names-{uuid.uuid4().hex}"
+    db = tmp_path / "store.db"
+    args = ("sink", "store", "--bootstrap-servers", kafka_bootstrap, "--topic-prefix",
+            topics.prefix, "--group-id", group, "--store", f"sqlite:///{db}",
+            "--flush-after", "1")  # fmt: skip
+    log = tmp_path / "store.log"
+    killed_after_commit(kafka_bootstrap, topics, group, frames, args, log)
+    with joulestream(*args, log=log):
+        wait_for(
+            lambda: sum(store_windows(db).values()) >= len(frames),
+            TIMEOUT_S,
+            "the restarted store sink to store every window",
+        )
+        time.sleep(2)  # anything counted twice would show up now
+    assert store_windows(db) == Counter({("c1", n): TOTAL for n in NODES})
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT node, namespace, pod, workload_id, sum(energy_uj) FROM workload_minutes "
+            "GROUP BY node, namespace, pod, workload_id"
+        ).fetchall()
+    want: Counter[Row] = Counter()
+    for (node, w), frame in frames.items():
+        zone = frame.zones[0]
+        for i in range(pods_at(w)):
+            uj = (zone.workload_dynamic_uj or [])[i] + (zone.workload_idle_uj or [])[i]
+            want[(node, f"ns-{i % 2}", f"{node}-web-{i}")] += uj
+    assert not [r for r in rows if str(r[3]).startswith("id:")]
+    assert {(n, ns, p): uj for n, ns, p, _, uj in rows} == dict(want)  # exact µJ, each once
+    assert_read_back_from_the_committed_time(log)
