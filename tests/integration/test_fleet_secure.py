@@ -70,18 +70,22 @@ def credentials(data_dir: Path, *who: str, prefix: str) -> dict[str, str]:
 
 def test_clients_without_the_right_settings_are_refused_clearly(secure: Path) -> None:
     bootstrap = credentials(secure, "--role", "admin", prefix="")["JOULESTREAM_BOOTSTRAP_SERVERS"]
-    plaintext = cli("topics", "describe", "--bootstrap-servers", bootstrap)
+    plaintext = cli("topics", "describe", "--timeout", "5", "--bootstrap-servers", bootstrap)
     assert plaintext.returncode == 1
     assert "refuses it: set JOULESTREAM_KAFKA_*" in plaintext.stderr, plaintext.stderr
     sasl = {"JOULESTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
             "JOULESTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}  # fmt: skip
-    nameless = cli("topics", "describe", "--bootstrap-servers", bootstrap, env=sasl)
+    nameless = cli(
+        "topics", "describe", "--timeout", "5", "--bootstrap-servers", bootstrap, env=sasl
+    )
     assert nameless.returncode == 1
     assert "sasl.username and sasl.password must be set" in nameless.stderr, nameless.stderr
     wrong = {**sasl, "JOULESTREAM_KAFKA_SASL_USERNAME": "admin",
              "JOULESTREAM_KAFKA_SASL_PASSWORD": "not-it",
              "JOULESTREAM_KAFKA_SSL_CA_LOCATION": str(secure / "tls" / "ca.pem")}  # fmt: skip
-    refused = cli("topics", "describe", "--bootstrap-servers", bootstrap, env=wrong)
+    refused = cli(
+        "topics", "describe", "--timeout", "5", "--bootstrap-servers", bootstrap, env=wrong
+    )
     assert refused.returncode == 1
     assert "User:admin could not authenticate" in refused.stderr, refused.stderr
     assert "invalid credentials" in refused.stderr
