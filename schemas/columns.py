@@ -1,14 +1,20 @@
 """Packed integer columns of the column-wise records (docs/architecture.md, 'Records').
 
-A column is n int64 values, little-endian, stored as 8 byte planes: all lowest bytes, then all
-second bytes, ... then all highest bytes. Counters and microjoules are small next to 2**63, so
-most planes are zeros that zstd (on the producer) removes almost for free, while the low planes
-keep each value's entropy. Packing and unpacking is C-level slicing plus array.array: no per-value
-Python work, and no fastavro work per value (fastavro sees one ``bytes`` field per column).
+A packed column is n int64 values as: one byte W (1-8), the column's common factor F (an
+unsigned LEB128 varint, >= 1), then the values divided by F, little-endian, as W byte planes
+(all lowest bytes, then all second bytes, ...). Planes above W are all zeros and not stored.
+
+Why: counters are small next to 2**63, so most high bytes are zeros that need not travel, while
+the low planes keep each value's entropy; and real counters have a granularity (memory in pages,
+block I/O in sectors, cgroup v2 CPU time in microseconds) whose zero low bits F removes. F is the
+greatest common divisor of the column's values in this one message, so a reader needs no state.
+Packing and unpacking is C-level slicing plus array.array; only a column with F > 1 costs a
+multiplication per value when unpacked.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
 from collections.abc import Sequence
@@ -16,8 +22,18 @@ from itertools import accumulate
 
 from joulestream.schemas.errors import SchemaViolation
 
-WIDTH = 8  # bytes per value
+WIDTH = 8  # bytes per int64
+_INT64 = 1 << 63
 _BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def pack(values: Sequence[int]) -> bytes:
@@ -26,25 +42,63 @@ def pack(values: Sequence[int]) -> bytes:
         packed = array("q", values)
     except (OverflowError, TypeError) as exc:
         raise SchemaViolation(f"a column value is not an int64: {exc}") from None
+    factor = math.gcd(*values) or 1  # 0 when every value is 0 (or there are none)
+    if factor > 1:
+        packed = array("q", [v // factor for v in values])
     if _BIG_ENDIAN:
         packed.byteswap()
     raw = packed.tobytes()
-    return b"".join([raw[plane::WIDTH] for plane in range(WIDTH)])
+    planes = [raw[p::WIDTH] for p in range(WIDTH)]
+    zero = bytes(len(packed))
+    width = WIDTH  # a negative value keeps every plane (its high bytes are 0xff)
+    while width > 1 and planes[width - 1] == zero:
+        width -= 1
+    return b"".join([bytes((width,)), _varint(factor), *planes[:width]])
+
+
+def _header(data: bytes) -> tuple[int, int, int]:
+    """(width, factor, offset of the first plane)."""
+    if len(data) < 2 or not 1 <= data[0] <= WIDTH:
+        raise SchemaViolation(f"packed column header {data[:2]!r} is not a width of 1-{WIDTH}")
+    factor, shift, at = 0, 0, 1
+    while True:
+        if at == len(data) or shift > 63:
+            raise SchemaViolation("packed column factor is cut short or too long")
+        byte = data[at]
+        factor |= (byte & 0x7F) << shift
+        at += 1
+        if byte < 0x80:
+            break
+        shift += 7
+    if not 1 <= factor <= _INT64:
+        raise SchemaViolation(f"packed column factor {factor} is outside 1..2**63")
+    return data[0], factor, at
 
 
 def unpack(data: bytes) -> list[int]:
-    """Raises SchemaViolation when the length is not a whole number of values."""
-    count, rest = divmod(len(data), WIDTH)
+    """Raises SchemaViolation for bytes that are not a packed column of int64 values."""
+    if len(data) > 2 and data[1] == 1:  # the common case: factor 1, a one-byte varint
+        width, factor, at = data[0], 1, 2
+        if not 1 <= width <= WIDTH:
+            raise SchemaViolation(f"packed column width {width} is not 1-{WIDTH}")
+    else:
+        width, factor, at = _header(data)
+    count, rest = divmod(len(data) - at, width)
     if rest:
-        raise SchemaViolation(f"packed column of {len(data)} bytes is not n x {WIDTH} bytes")
-    raw = bytearray(len(data))
-    for plane in range(WIDTH):
-        raw[plane::WIDTH] = data[plane * count : (plane + 1) * count]
+        raise SchemaViolation(f"packed column of {len(data) - at} bytes is not n x {width} bytes")
+    raw = bytearray(count * WIDTH)
+    for plane in range(width):
+        raw[plane::WIDTH] = data[at + plane * count : at + (plane + 1) * count]
     values = array("q")
     values.frombytes(raw)
     if _BIG_ENDIAN:
         values.byteswap()
-    return values.tolist()
+    if factor == 1:
+        return values.tolist()
+    scaled = [v * factor for v in values]
+    if scaled and not (-_INT64 <= min(scaled) and max(scaled) < _INT64):
+        raise SchemaViolation(f"packed column factor {factor} takes a value outside int64")
+    return scaled
 
 
 def pack_ids(ids: Sequence[int]) -> bytes:

@@ -55,11 +55,34 @@ def test_columns_pack_every_int64_and_refuse_the_rest() -> None:
     values = [0, 1, -1, 2**63 - 1, -(2**63), 123_456_789_012]
     assert unpack(pack(values)) == values
     assert unpack_ids(pack_ids([5, 6, 7, 2, 9])) == [5, 6, 7, 2, 9]
-    assert pack_ids(list(range(100)))[:100] == b"\x00" + b"\x01" * 99  # table order
+    # table order: width 1, factor 1, one plane of a zero and ones
+    assert pack_ids(list(range(100))) == b"\x01\x01\x00" + b"\x01" * 99
+    for edge in ([], [0] * 5, [-(2**63)], [-(2**63), 2**62], [7], [-4096, 8192]):
+        assert unpack(pack(edge)) == edge
     with pytest.raises(SchemaViolation):
         pack([2**63])
-    with pytest.raises(SchemaViolation):
-        unpack(b"\x00" * 9)
+    for bad in (b"", b"\x01", b"\x00\x01", b"\x09\x01", b"\x02\x01\x00", b"\x01\x00\x00",
+                b"\x01\x80", b"\x01" + b"\xff" * 10 + b"\x01",
+                b"\x01" + bytes([0x80] * 9 + [0x02]) + b"\x01"):  # fmt: skip
+        with pytest.raises(SchemaViolation):
+            unpack(bad)
+    with pytest.raises(SchemaViolation):  # a factor that takes a value beyond int64
+        unpack(b"\x01\x80\x80\x80\x80\x80\x80\x80\x80\x40\x02")
+
+
+def test_columns_drop_zero_planes_and_the_common_factor() -> None:
+    """Small counters store only their non-zero byte planes; a column of page multiples is
+    stored divided by its greatest common divisor, which travels in the column's header."""
+    pages = [4096 * k for k in (3, 250, 17, 65_535)]
+    packed = pack(pages)
+    assert packed[:3] == b"\x02\x80\x20"  # two planes, factor 4096 as a varint
+    assert len(packed) == 3 + 2 * len(pages)
+    assert unpack(packed) == pages
+    micros = [1000 * k for k in (1, 999_983, 12)]
+    assert pack(micros)[1:3] == b"\xe8\x07" and unpack(pack(micros)) == micros  # factor 1000
+    odd = [3, 250, 17]
+    assert pack(odd) == b"\x01\x01" + bytes(odd)
+    assert len(pack([-1, 1])) == 2 + 8 * 2  # a negative value keeps every plane
 
 
 def test_columnar_sample_round_trips_and_is_single_object_encoded() -> None:

@@ -35,6 +35,14 @@ from joulestream.schemas import Record, node_key
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
 
 S = 1_000_000_000
+# Granularity of what the real collectors read (agents/collectors), drawn the same here:
+# memory working sets are whole pages (cgroup memory.current and memory.stat count charged
+# pages; /proc/meminfo whole pages in kB); block bytes are whole 4 KiB blocks (page-cache and
+# 4 KiB-block filesystem I/O; the kernel counts sectors of 512 B, so direct I/O of odd sector
+# counts would be finer); the procfs collector's CPU time is cgroup v2 cpu.stat usage_usec x
+# 1000. The eBPF collector's CPU time is ns from sched_switch: no granularity.
+PAGE = 4096
+USEC = 1000
 
 # The order the generator computes counters in; must be the schema's (checked at import).
 COUNTERS = validate_feature_names(
@@ -127,7 +135,7 @@ def _workload(header: Record, rng: random.Random, **traits: float) -> SimWorkloa
         net_rate=traits.get("net_rate", rng.uniform(50, 2000)),
         tx_share=rng.uniform(0.3, 0.6),
         io_rate=traits.get("io_rate", rng.uniform(1e3, 1e6)),
-        memory=int(traits.get("memory", rng.randrange(50, 800) << 20)),
+        memory=int(traits.get("memory", rng.randrange(50, 800) << 20)) & ~(PAGE - 1),
     )
 
 
@@ -392,9 +400,11 @@ def next_window(sim: SimNode, start_ns: int, end_ns: int, churn: float = 0.0) ->
     freq = sim.freq_ghz
     background = 0.05 * window_ns  # interrupts arrive on idle containers too
     gpu_ns = _gpu_time(sim, window_ns)
+    cpu_unit = USEC if sim.collector == "procfs" else 1
     rows: list[tuple[int, ...]] = []
     for w, share, gpu in zip(sim.workloads, noisy, gpu_ns, strict=True):
         cpu = int(share * per_weight)  # floor: the sum never exceeds the node's CPU time
+        cpu -= cpu % cpu_unit
         cycles = int(cpu * freq)
         instructions = int(cycles * w.ipc)
         net = w.net_rate * (cpu + background) / S
@@ -409,8 +419,8 @@ def next_window(sim: SimNode, start_ns: int, end_ns: int, churn: float = 0.0) ->
                 int(net * (1.0 - w.tx_share)),
                 int(io / 65536),
                 int(cpu * w.ipc / 5e4),
-                int(io * 0.7) & ~4095,
-                int(io * 0.3) & ~4095,
+                int(io * 0.7) & ~(PAGE - 1),
+                int(io * 0.3) & ~(PAGE - 1),
                 w.memory,
                 gpu,
             )
