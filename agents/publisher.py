@@ -38,7 +38,7 @@ from typing import Any, Literal, Protocol, cast
 
 from confluent_kafka import KafkaError, KafkaException
 
-from joulestream.kafka.clients import producer
+from joulestream.kafka.clients import AGENT_PRODUCER, producer
 from joulestream.kafka.readiness import NOT_READY, TopicGate
 from joulestream.schemas import Record, node_id, node_key
 from joulestream.schemas.codec import Codec
@@ -293,7 +293,7 @@ class Publisher:
             self._on_error(error)
 
     def _new_client(self) -> ProducerLike:
-        overrides = self.limits.producer_overrides()
+        overrides = {**AGENT_PRODUCER, **self.limits.producer_overrides()}
         return cast(ProducerLike, producer(self._bootstrap, error_cb=self._on_error, **overrides))
 
     def _ready(self) -> bool:

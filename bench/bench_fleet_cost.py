@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from column_cost import column_costs
 from common import (
     Proc,
     Steal,
@@ -85,22 +86,27 @@ def processor(bootstrap: str, topics: Topics, workdir: Path, app_id: str) -> Pro
     )  # fmt: skip
 
 
-def energy_rows(bootstrap: str, topic: str) -> tuple[int, int]:
-    """(windows, workload rows) in the energy topic, read from the start to its end."""
+def topic_values(bootstrap: str, topic: str) -> list[bytes]:
+    """Every message value of the topic, read from the start to its end."""
     consumer = clients.consumer(f"count-{uuid.uuid4().hex}", bootstrap)
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p))[1] for p in parts}
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    seen, rows, done = 0, 0, {p for p, end in ends.items() if end == 0}
+    values, done = [], {p for p, end in ends.items() if end == 0}
     while len(done) < len(parts):
         for msg in consumer.consume(500, 1.0):
             if msg.error() is None:
-                seen += 1
-                rows += len(decode_energy(codec, msg.value() or b"").ids)
+                values.append(msg.value() or b"")
                 if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
                     done.add(msg.partition())
     consumer.close()
-    return seen, rows
+    return values
+
+
+def energy_rows(bootstrap: str, topic: str) -> tuple[int, int]:
+    """(windows, workload rows) in the energy topic."""
+    values = topic_values(bootstrap, topic)
+    return len(values), sum(len(decode_energy(codec, value).ids) for value in values)
 
 
 def drain_cpu(
@@ -159,6 +165,7 @@ def main() -> None:
         power_disk = topic_bytes(storage, topics.power)
         energy_disk = topic_bytes(storage, topics.energy)
         windows, rows = energy_rows(bootstrap, topics.energy)
+        columns = column_costs(codec, topic_values(bootstrap, topics.samples))
         drain_s, drain_rate = drain_cpu(
             bootstrap, topics, workdir, report["windows"], args.workloads
         )
@@ -206,6 +213,13 @@ def main() -> None:
         f"{rows:,} workload rows), power {power_disk:,} B ({power_b:.0f} B per reading)",
         f"- draining worker: {drain_s * 1e6 * args.workloads:.0f} us CPU per "
         f"{args.workloads}-workload window, {drain_rate:.0f} windows per wall second",
+    ]
+    notes += [
+        "",
+        "Samples per counter column (bench/column_cost.py: each message compressed alone; a "
+        "column's share = whole - without it):",
+        "",
+        *columns,
     ]
     print("\n".join(preamble + table + notes))
     append_results("Fleet cost (bench/bench_fleet_cost.py)", preamble, table, notes)

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("loadgen: %s", exc)
         return 2
     topics = topics_from(args)
-    producer = clients.producer(args.bootstrap_servers)
+    producer = clients.producer(args.bootstrap_servers, **clients.AGENT_PRODUCER)
     log.info(
         "simulating %d clusters x %d nodes x %d workloads every %g s -> %s, %s",
         config.clusters,
