@@ -45,7 +45,7 @@ from joulestream.agents.self_metrics import AgentCollector, LoopState, agent_reg
 from joulestream.metrics_server import MetricsServer
 from joulestream.schemas import Record
 from joulestream.schemas.frames import SampleFrame, counter_columns
-from joulestream.schemas.records import TableSchedule
+from joulestream.schemas.records import TableSchedule, id_order
 from joulestream.settings import Topics
 from joulestream.signals import stop_on_signals
 
@@ -385,6 +385,9 @@ class _Loop:
         ids, entries, full = self._table.assign(
             [((w.kind, w.workload_id), w.identity()) for w in window.workloads]
         )
+        order = id_order(ids)  # collectors list workloads in map or walk order
+        workloads = [window.workloads[i] for i in order]
+        ids = [ids[i] for i in order]
         # Capabilities travel with every full table and whenever they change.
         capabilities = None
         if full or self.capabilities != self._sent_capabilities:
@@ -402,7 +405,7 @@ class _Loop:
                 power_source=self.power_source,
                 node_totals=totals,
                 ids=ids,
-                columns=counter_columns([w.counters.to_record() for w in window.workloads], totals),
+                columns=counter_columns([w.counters.to_record() for w in workloads], totals),
                 identities=entries,
                 full_table=full,
                 capabilities=capabilities,

@@ -96,7 +96,7 @@ def unpack(data: bytes) -> list[int]:
     if factor == 1:
         return values.tolist()
     scaled = [v * factor for v in values]
-    if scaled and not (-_INT64 <= min(scaled) and max(scaled) < _INT64):
+    if scaled and not (min(scaled) >= -_INT64 and max(scaled) < _INT64):
         raise SchemaViolation(f"packed column factor {factor} takes a value outside int64")
     return scaled
 

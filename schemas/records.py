@@ -199,6 +199,13 @@ def encode_energy(codec: Codec, frame: EnergyFrame) -> bytes:
     return codec.encode("NodeEnergy", record, version, validate=False)
 
 
+def id_order(ids: Sequence[int]) -> list[int]:
+    """Row positions by workload id. Writers put rows in this order (the schema allows any):
+    packed ids are then small positive differences, one byte plane, where rows listed in a
+    collector's map or walk order give negative ones, which keep all eight planes."""
+    return sorted(range(len(ids)), key=ids.__getitem__)
+
+
 class WorkloadTables:
     """Readers' workload dictionaries, one per (cluster, node, agent instance), bounded.
 

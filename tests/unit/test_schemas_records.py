@@ -17,6 +17,7 @@ from joulestream.schemas.records import (
     decode_sample,
     encode_energy,
     encode_sample,
+    id_order,
 )
 from joulestream.schemas.registry import SchemaRegistry
 
@@ -83,6 +84,15 @@ def test_columns_drop_zero_planes_and_the_common_factor() -> None:
     odd = [3, 250, 17]
     assert pack(odd) == b"\x01\x01" + bytes(odd)
     assert len(pack([-1, 1])) == 2 + 8 * 2  # a negative value keeps every plane
+
+
+def test_rows_in_id_order_pack_their_ids_in_one_plane() -> None:
+    listed = [0, 1, 7, 3, 2, 9, 4]  # a collector's map order after churn
+    assert len(pack_ids(listed)) == 2 + 8 * len(listed)
+    ordered = [listed[i] for i in id_order(listed)]
+    assert ordered == sorted(listed)
+    assert len(pack_ids(ordered)) == 2 + len(listed)
+    assert unpack_ids(pack_ids(ordered)) == ordered
 
 
 def test_columnar_sample_round_trips_and_is_single_object_encoded() -> None:

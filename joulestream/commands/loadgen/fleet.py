@@ -17,6 +17,8 @@ real fleet's:
 - Utilisation follows a mean-reverting walk, and the cumulative, unwrapped RAPL counters
   advance by a power function of it (idle + dynamic x u^0.8 per zone).
 - Pods come and go: each window each pod is replaced with probability ``--churn``.
+- Counters have the granularity the real collectors read (``PAGE``, ``USEC`` below): memory in
+  whole pages, block I/O in whole 4 KiB blocks, the procfs nodes' CPU time in microseconds.
 - A ``--gpu-fraction`` of the powered nodes are GPU servers (1-8 GPUs, zones gpu-N read through
   NVML): about half of their pods use the GPUs, whose SM-busy time (``gpu_sm_time_ns``) sums to
   GPU utilisation x GPUs x interval and drives the gpu-N energy. GPU traits come from a random
