@@ -9,7 +9,8 @@ for every agent instance met there, its last full table at or before that offset
 ONLY their dictionary entries into the sink's WorkloadTables: those windows were applied
 before, so no energy is counted. The look-back starts at the committed message's time minus
 K x interval x ``safety`` (offsets_for_times) and steps further back, doubling, while an
-instance met has no full table yet, up to ``max_lookback`` messages.
+instance met has no full table yet (unless a newer instance of its node started after its last
+message: a restarted agent's old instance writes nothing more), up to ``max_lookback`` messages.
 
 ``named`` is the guard after that: a row still unnamed (its instance's table is older than the
 look-back, or was never written) is never emitted under a made-up name; its energy becomes the
@@ -60,14 +61,19 @@ def _entries(frame: EnergyFrame) -> EnergyFrame:
 
 @dataclass
 class _Span:
-    """Per instance, the entry frames from its last full table on (or all, without one)."""
+    """Per instance, the entry frames from its last full table on (or all, without one), and
+    the offsets of its first and last message."""
 
     kept: dict[Instance, list[EnergyFrame]] = field(default_factory=dict)
     full: set[Instance] = field(default_factory=set)
+    first: dict[Instance, int] = field(default_factory=dict)
+    last: dict[Instance, int] = field(default_factory=dict)
     messages: int = 0
 
-    def add(self, frame: EnergyFrame) -> None:
+    def add(self, frame: EnergyFrame, offset: int) -> None:
         key = (frame.cluster, frame.node, frame.agent_instance)
+        self.first.setdefault(key, offset)
+        self.last[key] = offset
         if frame.full_table:
             self.kept[key] = [_entries(frame)]
             self.full.add(key)
@@ -83,11 +89,18 @@ class _Span:
                 self.kept[key] = frames + self.kept.get(key, [])
                 if key in older.full:
                     self.full.add(key)
+        self.first.update(older.first)
+        self.last = {**older.last, **self.last}
         self.messages += older.messages
 
     @property
     def incomplete(self) -> set[Instance]:
-        return set(self.kept) - self.full
+        """Instances without a table here, except those replaced (a new agent instance of the
+        same node started after their last message: they write nothing more to name)."""
+        started: dict[tuple[str, str], int] = {}
+        for (cluster, node, _), offset in self.first.items():
+            started[(cluster, node)] = max(started.get((cluster, node), offset), offset)
+        return {key for key in set(self.kept) - self.full if started[key[:2]] <= self.last[key]}
 
 
 class _Reader:
@@ -126,7 +139,7 @@ class _Reader:
         for message in self.messages(tp, begin, end):
             span.messages += 1
             try:
-                span.add(decode_energy(self.codec, message.value() or b""))
+                span.add(decode_energy(self.codec, message.value() or b""), message.offset() or 0)
             except (RejectedInput, ValueError):
                 continue  # refused when it was applied; it names nothing
         return span

@@ -3,6 +3,7 @@ on a fake consumer: which messages it reads, what it folds, and what stays unnam
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -216,3 +217,23 @@ def test_named_leaves_a_fully_named_frame_alone(rows: int) -> None:
     frame = window("n1", TableSchedule(K), 0, rows=rows)
     kept, names, unnamed = named(frame, [pod(i) for i in range(rows)])
     assert kept is frame and unnamed == 0 and len(names) == rows
+
+
+def test_an_instance_replaced_by_a_new_one_of_its_node_needs_no_table() -> None:
+    """n1's agent restarted (a new instance, whose first message is a full table) after the
+    old one's last full table: the old one writes no more, so the read-back does not step back
+    for it."""
+    _, log = stream(23, nodes=("n1",))  # full tables at 0, 5, ..., 20
+    restarted = TableSchedule(K)
+    later = [
+        dataclasses.replace(window("n1", restarted, n), agent_instance="n1-agent-2")
+        for n in range(23, 26)
+    ]
+    log += [(encode_energy(CODEC, f), f.window_end_ns // 1_000_000) for f in later]
+    tables = WorkloadTables()
+    reader = FakeConsumer(log)
+    # 4 windows of time back: old windows 21, 22 (no full table), then the new instance
+    done = read_back(reader, tables, committed(len(log)), full_every=K, safety=0.8)
+    assert min(reader.read) == 21  # counting the old instance incomplete would read from 0
+    assert done.incomplete == set()
+    assert tables.resolve(later[-1]) == [pod(0), pod(1), pod(2)]
