@@ -244,7 +244,11 @@ class Namer:
                     log.error("no committed offsets (%s): partitions not read back", exc)
                     return
                 time.sleep(0.5)
-        read_back(self._reader(), self.tables, committed, codec=self._codec)
+        try:
+            read_back(self._reader(), self.tables, committed, codec=self._codec)
+        except KafkaException as exc:  # the broker went away meanwhile: run on, count unnamed
+            log.error("reading %d partitions back failed (%s): rows may stay unnamed until "
+                      "their next full table", len(committed), exc)  # fmt: skip
 
     def name(self, frame: EnergyFrame) -> tuple[EnergyFrame, list[Identity], int]:
         """The frame with its named rows, their names and how many rows were unnamed (see

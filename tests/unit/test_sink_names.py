@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.frames import EnergyFrame, Identity, ZoneEnergy
@@ -237,3 +237,18 @@ def test_an_instance_replaced_by_a_new_one_of_its_node_needs_no_table() -> None:
     assert min(reader.read) == 21  # counting the old instance incomplete would read from 0
     assert done.incomplete == set()
     assert tables.resolve(later[-1]) == [pod(0), pod(1), pod(2)]
+
+
+def test_a_broker_failing_during_the_read_back_does_not_stop_the_sink() -> None:
+    _, log = stream(8)
+    consumer = FakeConsumer(log)
+    consumer.committed_at = 10
+
+    class Failing(FakeConsumer):
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    failing = Failing(log)
+    namer = Namer(lambda: failing)  # type: ignore[arg-type,return-value]
+    namer.assigned(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    assert failing.closed
