@@ -10,11 +10,12 @@ Values and keys are raw bytes decoded with our Codec: faust's own deserialisatio
 agent on the first bad message, here a bad message is dead-lettered and counted.
 
 One changelogged table holds each node's state in one binary value (``state``): its progress
-(seqs done, learned idle baseline) and its power series. It is written once per window, when the
-window's delivery is confirmed, so a crash can repeat a window (byte-identical: outputs are a
-pure function of the inputs and this state) but never lose one; readings are acknowledged when
-such a write holds them. Power models and grid intensities come from ``reference`` (every
-worker reads those topics whole).
+(seqs done, learned idle baseline) and its power series. It is written once per lateness tick
+for each node whose windows were delivered since the last (once per window live, once per
+several when a backlog drains), so a crash can repeat a window (byte-identical: outputs are a
+pure function of the inputs and this state) but never lose one; windows and readings are
+acknowledged when such a write holds them. Power models and grid intensities come from
+``reference`` (every worker reads those topics whole).
 
 faust writes its local state under ``datadir``: that is ``--state-dir``, never the working
 directory. TLS/SASL: the same ``JOULESTREAM_KAFKA_*`` settings that configure librdkafka
@@ -37,7 +38,7 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from confluent_kafka import KafkaError, KafkaException
@@ -265,6 +266,9 @@ class Processor:
         # Readings in a cached series that no state write holds yet: node → (since, events).
         self._unsaved: dict[str, tuple[float, list[Event]]] = {}
         self._saved_progress: dict[str, NodeProgress] = {}  # as last written
+        # Delivered windows whose state write waits for the next tick: node → (source partition,
+        # progress after its latest delivered window, tokens acknowledged by that write).
+        self._pending: dict[str, tuple[TP, NodeProgress, list[Event]]] = {}
         self.stats = ProcessorStats()
         shipped = [default_model()] if settings.default_model else []
         self.reference = ReferenceData(settings.carbon, shipped)
@@ -336,6 +340,8 @@ class Processor:
         self.app.timer(self.core.tick_s, name="lateness")(self._expire)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
+        # Before faust's final commit: the pending writes, so that a clean stop repeats nothing.
+        self.app.on_before_shutdown.connect(self._on_shutdown)
 
     def run(self) -> int:
         """Run the worker until SIGINT/SIGTERM; returns the exit code."""
@@ -451,7 +457,16 @@ class Processor:
             self.resubscribe = True
             os.kill(os.getpid(), signal.SIGTERM)
 
+    def _write_pending(self, drop: Set[TP] = frozenset()) -> None:
+        """The state writes of delivered windows, one per node; those of partitions in
+        ``drop`` are dropped instead (their offsets stay uncommitted)."""
+        pending, self._pending = self._pending, {}
+        for key, (tp, progress, tokens) in pending.items():
+            if tp not in drop:
+                self._write_state(key, tp.partition, progress, tokens)
+
     async def _expire(self) -> None:
+        self._write_pending()
         now = time.monotonic()
         for key, (since, readings) in list(self._unsaved.items()):
             if now - since >= FLUSH_AFTER_S:
@@ -464,6 +479,11 @@ class Processor:
         await self._send(self.core.expire(now, self._series_of))
 
     async def _send(self, emitted: Iterable[Emitted[Event]]) -> None:
+        """Windows go to the producer directly, not through faust's ``Topic.send``: its
+        per-message FutureMessage, sensors and completion task were ~10 % of a draining
+        worker's CPU (bench/RESULTS.md, 2026-11-30). Delivery is awaited by nobody: the
+        callback writes state and acknowledges."""
+        producer = None
         for window in emitted:
             energy = window.energy
             try:
@@ -473,25 +493,40 @@ class Processor:
                 await self._dead_letter(window.token, "encode-failed", str(exc))
                 continue
             self.stats.window(energy.source, energy.window_end_ns)
-            await self.energy.send(
-                key=node_key(energy.cluster, energy.node),
-                value=value,
-                callback=partial(self._delivered, window),
+            producer = producer or await self.app.maybe_start_producer()
+            sent = await producer.send(
+                self.settings.topics.energy,
+                node_key(energy.cluster, energy.node),
+                value,
+                partition=None,
+                timestamp=None,
+                headers=None,
             )
+            cast(asyncio.Future[Any], sent).add_done_callback(partial(self._delivered, window))
 
-    def _delivered(self, window: Emitted[Event], _sent: Any) -> None:
-        """Producer delivery callback: only now is the node's state (progress after this
-        window, and its series) written and, once the token's last window is out and that
-        state is in the changelog, the source offset released for commit (a progress lost
-        behind a committed offset would turn the next seq into a gap over windows that
-        exist)."""
+    def _delivered(self, window: Emitted[Event], sent: asyncio.Future[Any]) -> None:
+        """Producer delivery callback: only now may the node's state (progress after this
+        window, and its series) be written — at the next tick, one write for all the node's
+        windows delivered by then — and, once the token's last window is out and that state
+        is in the changelog, the source offset released for commit (a progress lost behind a
+        committed offset would turn the next seq into a gap over windows that exist). A failed
+        delivery writes and acknowledges nothing: the window is made again after a restart."""
+        if sent.cancelled() or sent.exception() is not None:
+            log.error("energy of %s not delivered; its input stays unacknowledged", window.key)
+            return
+        key = window.key
+        pending = self._pending.get(key)
+        tokens = [window.token] if window.last else []
         if window.progress is None:
-            if window.last:
+            if pending is not None:  # behind a pending write: acknowledged with it
+                pending[2].extend(tokens)
+            elif window.last:
                 window.token.ack()
             return
-        tokens = [window.token] if window.last else []
         progress = NodeProgress.from_state(window.progress)
-        self._write_state(window.key, window.token.message.partition, progress, tokens)
+        if pending is not None:
+            tokens = pending[2] + tokens
+        self._pending[key] = (window.token.message.tp, progress, tokens)
 
     def _count_dead(self, reason: str) -> None:
         self.stats.dead_letters[reason] += 1
@@ -523,6 +558,7 @@ class Processor:
         owner (their offsets were not committed); those of kept partitions stay in memory,
         which is where they live until written."""
         revoked: Set[TP] = args[0]
+        self._write_pending(drop=revoked)
         for key, (_since, readings) in list(self._unsaved.items()):
             if any(event.message.tp in revoked for event in readings):
                 del self._unsaved[key]
@@ -531,6 +567,9 @@ class Processor:
         dropped = self.core.join.forget(lambda event: event.message.tp in revoked)
         if dropped:
             log.info("rebalance: %d waiting samples go to the partitions' new owner", dropped)
+
+    async def _on_shutdown(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        self._write_pending()
 
     def _on_assigned(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         """Tables are recovered from their changelogs after an assignment: series cached before
