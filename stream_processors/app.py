@@ -44,7 +44,6 @@ import faust
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 from faust.auth import SASLCredentials, SSLCredentials
-from faust.transport.drivers.aiokafka import Producer as AiokafkaProducer
 from faust.types import TP, EventT
 
 from joulestream.kafka.clients import admin
@@ -57,6 +56,7 @@ from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.carbon import CarbonConfig
 from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.deadletter import dead_letter_headers
+from joulestream.stream_processors.faust_parts import IdempotentProducer, LeanMonitor
 from joulestream.stream_processors.join import (
     DEFAULT_MAX_READINGS,
     PowerSeries,
@@ -246,14 +246,6 @@ def broker_credentials(config: Mapping[str, str]) -> SASLCredentials | SSLCreden
     raise StartupError(f"security.protocol {protocol!r} is not supported by the processor")
 
 
-class IdempotentProducer(AiokafkaProducer):
-    """faust turns idempotence on only inside transactions; the contract wants it on every
-    producer (docs/architecture.md, 'Kafka contract'): a retried batch is not written twice."""
-
-    def _settings_extra(self) -> Mapping[str, Any]:
-        return {"acks": "all", "enable_idempotence": True}
-
-
 class Processor:
     """A faust app running the join; build it, then ``run()`` it."""
 
@@ -313,6 +305,7 @@ class Processor:
             producer_acks=-1,  # all in-sync replicas (docs/architecture.md, 'Kafka contract')
             producer_compression_type="zstd",
             web_enabled=settings.web_port != 0,
+            monitor=LeanMonitor(),
             web_port=settings.web_port or 6066,
         )
         # faust builds its producer from the transport's Producer class; this instance's
