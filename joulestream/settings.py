@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 _LIBRDKAFKA_ENV_PREFIX = "JOULESTREAM_KAFKA_"
+SourceKind = Literal["samples", "power"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("samples", "power")
+# How often a pattern subscription looks for new matching topics (librdkafka's
+# topic.metadata.refresh.interval.ms, 300 s by default): a cluster onboarded while a reader
+# runs is read within this long, as the processor's rescan does (docs/architecture.md,
+# 'Kafka contract').
+SOURCE_REFRESH_MS = 10_000
+_SOURCE_NAME = re.compile(
+    r"^(?P<prefix>.*)joulestream\.(?P<kind>samples|power)\.v1(?:\.(?P<cluster>.+))?$"
+)
 
 
 def bootstrap_servers(cli_value: str | None = None) -> str:
@@ -70,6 +83,37 @@ class Topics:
             if topic.startswith(shared + ".") and len(topic) > len(shared) + 1:
                 return topic[len(shared) + 1 :]
         return None
+
+    def source_kind(self, topic: str) -> SourceKind | None:
+        """``samples`` or ``power`` for a source topic of the pipeline (the shared one or a
+        cluster's own), None for any other topic. Every reader of the sources (processor,
+        archive sink, replay, training) asks this, so they agree on what is a source."""
+        for kind in SOURCE_KINDS:
+            shared = getattr(self, kind)
+            if topic == shared or (topic.startswith(shared + ".") and len(topic) > len(shared) + 1):
+                return kind
+        return None
+
+    def source_topics(self, names: Iterable[str], kind: SourceKind) -> list[str]:
+        """The source topics of ``kind`` among ``names`` (a broker's topic list), sorted."""
+        return sorted(name for name in names if self.source_kind(name) == kind)
+
+    def source_pattern(self, kind: SourceKind) -> str:
+        """A subscription (librdkafka regex: the leading ``^`` makes it one) to the shared
+        topic of ``kind`` and every per-cluster one, those made later included: the consumer
+        finds new ones on its metadata refresh (SOURCE_REFRESH_MS)."""
+        literal = re.sub(r"([^A-Za-z0-9_-])", r"\\\1", getattr(self, kind))
+        return f"^{literal}(\\..+)?$"
+
+    @classmethod
+    def of_source(cls, topic: str) -> tuple[Topics, SourceKind, str | None] | None:
+        """The topic set, kind and (for a cluster's own topic) cluster of a source topic of
+        any prefix, e.g. a topic archived by another pipeline; None for other names."""
+        match = _SOURCE_NAME.match(topic)
+        if match is None:
+            return None
+        kind: SourceKind = "samples" if match["kind"] == "samples" else "power"
+        return cls(prefix=match["prefix"]), kind, match["cluster"]
 
     def group(self, name: str) -> str:
         """A consumer group, static member or transactional id under the topic prefix, so that

@@ -26,9 +26,11 @@ from typing import Literal
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
 from joulestream.schemas.frames import EnergyFrame
+from joulestream.settings import Topics
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.join import DEFAULT_MAX_READINGS, PowerSeries
+from joulestream.stream_processors.sources import check_cluster
 from joulestream.stream_processors.validation import DEFAULT_MAX_WORKLOADS
 from joulestream.stream_processors.windows import Emitted, JoinContext
 
@@ -47,6 +49,7 @@ class Message:
     key: bytes | None
     value: bytes | None
     event_ns: int  # Kafka timestamp (arrival at the broker), else the record's own time
+    topic: str | None = None  # where it was read: a cluster's own topic is checked as live
 
 
 class Recompute:
@@ -106,6 +109,9 @@ class Recompute:
         """``app.Processor.handle`` without Kafka: the same core calls."""
         try:
             now_ns = time.time_ns()
+            source = Topics.of_source(message.topic or "")
+            if source is not None:
+                check_cluster(source[0], message.topic or "", message.key)
             if message.kind == "samples":
                 found = self.series.get
                 out = self.core.sample(message.key, message.value, found, None, now, now_ns)

@@ -8,7 +8,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from joulestream.settings import bootstrap_servers, librdkafka_passthrough
+from joulestream.settings import SOURCE_REFRESH_MS, bootstrap_servers, librdkafka_passthrough
 
 # murmur2_random matches the Java/aiokafka (faust) partitioner, so samples and power readings of
 # one node land on the same partition number as faust expects (docs/architecture.md,
@@ -25,6 +25,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 # CPU per message (0.003 % of a core at 2 s); librdkafka takes zstd levels up to 12
 # (docs/architecture.md, 'Kafka contract').
 AGENT_PRODUCER: dict[str, Any] = {"compression.level": 9}
+# Readers of every source topic (archive sink; Topics.source_pattern) look for newly made
+# per-cluster topics this often; a JOULESTREAM_KAFKA_* setting still wins.
+SOURCE_READER: dict[str, Any] = {"topic.metadata.refresh.interval.ms": SOURCE_REFRESH_MS}
 
 
 def _base(bootstrap: str | None) -> dict[str, Any]:
@@ -37,7 +40,20 @@ def producer(bootstrap: str | None = None, **overrides: Any) -> Producer:
 
 def consumer(group_id: str, bootstrap: str | None = None, **overrides: Any) -> Consumer:
     """At-least-once consumer: offsets are stored by the caller after its output is durable."""
+    return _consumer({}, group_id, bootstrap, overrides)
+
+
+def source_consumer(group_id: str, bootstrap: str | None = None, **overrides: Any) -> Consumer:
+    """``consumer`` for a subscription to every source topic (``Topics.source_pattern``): it
+    looks for new per-cluster topics every SOURCE_REFRESH_MS unless the environment says."""
+    return _consumer(SOURCE_READER, group_id, bootstrap, overrides)
+
+
+def _consumer(
+    defaults: Mapping[str, Any], group_id: str, bootstrap: str | None, overrides: Mapping[str, Any]
+) -> Consumer:
     config = {
+        **defaults,
         **_base(bootstrap),
         "group.id": group_id,
         "enable.auto.offset.store": False,

@@ -8,6 +8,7 @@ import threading
 
 from confluent_kafka import KafkaException
 
+from joulestream.kafka.clients import source_consumer
 from joulestream.options import add_archive_dir, topics_from
 from joulestream.signals import stop_on_signals
 from joulestream.sinks.archive.files import ArchiveMismatch
@@ -20,7 +21,6 @@ from joulestream.sinks.archive.service import (
 from joulestream.sinks.consume import (
     add_consumer_options,
     group_id,
-    manual_commit_consumer,
     wait_for_topics,
 )
 
@@ -51,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         sink = ArchiveSink(
-            manual_commit_consumer(args),
-            {"samples": topics.samples, "power": topics.power},
+            source_consumer(
+                group_id(args), args.bootstrap_servers, **{"enable.auto.commit": False}
+            ),
+            topics,
             args.archive_dir,
             roll_messages=args.roll_messages,
             roll_seconds=args.roll_seconds,
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("archive sink: %s", exc)
         return 2
     log.info(
-        "archiving %s and %s into %s (group %s)",
+        "archiving %s, %s and every per-cluster source topic (<topic>.<cluster>) into %s "
+        "(group %s)",
         topics.samples,
         topics.power,
         args.archive_dir,

@@ -89,8 +89,9 @@ def remove_stale_temps(root: Path, kind: Kind, older_than_s: float = STALE_TEMP_
 
 
 def claim_kind(root: Path, kind: Kind, topic: str) -> None:
-    """Bind ``root/kind`` to one topic: file names carry partition and offsets but not the
-    topic, so two topics (say two topic prefixes) in one directory would overwrite each other."""
+    """Bind ``root/kind`` to one shared source topic (and the per-cluster topics named after
+    it): file names carry partition, offsets and the cluster of a per-cluster topic but not the
+    topic prefix, so two topic prefixes in one directory would overwrite each other."""
     kind_dir = root / kind
     marker = kind_dir / _TOPIC_FILE
     try:

@@ -5,6 +5,10 @@ kind is ``samples`` or ``power``; the hour is the UTC hour of the record's own t
 start or reading timestamp), so a time range maps to a few directories. A file holds messages
 of one topic partition only, and its name gives the first and last offset inside it: names are
 a function of content, so writing the same messages again replaces a file instead of adding one.
+A file of a cluster's own source topic (``<samples>.<cluster>``, docs/architecture.md, 'Kafka
+contract') says whose before the suffix,
+``part-<partition>-<first>-<last>.topic=<cluster>.parquet``, since its offsets overlap those of
+the shared topic and of other clusters' topics.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ RECORD_OF_KIND: dict[Kind, str] = {"samples": "NodeSample", "power": "PowerReadi
 NS_PER_HOUR = 3600 * 1_000_000_000
 UNKNOWN_CLUSTER_DIR = "cluster=_unknown"  # neither the record nor the key names a cluster
 _HOUR_FORMAT = "%Y-%m-%dT%H"
-_PART = re.compile(r"^part-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+_PART = re.compile(
+    r"^part-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)(?:\.topic=(?P<topic>[^.]+))?\.parquet$"
+)
 TEMP_MARKER = ".tmp-"  # temporary files are ``.<final name>.tmp-<unique>``, hidden and ignored
 
 # One row per Kafka message. key/value/headers are the original bytes; the rest is decoded for
@@ -58,11 +64,15 @@ SCHEMA = pa.schema(
 )
 
 
-def cluster_dir(cluster: str | None) -> str:
+def _encoded(cluster: str) -> str:
     """Percent-encoded (dots too), so any cluster name is one safe path component."""
+    return quote(cluster, safe="").replace(".", "%2E")
+
+
+def cluster_dir(cluster: str | None) -> str:
     if cluster is None:
         return UNKNOWN_CLUSTER_DIR
-    return "cluster=" + quote(cluster, safe="").replace(".", "%2E")
+    return "cluster=" + _encoded(cluster)
 
 
 def cluster_of_dir(name: str) -> str | None:
@@ -101,17 +111,20 @@ class PartName:
     partition: int
     first: int
     last: int
+    topic_cluster: str | None = None  # whose own source topic; None: the shared one
 
     @property
     def filename(self) -> str:
-        return f"part-{self.partition}-{self.first}-{self.last}.parquet"
+        topic = "" if self.topic_cluster is None else f".topic={_encoded(self.topic_cluster)}"
+        return f"part-{self.partition}-{self.first}-{self.last}{topic}.parquet"
 
     @classmethod
     def parse(cls, filename: str) -> PartName | None:
         match = _PART.match(filename)
         if match is None:
             return None
-        return cls(int(match["partition"]), int(match["first"]), int(match["last"]))
+        topic = None if match["topic"] is None else unquote(match["topic"])
+        return cls(int(match["partition"]), int(match["first"]), int(match["last"]), topic)
 
 
 def part_path(root: Path, kind: Kind, cluster: str | None, hour: datetime, name: PartName) -> Path:

@@ -49,12 +49,17 @@ def digest(value: bytes | None) -> bytes:
     return hashlib.blake2b(value or b"", digest_size=16).digest()
 
 
-def archived_offsets(root: Path, kind: Kind, partition: int, from_offset: int) -> dict[int, bytes]:
-    """Offsets >= ``from_offset`` of ``partition`` in finished files of ``kind``, each with the
-    digest of the value archived there."""
+def archived_offsets(
+    root: Path, kind: Kind, topic_cluster: str | None, partition: int, from_offset: int
+) -> dict[int, bytes]:
+    """Offsets >= ``from_offset`` of ``partition`` of one topic (the shared one, or
+    ``topic_cluster``'s own) in finished files of ``kind``, each with the digest of the value
+    archived there."""
     found: dict[int, bytes] = {}
     for path, name in part_files(root, kind):
-        if name.partition != partition or name.last < from_offset:
+        if name.partition != partition or name.topic_cluster != topic_cluster:
+            continue
+        if name.last < from_offset:
             continue
         table = pq.ParquetFile(path).read(columns=["offset", "value"])
         for offset, value in zip(

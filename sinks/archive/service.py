@@ -1,5 +1,9 @@
 """The archive sink: samples and power readings from Kafka into Parquet files, exactly once.
 
+It reads every source topic of the pipeline, the shared ones and every cluster's own, those
+made while it runs too (a pattern subscription, ``Topics.source_pattern``; docs/architecture.md,
+'Kafka contract').
+
 Messages are buffered per (topic partition, cluster, hour) and a buffer becomes one file when
 it holds ``roll_messages`` messages or is ``roll_seconds`` old. A partition's offset is
 committed up to its oldest message still in a buffer, and only after the files before it are
@@ -17,7 +21,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +30,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from joulestream.schemas.codec import Codec
+from joulestream.settings import SOURCE_KINDS, Topics
 from joulestream.sinks.archive.files import (
     ArchiveMismatch,
     claim_kind,
@@ -54,6 +59,7 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 @dataclass(eq=False)  # buffers are compared by identity
 class Buffer:
     kind: Kind
+    topic_cluster: str | None  # whose own source topic; None: the shared one
     cluster: str | None
     hour: datetime
     opened: float  # monotonic time of its first message
@@ -65,7 +71,8 @@ class Buffer:
 
     @property
     def name(self) -> PartName:
-        return PartName(self.rows[0]["partition"], self.rows[0]["offset"], self.rows[-1]["offset"])
+        first, last = self.rows[0], self.rows[-1]
+        return PartName(first["partition"], first["offset"], last["offset"], self.topic_cluster)
 
 
 @dataclass
@@ -100,7 +107,7 @@ class ArchiveSink:
     def __init__(
         self,
         consumer: Consumer,
-        topics: Mapping[Kind, str],
+        topics: Topics,
         root: Path,
         *,
         roll_messages: int = DEFAULT_ROLL_MESSAGES,
@@ -114,7 +121,7 @@ class ArchiveSink:
         if roll_seconds <= 0:
             raise ValueError(f"roll_seconds must be > 0, got {roll_seconds}")
         self._consumer = consumer
-        self._kinds = {topic: kind for kind, topic in topics.items()}
+        self._topics = topics
         self._root = root
         self._roll_messages = roll_messages
         self._roll_seconds = roll_seconds
@@ -138,12 +145,16 @@ class ArchiveSink:
         """Buffer one message (unless a file already holds it)."""
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset()
         assert offset is not None
-        kind = self._kinds[topic]
+        kind = self._topics.source_kind(topic)
+        assert kind is not None, f"{topic} is no source topic; the subscription matched it"
+        topic_cluster = self._topics.source_cluster(topic)
         tp = (topic, partition)
         skip = self._skip.get(tp)
         if skip is None:  # first message since the assignment: where the group had committed
             self._committed[tp] = offset
-            skip = self._skip[tp] = archived_offsets(self._root, kind, partition, offset)
+            skip = self._skip[tp] = archived_offsets(
+                self._root, kind, topic_cluster, partition, offset
+            )
             if skip:
                 log.info(
                     "%s[%d]: %d offsets from %d already archived",
@@ -172,7 +183,9 @@ class ArchiveSink:
         key = (tp, row["cluster"], hour)
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = self._buffers[key] = Buffer(kind, row["cluster"], hour, self._clock())
+            buffer = self._buffers[key] = Buffer(
+                kind, topic_cluster, row["cluster"], hour, self._clock()
+            )
         buffer.rows.append(row)
         if len(buffer.rows) >= self._roll_messages:
             self._full.append(self._buffers.pop(key))
@@ -295,15 +308,15 @@ class ArchiveSink:
     def run(self, stop: threading.Event) -> None:
         """Archive until ``stop`` is set; then write what is buffered (once) and close."""
         try:
-            for topic, kind in self._kinds.items():
-                claim_kind(self._root, kind, topic)
+            for kind in SOURCE_KINDS:
+                claim_kind(self._root, kind, getattr(self._topics, kind))
                 removed = remove_stale_temps(self._root, kind)
                 if removed:
                     log.info(
                         "removed %d stale temporary files under %s", removed, self._root / kind
                     )
             self._consumer.subscribe(
-                list(self._kinds),
+                [self._topics.source_pattern(kind) for kind in SOURCE_KINDS],
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_revoke,

@@ -19,9 +19,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
-from joulestream.kafka import clients
+from joulestream.kafka import clients, principals
 from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
@@ -287,7 +287,7 @@ def test_full_disk_loses_nothing_and_commits_nothing_until_space_returns(
     stop = threading.Event()
     sink = ArchiveSink(
         clients.consumer(group, kafka_bootstrap, **{"enable.auto.commit": False}),
-        {"samples": topics.samples, "power": topics.power},
+        topics,
         root,
         roll_messages=1000,
         roll_seconds=0.5,
@@ -338,3 +338,52 @@ def test_full_disk_loses_nothing_and_commits_nothing_until_space_returns(
     assert file_rows(root) == sorted(produced), "a message is missing or archived twice"
     assert archived(root) == produced
     assert any("consumption resumed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_clusters_own_topics_made_while_the_sink_runs_are_archived_once(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    """A cluster onboarded while the sink runs (its source topics made then, offsets from 0
+    like the shared topics'): the pattern subscription finds them on its metadata refresh and
+    every message of every topic is archived once, none overwriting another topic's file."""
+    root, group = tmp_path / "archive", f"archive-{uuid.uuid4()}"
+    admin = clients.admin(kafka_bootstrap)
+    stop = threading.Event()
+    consumer = clients.source_consumer(
+        group,
+        kafka_bootstrap,
+        **{"enable.auto.commit": False, "topic.metadata.refresh.interval.ms": 1000},
+    )
+    sink = ArchiveSink(consumer, topics, root, roll_messages=1000, roll_seconds=0.5)
+    thread = threading.Thread(target=sink.run, args=(stop,))
+    thread.start()
+    own = dict(zip((topics.samples, topics.power), topics.sources_of("eu"), strict=True))
+    try:
+        shared = traffic(topics, [("c1", f"n{i}", seq) for i in range(3) for seq in range(2)])
+        produced = produce(kafka_bootstrap, shared)
+        wait_for(lambda: archived(root) == produced, "the shared topics archived", 30)
+
+        principals.ensure_cluster_topics(admin, topics, "eu")  # onboarded now
+        plan = [("eu", f"m{i}", seq) for i in range(3) for seq in range(2)]
+        produced |= produce(kafka_bootstrap, [(own[t], k, v) for t, k, v in traffic(topics, plan)])
+        wait_for(lambda: archived(root) == produced, "the cluster's own topics archived", 30)
+        ends: dict[tuple[str, int], int] = {}
+        for t, p, o in produced:
+            ends[(t, p)] = max(ends.get((t, p), 0), o + 1)
+    finally:
+        stop.set()
+        thread.join(30)
+        for future in admin.delete_topics(list(own.values()), operation_timeout=30).values():
+            with contextlib.suppress(KafkaException):
+                future.result()
+    assert not thread.is_alive()
+    assert file_rows(root) == sorted(produced), "a message is missing or archived twice"
+    assert {t for t, _, _ in produced} == {*own, *own.values()}
+    names = [path.name for kind in ("samples", "power") for path, _ in part_files(root, kind)]
+    assert any(name.endswith(".topic=eu.parquet") for name in names), names
+    probe = clients.consumer(group, kafka_bootstrap)
+    try:
+        tps = [TopicPartition(t, p) for t, p in ends]
+        assert {(tp.topic, tp.partition): tp.offset for tp in probe.committed(tps, 30)} == ends
+    finally:
+        probe.close()

@@ -4,6 +4,7 @@ output reproduced by re-running its code over the replayed range."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 import uuid
 from collections import defaultdict
@@ -11,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
 from energy_records import energy_record
 from integration.test_processor_kafka import (
     consume,
@@ -25,7 +27,7 @@ from integration.test_processor_kafka import (
 )
 
 from joulestream.commands.replay import cli as replay
-from joulestream.kafka import clients
+from joulestream.kafka import clients, principals
 from joulestream.kafka.topics import create_topics
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
@@ -169,8 +171,6 @@ def test_replay_is_byte_identical_and_recompute_equals_the_live_processor(
     # in the same order.
     energy = f"{topics.prefix}recomputed"
     admin = clients.admin(kafka_bootstrap)
-    from confluent_kafka.admin import NewTopic
-
     admin.create_topics([NewTopic(energy, 2)])[energy].result()
     assert run_replay(*common, *PROCESSOR_OPTIONS, "--recompute", "--energy-topic", energy) == 0
     recomputed = everything(kafka_bootstrap, energy)
@@ -184,3 +184,66 @@ def test_replay_is_byte_identical_and_recompute_equals_the_live_processor(
     assert again_by_key == live_by_key
     sources = {energy_record(m.value())["source"] for m in live}
     assert sources == {"measured", "estimated"}
+
+
+def test_replay_reads_every_clusters_own_topics_and_recompute_equals_the_live_processor(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    """A secure fleet's layout on a plaintext broker: n1 on the shared topics, n2 and n3 on
+    cluster c1's own (docs/architecture.md, 'Kafka contract'), and a record of cluster c2 on
+    c1's topic, which the live processor dead-letters and recompute must refuse too."""
+    admin = clients.admin(kafka_bootstrap)
+    principals.ensure_cluster_topics(admin, topics, "c1")
+    own = dict(zip((topics.samples, topics.power), topics.sources_of("c1"), strict=True))
+    energy = f"{topics.prefix}recomputed"
+    try:
+        since_ns = time.time_ns() - S
+        messages = [
+            (topic if key in (b"c1/n1", b"c2/n9") else own[topic], key, value)
+            for topic, key, value in history(topics)
+        ]
+        intruder = sample("n9", 0, since_ns, since_ns + 2 * S, power=None, x=S)
+        messages.append(to_samples(topics, {**intruder, "cluster": "c2"}))
+        messages[-1] = (own[topics.samples], *messages[-1][1:])
+        produce(kafka_bootstrap, messages)
+        until_ns = time.time_ns() + S
+        assert {t for t, _, _ in messages} == {*own, *own.values()}
+
+        live_dir = tmp_path / "live"
+        live_dir.mkdir()
+        proc = start_processor(kafka_bootstrap, topics, live_dir, *PROCESSOR_OPTIONS)
+        try:
+            live = consume(kafka_bootstrap, topics.energy, 3 * WINDOWS, proc)
+        finally:
+            stop_processor(proc, live_dir)
+        assert sorted({m.key() for m in live}) == [b"c1/n1", b"c1/n2", b"c1/n3"]
+
+        common = (
+            "--bootstrap-servers", kafka_bootstrap,
+            "--topic-prefix", topics.prefix,
+            "--since", str(since_ns / 1e9),
+            "--until", str(until_ns / 1e9),
+            "--source", "kafka",
+        )  # fmt: skip
+        admin.create_topics([NewTopic(energy, 2)])[energy].result()
+        assert run_replay(*common, *PROCESSOR_OPTIONS, "--recompute", "--energy-topic", energy) == 0
+        live_by_key = defaultdict(list)
+        for m in live:
+            live_by_key[m.key()].append(m.value())
+        again_by_key = defaultdict(list)
+        for partition in everything(kafka_bootstrap, energy).values():
+            for key, value, _, _ in partition:
+                again_by_key[key].append(value)
+        assert again_by_key == live_by_key
+
+        # Into the archive layout: every topic's messages, each file of one topic.
+        out = tmp_path / "archive"
+        assert run_replay(*common, "--out", str(out)) == 0
+        for kind, shared in (("samples", topics.samples), ("power", topics.power)):
+            archived = sorted((m.topic, m.value) for m in read_archive(out, kind))  # type: ignore[arg-type]
+            assert archived == sorted((t, v) for t, _, v in messages if t in (shared, own[shared]))
+    finally:
+        doomed = [*topics.sources_of("c1"), energy]
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            with contextlib.suppress(KafkaException):
+                future.result()

@@ -57,6 +57,9 @@ def test_part_names_round_trip() -> None:
     assert PartName.parse(name.filename) == name
     assert PartName.parse(".part-3-120-4567.parquet.tmp-1") is None
     assert PartName.parse("part-3-120.parquet") is None
+    own = PartName(3, 120, 4567, topic_cluster="eu.west")  # a cluster's own source topic
+    assert own.filename == "part-3-120-4567.topic=eu%2Ewest.parquet"
+    assert PartName.parse(own.filename) == own
 
 
 def test_write_durably_replaces_atomically(tmp_path: Path) -> None:

@@ -123,8 +123,25 @@ def test_unknown_kind_is_refused(tmp_path: Path) -> None:
 
 
 def test_archived_offsets(archive: Path) -> None:
-    assert set(archived_offsets(archive, "samples", 0, 3)) == {3, 4, 5, 6}
-    assert set(archived_offsets(archive, "samples", 0, 0)) == set(range(7))
-    assert archived_offsets(archive, "samples", 1, 0) == {}
-    assert archived_offsets(archive, "samples", 0, 7) == {}
-    assert archived_offsets(archive, "samples", 0, 6) == {6: digest(b"value-6")}
+    assert set(archived_offsets(archive, "samples", None, 0, 3)) == {3, 4, 5, 6}
+    assert set(archived_offsets(archive, "samples", None, 0, 0)) == set(range(7))
+    assert archived_offsets(archive, "samples", None, 1, 0) == {}
+    assert archived_offsets(archive, "samples", None, 0, 7) == {}
+    assert archived_offsets(archive, "samples", None, 0, 6) == {6: digest(b"value-6")}
+
+
+def test_a_cluster_topics_offsets_are_its_own(archive: Path) -> None:
+    """Offsets of a cluster's own topic overlap the shared topic's: neither hides the other."""
+    rows = [{**row(o, "n9", T0 + o * S), "topic": f"{TOPIC}.c1"} for o in (0, 1, 2, 3)]
+    rows = [{**r, "value": b"own"} for r in rows]
+    name = PartName(0, 0, 3, topic_cluster="c1")
+    path = part_path(archive, "samples", "c1", hour_of(T0), name)
+    write_durably(path, pa.Table.from_pylist(rows, schema=SCHEMA))
+    assert path.name == "part-0-0-3.topic=c1.parquet"
+    assert set(archived_offsets(archive, "samples", None, 0, 0)) == set(range(7))
+    assert archived_offsets(archive, "samples", "c1", 0, 1) == {
+        o: digest(b"own") for o in (1, 2, 3)
+    }
+    assert archived_offsets(archive, "samples", "c2", 0, 0) == {}
+    read = [(m.topic, m.offset) for m in read_archive(archive, cluster="c1", node="n9")]
+    assert read == [(f"{TOPIC}.c1", o) for o in range(4)]

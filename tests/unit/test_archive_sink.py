@@ -16,6 +16,7 @@ from builders import measured, node_sample, power_reading
 from confluent_kafka import Message, TopicPartition
 
 from joulestream.schemas.codec import Codec
+from joulestream.settings import Topics
 from joulestream.sinks.archive import service
 from joulestream.sinks.archive.files import ArchiveMismatch
 from joulestream.sinks.archive.layout import part_files
@@ -28,7 +29,7 @@ HOUR = 3600 * S
 T0 = 1_790_000_000 * S // HOUR * HOUR  # an hour boundary
 SAMPLES = "joulestream.samples.v1"
 POWER = "joulestream.power.v1"
-TOPICS: dict[Any, str] = {"samples": SAMPLES, "power": POWER}
+TOPICS = Topics(prefix="")
 CODEC = Codec()
 NO_WAIT = Backoff(initial_s=0.0, max_s=0.0)
 
@@ -100,7 +101,7 @@ class FakeConsumer:
         self.closed = False
 
     def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
-        assert sorted(topics) == sorted(TOPICS.values())
+        assert topics == [TOPICS.source_pattern("samples"), TOPICS.source_pattern("power")]
         self.callbacks = callbacks
 
     def consume(self, num: int, timeout: float) -> list[Message]:

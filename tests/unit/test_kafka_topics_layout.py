@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 
 import pytest
@@ -132,3 +133,34 @@ def test_topics_cli_says_when_kafka_is_unreachable(
     assert capsys.readouterr().err == (
         f"joulestream topics: cannot connect to Kafka at 127.0.0.1:{port}\n"
     )
+
+
+def test_every_reader_agrees_on_the_source_topics() -> None:
+    """Shared and per-cluster source topics (docs/architecture.md, 'Kafka contract'), by name,
+    by kind and by the pattern the archive sink subscribes with."""
+    listed = [
+        "x.joulestream.samples.v1",
+        "x.joulestream.samples.v1.eu-1",
+        "x.joulestream.power.v1.eu-1",
+        "x.joulestream.power.v1",
+        "x.joulestream.samples.v10",  # another name, not a cluster's topic
+        "x.joulestream.samples.v1.",
+        "xjoulestream.samples.v1",  # the prefix's dot is literal
+        "y.x.joulestream.samples.v1",  # another prefix
+        "x.joulestream.energy.v1",
+    ]
+    assert TOPICS.source_topics(listed, "samples") == [
+        "x.joulestream.samples.v1",
+        "x.joulestream.samples.v1.eu-1",
+    ]
+    assert TOPICS.source_topics(listed, "power") == [
+        "x.joulestream.power.v1",
+        "x.joulestream.power.v1.eu-1",
+    ]
+    for kind in ("samples", "power"):
+        pattern = TOPICS.source_pattern(kind)  # type: ignore[arg-type]
+        assert pattern.startswith("^")  # librdkafka's mark of a regex subscription
+        matched = [name for name in listed if re.match(pattern, name)]
+        assert matched == [n for n in listed if TOPICS.source_kind(n) == kind]
+    assert Topics.of_source("y.x.joulestream.power.v1.eu-1") == (Topics("y.x."), "power", "eu-1")
+    assert Topics.of_source("x.joulestream.energy.v1") is None

@@ -15,10 +15,13 @@ from joulestream.commands.loadgen.fleet import (
     DEFAULT_GPU_FRACTION,
     DEFAULT_NO_POWER_FRACTION,
     FleetConfig,
+    cluster_name,
 )
 from joulestream.commands.loadgen.schedule import DEFAULT_PROGRESS_S, LoadGenerator, schedule_for
-from joulestream.kafka import clients
+from joulestream.kafka import clients, principals
+from joulestream.kafka.errors import LocalKafkaError
 from joulestream.options import add_kafka_options, positive, topics_from
+from joulestream.settings import cluster_topics
 from joulestream.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of the powered nodes that are GPU servers (gpu-N zones, gpu_sm_time_ns; "
         "default %(default)s)",
     )
+    parser.add_argument(
+        "--per-cluster-topics",
+        action="store_true",
+        default=cluster_topics(),
+        help="write each cluster's own source topics (<samples topic>.<cluster>, made "
+        "co-partitioned when missing), as agents with a cluster's credentials do (default: "
+        "$JOULESTREAM_CLUSTER_TOPICS=1, else the shared topics)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="fleet seed (default 0)")
     parser.add_argument(
         "--progress",
@@ -107,17 +118,26 @@ def run(args: argparse.Namespace) -> int:
         log.error("loadgen: %s", exc)
         return 2
     topics = topics_from(args)
+    if args.per_cluster_topics:
+        try:
+            admin = clients.admin(args.bootstrap_servers)
+            for index in range(config.clusters):
+                principals.ensure_cluster_topics(admin, topics, cluster_name(index))
+        except (LocalKafkaError, KafkaException) as exc:
+            log.error("loadgen: the clusters' own topics: %s", exc)
+            return 2
     producer = clients.producer(args.bootstrap_servers, **clients.AGENT_PRODUCER)
     log.info(
-        "simulating %d clusters x %d nodes x %d workloads every %g s -> %s, %s",
+        "simulating %d clusters x %d nodes x %d workloads every %g s -> %s, %s%s",
         config.clusters,
         config.nodes,
         config.workloads,
         config.interval_s,
         topics.samples,
         topics.power,
+        " (each cluster's own: <topic>.<cluster>)" if args.per_cluster_topics else "",
     )
-    generator = LoadGenerator(config, producer, topics)
+    generator = LoadGenerator(config, producer, topics, per_cluster_topics=args.per_cluster_topics)
     stop = threading.Event()
     try:
         with stop_on_signals(stop):

@@ -216,6 +216,11 @@ def _zones(rng: random.Random, sockets: int) -> list[_Zone]:
     return zones
 
 
+def cluster_name(index: int) -> str:
+    """The name of the fleet's cluster ``index`` (0-based)."""
+    return f"cluster-{index:02d}"
+
+
 def new_node(config: FleetConfig, cluster: int, node: int) -> SimNode:
     """Node ``node`` of cluster ``cluster``; the same config and indexes give the same node."""
     index = cluster * config.nodes + node
@@ -238,7 +243,7 @@ def new_node(config: FleetConfig, cluster: int, node: int) -> SimNode:
         power_source = "rapl-powercap+nvml"
     base = min(0.9, max(0.03, rng.betavariate(2, 4)))
     sim = SimNode(
-        cluster=f"cluster-{cluster:02d}",
+        cluster=cluster_name(cluster),
         name=f"node-{node:05d}",
         index=index,
         rng=rng,

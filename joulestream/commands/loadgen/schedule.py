@@ -148,11 +148,15 @@ class LoadGenerator:
         producer: Producer,
         topics: Topics,
         *,
+        per_cluster_topics: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``per_cluster_topics``: each cluster writes its own source topics
+        (``Topics.sources_of``), as agents with cluster credentials do, else the shared ones."""
         self.config = config
         self._producer = producer
         self._topics = topics
+        self._per_cluster = per_cluster_topics
         self._clock = clock
         self._encoder = Encoder()
         self._nodes = fleet(config)
@@ -185,8 +189,13 @@ class LoadGenerator:
         window, messages = window_messages(
             sim, self._encoder, k, start_ns, end_ns, self.config.churn
         )
+        samples, power = (
+            self._topics.sources_of(sim.cluster)
+            if self._per_cluster
+            else (self._topics.samples, self._topics.power)
+        )
         for kind, value in messages:
-            self._produce(getattr(self._topics, kind), sim.key, value)
+            self._produce(samples if kind == "samples" else power, sim.key, value)
         self.stats.readings += len(messages) - 1
         self.stats.windows += 1
         self.stats.workload_samples += len(window.rows)

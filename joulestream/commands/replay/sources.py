@@ -58,7 +58,8 @@ class Replayed:
         return int(ms) * NS_PER_MS if ms is not None else int(self.row["time_ns"])
 
     def message(self) -> Message:
-        return Message(self.kind, self.row["key"], self.row["value"], self.event_ns)
+        row = self.row
+        return Message(self.kind, row["key"], row["value"], self.event_ns, row["topic"])
 
 
 @dataclass
@@ -136,6 +137,23 @@ def _tagged(kind: Kind, rows: Iterator[Row]) -> Iterator[Replayed]:
         yield Replayed(kind, row)
 
 
+def _add_ranges(
+    probe: Consumer,
+    kind: Kind,
+    topic: str,
+    partitions: list[int],
+    since_ns: int,
+    until_ns: int,
+    ranges: dict[int, list[tuple[Kind, str, int, int]]],
+) -> None:
+    """Each partition's offsets [start, end) of the time range, under its partition number."""
+    for partition in partitions:
+        low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), 30)
+        start = max(low, _offset_at(probe, topic, partition, since_ns, high))
+        end = _offset_at(probe, topic, partition, until_ns, high)
+        ranges.setdefault(partition, []).append((kind, topic, start, end))
+
+
 def kafka_source(
     bootstrap: str | None,
     topics: Topics,
@@ -146,26 +164,23 @@ def kafka_source(
     node: str | None = None,
 ) -> Source:
     """Partition by partition (a node lives in one partition number of every co-partitioned
-    topic), the partition's samples and readings merged by Kafka timestamp."""
+    topic), the partition's samples and readings merged by Kafka timestamp. Every source topic
+    the broker lists is read: the shared ones and every cluster's own (``Topics.source_kind``)."""
     codec = Codec()
-    topic_of = {"samples": topics.samples, "power": topics.power}
     group = topics.group("joulestream-replay")  # assigned, never joined: for ACLs only
     probe = consumer(group, bootstrap, **{"enable.auto.commit": False})
     ranges: dict[int, list[tuple[Kind, str, int, int]]] = {}
-    total = 0
     try:
         metadata = probe.list_topics(timeout=30)
+        listed = [name for name, info in metadata.topics.items() if info.error is None]
         for kind in kinds:
-            topic = topic_of[kind]
-            info = metadata.topics.get(topic)
-            if info is None or info.error is not None:
-                raise ReplayError(f"topic {topic} does not exist on the broker")
-            for partition in sorted(info.partitions):
-                low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), 30)
-                start = max(low, _offset_at(probe, topic, partition, since_ns, high))
-                end = _offset_at(probe, topic, partition, until_ns, high)
-                ranges.setdefault(partition, []).append((kind, topic, start, end))
-                total += max(0, end - start)
+            shared = getattr(topics, kind)
+            if shared not in listed:
+                raise ReplayError(f"topic {shared} does not exist on the broker")
+            for topic in topics.source_topics(listed, kind):
+                partitions = sorted(metadata.topics[topic].partitions)
+                _add_ranges(probe, kind, topic, partitions, since_ns, until_ns, ranges)
+        total = sum(max(0, end - start) for parts in ranges.values() for *_, start, end in parts)
     finally:
         probe.close()
     source = Source(iter(()), total)

@@ -76,30 +76,44 @@ class TopicTarget:
 
 
 class ArchiveTarget:
-    """The archive sink's layout: files per kind, cluster, hour and source partition."""
+    """The archive sink's layout: files per kind, cluster, hour and source topic partition."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.buffers: dict[tuple[Kind, int, str | None, int], list[Row]] = {}
+        self.buffers: dict[tuple[Kind, str, int, str | None, int], list[Row]] = {}
         self.claimed: set[Kind] = set()
         self.files = 0
 
     def write(self, item: Replayed) -> None:
         row = item.row
         if item.kind not in self.claimed:
-            claim_kind(self.root, item.kind, row["topic"])
+            # the shared topic even for a cluster's own one, as the archive sink claims
+            source = Topics.of_source(row["topic"])
+            claim_kind(
+                self.root,
+                item.kind,
+                row["topic"] if source is None else getattr(source[0], item.kind),
+            )
             self.claimed.add(item.kind)
-        key = (item.kind, row["partition"], row["cluster"], row["time_ns"] // NS_PER_HOUR)
+        key = (
+            item.kind,
+            row["topic"],
+            row["partition"],
+            row["cluster"],
+            row["time_ns"] // NS_PER_HOUR,
+        )
         rows = self.buffers.setdefault(key, [])
         rows.append(row)
         if len(rows) >= OUT_ROLL_ROWS:
             self._flush(key)
 
-    def _flush(self, key: tuple[Kind, int, str | None, int]) -> None:
+    def _flush(self, key: tuple[Kind, str, int, str | None, int]) -> None:
         rows = self.buffers.pop(key)
-        kind, partition, cluster, _ = key
+        kind, topic, partition, cluster, _ = key
         rows.sort(key=lambda r: r["offset"])
-        name = PartName(partition, rows[0]["offset"], rows[-1]["offset"])
+        source = Topics.of_source(topic)
+        topic_cluster = None if source is None else source[2]
+        name = PartName(partition, rows[0]["offset"], rows[-1]["offset"], topic_cluster)
         path = part_path(self.root, kind, cluster, hour_of(rows[0]["time_ns"]), name)
         write_durably(path, pa.Table.from_pylist(rows, schema=SCHEMA))
         self.files += 1
