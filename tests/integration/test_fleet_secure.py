@@ -32,6 +32,7 @@ from joulestream.kafka.broker import free_port_block
 from joulestream.kafka.cluster import LocalCluster
 from joulestream.schemas import Record, node_key
 from joulestream.schemas.codec import Codec
+from joulestream.sinks.archive.reader import read_archive
 
 pytestmark = pytest.mark.integration
 
@@ -117,8 +118,10 @@ def test_a_cluster_writes_only_its_own_data_and_the_pipeline_keeps_running(
                 "--powercap-root", str(fake_powercap(work / "powercap"))]  # fmt: skip
 
     logs = {
-        n: tmp_path / f"{n}.log" for n in ("processor", "sink", "store", "beta", "forger", "gamma")
+        n: tmp_path / f"{n}.log"
+        for n in ("processor", "sink", "store", "archive", "beta", "forger", "gamma")
     }
+    archive = tmp_path / "archive"
     with ExitStack() as stack:
         for name, args in (
             ("processor", ["process", *common, "--lateness", "1",
@@ -127,8 +130,13 @@ def test_a_cluster_writes_only_its_own_data_and_the_pipeline_keeps_running(
                       "--port", str(sink_port)]),
             ("store", ["sink", "store", *common, "--store", f"sqlite:///{db}",
                        "--flush-after", "1"]),
+            ("archive", ["sink", "archive", *common, "--archive-dir", str(archive),
+                         "--roll-seconds", "1"]),
         ):  # fmt: skip
-            stack.enter_context(joulestream(*args, log=logs[name], env=clean_env() | pipeline))
+            # the archive sink looks for new cluster topics every 2 s here (10 s by default)
+            refresh = {"JOULESTREAM_KAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS": "2000"}
+            env = clean_env() | pipeline | refresh
+            stack.enter_context(joulestream(*args, log=logs[name], env=env))
         stack.enter_context(joulestream(
             *agent("beta", "b1"), log=logs["beta"], env=beta
         ))  # fmt: skip
@@ -162,6 +170,10 @@ def test_a_cluster_writes_only_its_own_data_and_the_pipeline_keeps_running(
         counts = sink_windows(sink_port)
         assert not [node for node in counts if node[0] == "alpha"], counts
         assert not [node for node in store_windows(db) if node[0] == "alpha"]
+        # The archive sink, on the pipeline's credentials, keeps every cluster's own topics,
+        # gamma's (made after it started) too.
+        wait_for(lambda: {"beta", "gamma"} <= archived_topics(archive).keys(), 60, "gamma archived")
+        assert archived_topics(archive)["gamma"] == {f"{prefix}joulestream.samples.v1.gamma"}
     said = logs["forger"].read_text()
     assert said.count("waits:") == 1, said  # said once, while it kept sampling
     assert (
@@ -170,7 +182,16 @@ def test_a_cluster_writes_only_its_own_data_and_the_pipeline_keeps_running(
     )
     processor_log = logs["processor"].read_text()
     assert "Traceback" not in processor_log
+    assert "Traceback" not in logs["archive"].read_text()
     assert "restarting the worker to read them" in processor_log
+
+
+def archived_topics(root: Path) -> dict[str, set[str]]:
+    """Per cluster, the topics its archived samples came from."""
+    found: dict[str, set[str]] = {}
+    for message in read_archive(root, "samples"):
+        found.setdefault(message.cluster or "", set()).add(message.topic)
+    return found
 
 
 def forged_sample() -> Record:

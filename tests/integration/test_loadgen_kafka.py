@@ -3,6 +3,7 @@ a partition number (murmur2_random), seqs arrive contiguous, and the report adds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from energy_records import sample_record
 
 from joulestream.kafka import clients
@@ -89,3 +91,39 @@ def test_loadgen_publishes_co_partitioned_decodable_messages(
         assert numbers[0] == 0
     assert 0 < len(powered) < 12
     assert with_readings == powered  # nodes without a power source publish no readings
+
+
+@pytest.mark.integration
+def test_loadgen_writes_each_clusters_own_topics_when_asked(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """--per-cluster-topics: a simulated secure fleet; each cluster's records only on its own
+    topics (made co-partitioned when missing), none on the shared ones."""
+    clusters = ("cluster-00", "cluster-01")
+    own = {c: topics.sources_of(c) for c in clusters}
+    admin = clients.admin(kafka_bootstrap)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "joulestream.cli", "loadgen", "--bootstrap-servers",
+             kafka_bootstrap, "--topic-prefix", topics.prefix, "--clusters", "2", "--nodes", "2",
+             "--workloads", "5", "--interval", "0.5", "--duration", "1.2", "--json",
+             "--per-cluster-topics"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["failed"] == 0 and report["windows"] >= 4
+        names = [topics.samples, topics.power, *(t for pair in own.values() for t in pair)]
+        messages = consume_all(kafka_bootstrap, names, report["delivered"])
+        assert len(messages) == report["delivered"]
+        for message in messages:
+            cluster = message.key().decode().partition("/")[0]
+            assert message.topic() in own[cluster], (message.topic(), cluster)
+        counts = admin.list_topics(timeout=10).topics
+        for pair in own.values():
+            assert [len(counts[t].partitions) for t in pair] == [2, 2]  # co-partitioned
+    finally:
+        doomed = [t for pair in own.values() for t in pair]
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            with contextlib.suppress(KafkaException):
+                future.result()
