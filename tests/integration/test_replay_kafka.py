@@ -195,6 +195,10 @@ def test_replay_reads_every_clusters_own_topics_and_recompute_equals_the_live_pr
     admin = clients.admin(kafka_bootstrap)
     principals.ensure_cluster_topics(admin, topics, "c1")
     own = dict(zip((topics.samples, topics.power), topics.sources_of("c1"), strict=True))
+    # c9's topics have another partition count: neither the processor nor replay reads them
+    odd = topics.sources_of("c9")
+    for future in admin.create_topics([NewTopic(t, 3) for t in odd]).values():
+        future.result()
     energy = f"{topics.prefix}recomputed"
     try:
         since_ns = time.time_ns() - S
@@ -205,6 +209,11 @@ def test_replay_reads_every_clusters_own_topics_and_recompute_equals_the_live_pr
         intruder = sample("n9", 0, since_ns, since_ns + 2 * S, power=None, x=S)
         messages.append(to_samples(topics, {**intruder, "cluster": "c2"}))
         messages[-1] = (own[topics.samples], *messages[-1][1:])
+        stray = sample("n1", 0, since_ns, since_ns + 2 * S, power=None, x=S)
+        produce(
+            kafka_bootstrap,
+            [(odd[0], b"c9/n1", codec.encode("NodeSample", {**stray, "cluster": "c9"}))],
+        )
         produce(kafka_bootstrap, messages)
         until_ns = time.time_ns() + S
         assert {t for t, _, _ in messages} == {*own, *own.values()}
@@ -243,7 +252,7 @@ def test_replay_reads_every_clusters_own_topics_and_recompute_equals_the_live_pr
             archived = sorted((m.topic, m.value) for m in read_archive(out, kind))  # type: ignore[arg-type]
             assert archived == sorted((t, v) for t, _, v in messages if t in (shared, own[shared]))
     finally:
-        doomed = [*topics.sources_of("c1"), energy]
+        doomed = [*topics.sources_of("c1"), *odd, energy]
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
             with contextlib.suppress(KafkaException):
                 future.result()

@@ -177,8 +177,18 @@ def kafka_source(
             shared = getattr(topics, kind)
             if shared not in listed:
                 raise ReplayError(f"topic {shared} does not exist on the broker")
+            count = len(metadata.topics[shared].partitions)
             for topic in topics.source_topics(listed, kind):
                 partitions = sorted(metadata.topics[topic].partitions)
+                if len(partitions) != count:  # the processor does not read it either
+                    log.error(
+                        "%s has %d partitions, %s %d: not replayed (recreate it)",
+                        topic,
+                        len(partitions),
+                        shared,
+                        count,
+                    )
+                    continue
                 _add_ranges(probe, kind, topic, partitions, since_ns, until_ns, ranges)
         total = sum(max(0, end - start) for parts in ranges.values() for *_, start, end in parts)
     finally:
