@@ -76,8 +76,8 @@ def test_columns_drop_zero_planes_and_the_common_factor() -> None:
     stored divided by its greatest common divisor, which travels in the column's header."""
     pages = [4096 * k for k in (3, 250, 17, 65_535)]
     packed = pack(pages)
-    assert packed[:3] == b"\x02\x80\x20"  # two planes, factor 4096 as a varint
-    assert len(packed) == 3 + 2 * len(pages)
+    # two planes, highest first, after the factor 4096 as a varint
+    assert packed == b"\x02\x80\x20" + bytes((0, 0, 0, 255)) + bytes((3, 250, 17, 255))
     assert unpack(packed) == pages
     micros = [1000 * k for k in (1, 999_983, 12)]
     assert pack(micros)[1:3] == b"\xe8\x07" and unpack(pack(micros)) == micros  # factor 1000
