@@ -21,7 +21,6 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "partitioner": "murmur2_random",
 }
 # Agents (and loadgen, which stands in for them) compress harder than the default level 3: a
-# Agents (and loadgen, which stands in for them) compress harder than the default level 3: a
 # node sends one ~3 KB sample per interval, which level 9 packs ~1 % smaller for ~0.5 ms more CPU
 # per batch (0.025 % of a core at 2 s). Not higher: librdkafka sizes zstd's tables for the
 # level, not for the batch, and level 12 cost 27 ms per batch here (docs/architecture.md,
