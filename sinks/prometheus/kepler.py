@@ -31,7 +31,10 @@ series with ``path="aggregated-<zone>"``, as Kepler's AggregatedZone does; a sin
 carry). Only containers and pods have families there (Kepler exports other processes as
 ``kepler_process_*``, which needs per-process records we do not have), ``state`` is always
 ``running`` (a gone container leaves with the series TTL), and ``*_watts`` is a window's
-energy over its length, for the node's latest window.
+energy over its length, for the node's latest window. ``kepler_platform_watts`` (Kepler
+>= 0.11, the BMC over Redfish) is the platform zone's watts of the node's latest window when
+that zone came from the agent's Redfish reader (``bmc_joules``); its BMC, chassis and reading
+id labels are empty: NodeEnergy does not carry them.
 
 Kepler runs one exporter per node; one sink serves many nodes, so every family also carries
 ``cluster``, the 0.7 container families ``node`` and the >= 0.10 families ``node_name`` (a
@@ -244,6 +247,23 @@ POD_CPU_LABELS: tuple[str, ...] = (
 )
 POD_GPU_LABELS: tuple[str, ...] = tuple(x for x in POD_CPU_LABELS if x != "zone")
 
+# Kepler >= 0.11's kepler_platform_watts (internal/exporter/prometheus/collector/
+# platform_collector.go): the BMC's power over Redfish, one series per PowerSupply or
+# PowerControl reading. Ours is the agent's Redfish reader (PowerReading ``source`` part
+# ``redfish``, zone ``platform``): one whole-server reading per node. NodeEnergy carries no BMC,
+# chassis or reading ids, so those labels are empty (``source`` is the constant ``redfish``).
+BMC_SOURCE = "redfish"
+BMC_ZONE = "platform"
+PLATFORM_LABELS: tuple[str, ...] = (
+    "node_name",
+    "bmc_id",
+    "chassis_id",
+    "source_id",
+    "source_name",
+    "source_type",
+    "cluster",
+)
+
 # Kepler's ContainerRuntime values (internal/resource/types.go), told apart by cgroup path.
 _RUNTIMES = (
     ("cri-containerd-", "containerd"),
@@ -261,6 +281,19 @@ def runtime_of(path: str) -> str:
         if marker in path:
             return runtime
     return "kubernetes" if "kubepods" in path else "unknown"
+
+
+def bmc_joules(record: Mapping[str, Any]) -> float | None:
+    """The BMC's platform energy in a window: a measured window whose power readings came (in
+    part) from Redfish and that has the platform zone; None otherwise (another source, an
+    estimated platform zone, a BMC gap), so no zero is ever exported for it."""
+    if record["source"] != "measured" or BMC_SOURCE not in record["source_detail"].split("+"):
+        return None
+    for zone in record["zones"]:
+        if zone["zone"] == BMC_ZONE:
+            joules: float = zone["dynamic_j"] + zone["idle_j"]
+            return joules
+    return None
 
 
 def node_cpu_paths(zones: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
@@ -382,6 +415,16 @@ def _v10_families() -> list[Family]:
                 generation=V10,
             )
         )
+    families.append(
+        Family(
+            "kepler_platform_watts",
+            False,
+            "Current platform power in watts from BMC (PowerSubsystem or deprecated Power API)",
+            PLATFORM_LABELS,
+            BMC_SOURCE,
+            V10,
+        )
+    )
     return families
 
 

@@ -31,6 +31,7 @@ class _Node:
     gpu: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
     cpu_watts: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
     gpu_watts: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
+    platform_watts: float | None = None  # the BMC's, latest window (kepler_platform_watts)
 
 
 @dataclass(slots=True)
@@ -115,6 +116,9 @@ class KeplerState:
             node.last_end_ns = end_ns
         zones = record["zones"]
         self._fold_node(node, zones, newest, seconds)
+        if newest:
+            bmc = kepler.bmc_joules(record)
+            node.platform_watts = None if bmc is None else bmc / seconds
         chosen = kepler.platform_zones(zones)
         for workload in workloads:
             self._fold_v07(where, workload, chosen, now)
@@ -255,6 +259,9 @@ class KeplerState:
         last_end: dict[tuple[str, str], int] = {}
         for (cluster, name), node in self._nodes.items():
             last_end[(cluster, name)] = node.last_end_ns
+            if node.platform_watts is not None:
+                bmc = (name, "", "", "", "", "", cluster)  # kepler.PLATFORM_LABELS
+                out[f"kepler_platform_watts{v10}"][bmc] = node.platform_watts
             for (component, package, mode), value in node.v07.items():
                 out[f"kepler_node_{component}_joules"][(package, name, mode, cluster)] = value
             for device, joules, watts in (
