@@ -23,6 +23,8 @@ from test_sink_prometheus_real_prometheus import running_sink, wait_for
 
 from joulestream.kafka import clients
 from joulestream.schemas.codec import Codec
+from joulestream.schemas.frames import EnergyFrame
+from joulestream.schemas.records import decode_energy
 from joulestream.settings import Topics
 
 pytestmark = pytest.mark.integration
@@ -50,20 +52,21 @@ def powercap(root: Path) -> Path:
     return zone / "energy_uj"
 
 
-def energy_windows(bootstrap: str, topic: str, node: str) -> list[dict[str, object]]:
+def energy_windows(bootstrap: str, topic: str, node: str) -> list[EnergyFrame]:
+    """Every NodeEnergy window of ``node`` on the topic, decoded whatever its version."""
     codec = Codec()
     consumer = clients.consumer(f"check-{uuid.uuid4().hex}", bootstrap)
     consumer.subscribe([topic])
-    windows: list[dict[str, object]] = []
+    windows: list[EnergyFrame] = []
     idle_until = time.monotonic() + 10
     try:
         while time.monotonic() < idle_until:
             message = consumer.poll(0.5)
             if message is None or message.error() is not None:
                 continue
-            record = codec.decode(message.value(), expect="NodeEnergy")
-            if record["node"] == node:
-                windows.append(record)
+            frame = decode_energy(codec, message.value())
+            if frame.node == node:
+                windows.append(frame)
                 idle_until = time.monotonic() + 3
     finally:
         consumer.close()
@@ -127,13 +130,13 @@ def test_platform_zone_from_the_bmc_flows_to_the_sink_and_a_silent_bmc_is_a_coun
         stop_processor(processor, tmp_path / "processor")
         bmc.stop()
 
-    zones = [{z["zone"]: z for z in w["zones"]} for w in windows]  # type: ignore[attr-defined]
-    measured = [z for z, w in zip(zones, windows, strict=True) if w["source"] == "measured"]
+    zones = [{z.zone: z for z in w.zones} for w in windows]
+    measured = [z for z, w in zip(zones, windows, strict=True) if w.source == "measured"]
     assert measured and all("package-0" in z for z in measured)
     with_platform = [z for z in measured if "platform" in z]
     without = [z for z in measured if "platform" not in z]
     assert with_platform and without, "the gap shows as windows without the platform zone"
-    assert all(z["platform"]["total_j"] > 0 for z in with_platform), "never a zero"
+    assert all(z["platform"].total_uj > 0 for z in with_platform), "never a zero"
     # 300 W held between polls: each 0.5 s window about 150 J
-    typical = sorted(z["platform"]["total_j"] for z in with_platform)[len(with_platform) // 2]
-    assert 100 < typical < 200, typical
+    typical = sorted(z["platform"].total_uj for z in with_platform)[len(with_platform) // 2]
+    assert 100e6 < typical < 200e6, typical
