@@ -39,7 +39,13 @@ S = 1_000_000_000
 TIMEOUT_S = 60.0
 OUTAGE_S = 30.0
 TABLES = ("node_windows", "node_zone_windows", "workload_windows")
-TODAY_NS = int(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()) * S
+
+
+@pytest.fixture
+def today_ns() -> int:
+    """Midnight UTC of the day the test starts, read once: every date the test writes or
+    expects derives from it, so a run that crosses midnight still agrees with itself."""
+    return int(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()) * S
 
 
 def energy(start_ns: int, *, node: str = "n1", co2e_g: float = 0.25) -> dict[str, Any]:
@@ -116,16 +122,18 @@ def running_sink(bootstrap: str, topics: Topics, dsn: str, group: str) -> Iterat
         yield sink
 
 
-def test_migrations_partitions_idempotent_upserts_and_retention(postgres_db: str) -> None:
+def test_migrations_partitions_idempotent_upserts_and_retention(
+    today_ns: int, postgres_db: str
+) -> None:
     store = PostgresStore(postgres_db)
     assert store.migrate() == POSTGRES[-1].version
     assert PostgresStore(postgres_db).migrate() == POSTGRES[-1].version
-    days = [TODAY_NS - d * 86_400 * S for d in (3, 1, 0)]
+    days = [today_ns - d * 86_400 * S for d in (3, 1, 0)]
     records = [energy(day + s * S) for day in days for s in (10, 12)]
     # raw: 1 + 1 + 2 rows a window; rollups: per day (one minute) 2 workload + 1 node
     # minute rows, then 2 pod + 1 namespace + 1 node hour rows
     assert write_records(store, records) == 6 * 4 + 3 * (3 + 4)
-    today = datetime.now(UTC).date()
+    today = ns_to_datetime(today_ns).date()
     expected_days = [today - timedelta(days=d) for d in (3, 1, 0)]
     expected = {
         table: sorted({partition_span(table, d)[0] for d in expected_days}) for table in TIER_OF
@@ -166,15 +174,15 @@ def test_migrations_partitions_idempotent_upserts_and_retention(postgres_db: str
 
     # Raw and minutes kept 2 days: their partitions of 3 days ago go, whole; the hours stay.
     assert (
-        store.expire({"raw": TODAY_NS - 2 * 86_400 * S, "minute": TODAY_NS - 2 * 86_400 * S}) == 5
+        store.expire({"raw": today_ns - 2 * 86_400 * S, "minute": today_ns - 2 * 86_400 * S}) == 5
     )
     assert store.partitions()["workload_minutes"] == expected_days[1:]
     assert store.partitions()["pod_hours"] == expected["pod_hours"]
     assert len(stored_windows(postgres_db)) == 4
 
 
-def test_executemany_and_copy_store_the_same_rows(postgres_db: str) -> None:
-    records = [energy(TODAY_NS + s * S, node=f"n{s % 3}") for s in range(0, 40, 2)]
+def test_executemany_and_copy_store_the_same_rows(today_ns: int, postgres_db: str) -> None:
+    records = [energy(today_ns + s * S, node=f"n{s % 3}") for s in range(0, 40, 2)]
     copy = PostgresStore(postgres_db)
     copy.migrate()
     write_records(copy, records)
@@ -196,16 +204,16 @@ def test_executemany_and_copy_store_the_same_rows(postgres_db: str) -> None:
 
 
 def test_kafka_to_postgres_once_even_when_delivered_twice(
-    kafka_bootstrap: str, topics: Topics, postgres_db: str
+    today_ns: int, kafka_bootstrap: str, topics: Topics, postgres_db: str
 ) -> None:
-    records = [energy(TODAY_NS + s * S, node=f"n{s % 4}") for s in range(0, 80, 2)]
+    records = [energy(today_ns + s * S, node=f"n{s % 4}") for s in range(0, 80, 2)]
     produce_energy(kafka_bootstrap, topics.energy, records)
     group = f"store-it-{uuid.uuid4().hex}"
     with running_sink(kafka_bootstrap, topics, postgres_db, group) as sink:
         wait_for(lambda: len(stored_windows(postgres_db)) == 40, "40 windows")
         first = counts(postgres_db)
         # The same 40 windows delivered again, then a new one that proves they were read.
-        produce_energy(kafka_bootstrap, topics.energy, [*records, energy(TODAY_NS + 1000 * S)])
+        produce_energy(kafka_bootstrap, topics.energy, [*records, energy(today_ns + 1000 * S)])
         wait_for(lambda: len(stored_windows(postgres_db)) == 41, "the 41st window")
         wait_for(
             lambda: committed_total(kafka_bootstrap, topics.energy, group) == 81,
@@ -234,14 +242,15 @@ def test_kafka_to_postgres_once_even_when_delivered_twice(
 
 
 def test_postgres_stopped_for_30_s_mid_stream_loses_and_doubles_nothing(
+    today_ns: int,
     kafka_bootstrap: str,
     topics: Topics,
     postgres_db: str,
     postgres_server: PostgresServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    before = [energy(TODAY_NS + s * S, node=f"n{s % 3}") for s in range(0, 60, 2)]
-    during = [energy(TODAY_NS + s * S, node=f"n{s % 3}") for s in range(60, 200, 2)]
+    before = [energy(today_ns + s * S, node=f"n{s % 3}") for s in range(0, 60, 2)]
+    during = [energy(today_ns + s * S, node=f"n{s % 3}") for s in range(60, 200, 2)]
     group = f"store-outage-{uuid.uuid4().hex}"
     produce_energy(kafka_bootstrap, topics.energy, before)
     caplog.set_level(logging.INFO, logger="joulestream.sinks.store.service")
@@ -275,9 +284,9 @@ def test_postgres_stopped_for_30_s_mid_stream_loses_and_doubles_nothing(
 
 
 def test_cli_stores_windows_and_stops_cleanly_on_sigterm(
-    kafka_bootstrap: str, topics: Topics, postgres_db: str
+    today_ns: int, kafka_bootstrap: str, topics: Topics, postgres_db: str
 ) -> None:
-    produce_energy(kafka_bootstrap, topics.energy, [energy(TODAY_NS + 4 * S)])
+    produce_energy(kafka_bootstrap, topics.energy, [energy(today_ns + 4 * S)])
     command = [
         sys.executable,
         "-m",
