@@ -106,11 +106,19 @@ def test_burner_cpu_time_matches_proc(collector: EbpfCollector, cgroups: Cgroups
     cgroup, rel = cgroups.make(f"docker-{container_id}.scope")
     burner = cgroups.start(cgroup, [sys.executable, "-c", "while True: pass"])
     time.sleep(0.3)
+    # /proc readings bracket the collector's window on both sides, so the comparison holds
+    # however the machine's load schedules this test: the burner's own CPU time is the
+    # reference, never wall time. Waiting for enough of it (not a fixed sleep) keeps the
+    # tick resolution of /proc small against the tolerance under any load.
+    outer_before, started = _cpu_ns(burner.pid), time.monotonic()
     collector.start()
-    before = _cpu_ns(burner.pid)
-    time.sleep(2.0)
+    inner_before = _cpu_ns(burner.pid)
+    deadline = time.monotonic() + 60
+    while _cpu_ns(burner.pid) - inner_before < NS_PER_S and time.monotonic() < deadline:
+        time.sleep(0.1)
+    inner_after = _cpu_ns(burner.pid)
     window = collector.collect()
-    used = _cpu_ns(burner.pid) - before
+    outer_after, wall_s = _cpu_ns(burner.pid), time.monotonic() - started
     workloads = _workloads(window)
     assert container_id in workloads, sorted(workloads)
     workload = workloads[container_id]
@@ -119,12 +127,15 @@ def test_burner_cpu_time_matches_proc(collector: EbpfCollector, cgroups: Cgroups
         container_id,
         rel,
     )
-    assert used > 0.5 * NS_PER_S  # the burner really ran
-    assert workload.counters.cpu_time_ns == pytest.approx(used, rel=0.10)
+    low, high = inner_after - inner_before, outer_after - outer_before
+    assert low >= NS_PER_S, "the burner got under 1 s of CPU in 60 s"
+    tick = NS_PER_S // CLOCK_TICKS  # /proc's resolution, per reading
+    counted = workload.counters.cpu_time_ns or 0
+    assert 0.9 * low - 2 * tick <= counted <= 1.1 * high + 2 * tick, (low, counted, high)
     assert f"/{rel.split('/')[1]}" not in workloads  # not again in its parent
     total = window.node_totals.cpu_time_ns or 0
     assert sum(w.counters.cpu_time_ns or 0 for w in window.workloads) == total
-    assert total <= 2.2 * NS_PER_S * (os.cpu_count() or 1)
+    assert total <= 1.1 * wall_s * NS_PER_S * (os.cpu_count() or 1)
 
 
 _LOOPBACK = """
