@@ -43,6 +43,17 @@ def metric(port: int, name: str, **labels: str) -> float:
     )
 
 
+def series(port: int, name: str) -> list[tuple[dict[str, str], float]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
 def powercap(root: Path) -> Path:
     zone = root / "intel-rapl:0"
     zone.mkdir(parents=True)
@@ -112,6 +123,12 @@ def test_platform_zone_from_the_bmc_flows_to_the_sink_and_a_silent_bmc_is_a_coun
 
                 wait_for(lambda: platform_joules() > 0, "platform energy from the BMC in the sink")
                 assert metric(sink_port, "kepler_node_platform_joules_total") > 0
+                # Kepler >= 0.11's BMC gauge: 300 W held between polls, J/s of the latest window
+                watts = "kepler_platform_watts"
+                wait_for(lambda: bool(series(sink_port, watts)), watts)
+                ((labels, value),) = series(sink_port, watts)
+                assert labels["source"] == "redfish" and labels["node_name"] == node, labels
+                assert 200 < value < 400, value  # as the windows at the end
                 before_gap = platform_joules()
                 bmc.stop()  # unreachable for 3 s: three times the staleness bound
                 for _ in range(12):
@@ -120,6 +137,13 @@ def test_platform_zone_from_the_bmc_flows_to_the_sink_and_a_silent_bmc_is_a_coun
                 gaps = "joulestream_agent_power_gaps_total"
                 assert metric(agent_port, gaps, zone="platform") >= 2, agent_log.read_text()
                 assert metric(agent_port, gaps, zone="package-0") == 0
+
+                # a silent BMC: the gauge goes away (windows without platform), never a zero
+                def bmc_gauge_gone() -> bool:
+                    rapl_moves()
+                    return not series(sink_port, watts)
+
+                wait_for(bmc_gauge_gone, f"no {watts} while the BMC is silent")
                 bmc.start()
                 wait_for(lambda: platform_joules() > before_gap + 300, "platform energy again")
             finally:
