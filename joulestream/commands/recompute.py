@@ -23,16 +23,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import RejectedInput
 from joulestream.schemas.frames import EnergyFrame
 from joulestream.settings import Topics
-from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.core import Core
-from joulestream.stream_processors.join import DEFAULT_MAX_READINGS, PowerSeries
+from joulestream.stream_processors.join import PowerSeries
 from joulestream.stream_processors.sources import check_cluster
-from joulestream.stream_processors.validation import DEFAULT_MAX_WORKLOADS
-from joulestream.stream_processors.windows import Emitted, JoinContext
+from joulestream.stream_processors.windows import Emitted
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +51,11 @@ class Message:
 
 class Recompute:
     """Feed messages in order per node (``feed``), then ``finish``; each returns the windows
-    settled by it, in the order the live processor would produce them."""
+    settled by it, in the order the live processor would produce them. ``core`` is built as
+    the live app builds its own; only the series store and the clock are recompute's."""
 
-    def __init__(
-        self,
-        config: AttributionConfig,
-        lateness_s: float,
-        context: JoinContext | None = None,
-        *,
-        max_readings: int = DEFAULT_MAX_READINGS,
-        max_workloads: int = DEFAULT_MAX_WORKLOADS,
-        codec: Codec | None = None,
-    ) -> None:
-        self.core: Core[None] = Core(
-            config,
-            lateness_s,
-            context,
-            max_readings=max_readings,
-            max_workloads=max_workloads,
-            codec=codec,
-        )
+    def __init__(self, core: Core[None]) -> None:
+        self.core = core
         self.series: dict[str, PowerSeries] = {}
         self.dead_letters: Counter[str] = Counter()
         self.windows: Counter[str] = Counter()  # by source

@@ -34,6 +34,7 @@ from joulestream.schemas import Record, node_id
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
 from joulestream.schemas.frames import UJ_PER_J
 from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.windows import JoinContext
 
 HOLDOUT_FRACTION = 0.2
@@ -114,7 +115,7 @@ def examples_from_windows(windows: Iterable[Window]) -> Iterator[Example]:
 
 def training_examples(messages: Iterable[Message], lateness_s: float = 10.0) -> list[Example]:
     """Replayed messages (in order per node) → examples, through the processor's join."""
-    recompute = Recompute(AttributionConfig(), lateness_s, JoinContext())
+    recompute = Recompute(Core(AttributionConfig(), lateness_s, JoinContext()))
     return list(examples_from_windows(recompute.feed_all(messages)))
 
 

@@ -24,6 +24,7 @@ from joulestream.schemas.codec import Codec
 from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.schemas.records import WorkloadTables, decode_sample
 from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.core import Core
 
 S = 1_000_000_000
 CODEC = Codec()
@@ -276,7 +277,7 @@ def test_simulated_gpu_energy_goes_to_the_workloads_by_sm_time() -> None:
         )[1]
     ]
     split = 0
-    for window in Recompute(AttributionConfig(), 10.0).feed_all(messages):
+    for window in Recompute(Core(AttributionConfig(), 10.0)).feed_all(messages):
         sm = window.sample.columns["gpu_sm_time_ns"]
         assert sm is not None
         for zone in window.energy.zones:

@@ -24,6 +24,7 @@ from joulestream.schemas.codec import Codec
 from joulestream.schemas.errors import FeatureNameError
 from joulestream.schemas.features import FEATURE_NAMES
 from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.windows import JoinContext
 
 S = 1_000_000_000
@@ -166,7 +167,7 @@ def test_an_estimated_window_carries_the_model_id_and_its_error() -> None:
     )
     model = PowerModel.from_record(result.record)
     recompute = Recompute(
-        AttributionConfig(), 10.0, JoinContext(models=lambda: ModelSet.of([model]))
+        Core(AttributionConfig(), 10.0, JoinContext(models=lambda: ModelSet.of([model])))
     )
     vm = sample("vm1", 0, 2 * S, 1000, power=None)  # no power source: estimated
     message = Message("samples", b"c1/vm1", codec.encode("NodeSample", vm), T0 + INTERVAL)

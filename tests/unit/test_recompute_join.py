@@ -9,6 +9,7 @@ from joulestream.commands.recompute import Message, Recompute
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.records import decode_energy
 from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.core import Core
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -38,7 +39,7 @@ def at(seconds: float) -> int:
 
 
 def test_late_power_within_lateness_is_measured_and_beyond_it_is_not() -> None:
-    recompute = Recompute(AttributionConfig(), lateness_s=5.0)
+    recompute = Recompute(Core(AttributionConfig(), lateness_s=5.0))
     assert recompute.feed(Message("power", KEY, reading(0, 0), at(0))) == []
     assert recompute.feed(Message("samples", KEY, sample(0), at(2))) == []  # waits
     [window] = recompute.feed(Message("power", KEY, reading(1, 10_000_000), at(4)))
@@ -57,7 +58,7 @@ def test_late_power_within_lateness_is_measured_and_beyond_it_is_not() -> None:
 
 
 def test_bad_messages_are_counted_by_reason_and_nothing_else_changes() -> None:
-    recompute = Recompute(AttributionConfig(), lateness_s=5.0)
+    recompute = Recompute(Core(AttributionConfig(), lateness_s=5.0))
     recompute.feed(Message("samples", KEY, b"\x00junk", at(0)))
     recompute.feed(Message("samples", b"c1/other", sample(0), at(0)))
     recompute.feed(Message("power", KEY, None, at(0)))

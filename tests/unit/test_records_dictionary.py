@@ -19,6 +19,7 @@ from joulestream.schemas.records import (
     encode_sample,
 )
 from joulestream.stream_processors.attribution import AttributionConfig
+from joulestream.stream_processors.core import Core
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -76,7 +77,7 @@ def reading(seq: int) -> dict[str, object]:
 
 
 def energy_of(messages: list[Message]) -> list[bytes]:
-    recompute = Recompute(AttributionConfig(), 10.0)
+    recompute = Recompute(Core(AttributionConfig(), 10.0))
     return [recompute.encode(w.energy) for w in recompute.feed_all(messages)]
 
 

@@ -23,6 +23,7 @@ from joulestream.models.selection import ModelSet
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.records import WorkloadTables, decode_energy
 from joulestream.stream_processors.attribution import AttributionConfig, Carbon
+from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.windows import JoinContext
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "records"
@@ -86,7 +87,7 @@ def test_pre_change_history_replays_into_the_pre_change_windows(policy: str) -> 
         pricing=lambda cluster, t_ns: Carbon(pue=1.2, intensity_g_per_kwh=300.0),
         models=lambda: ModelSet.of([default_model()]),
     )
-    recompute = Recompute(POLICIES[policy], 10.0, context)
+    recompute = Recompute(Core(POLICIES[policy], 10.0, context))
     frames = [
         decode_energy(codec, recompute.encode(w.energy)) for w in recompute.feed_all(_inputs())
     ]

@@ -28,6 +28,7 @@ from joulestream.sinks.archive.layout import (
 from joulestream.sinks.archive.rows import Row
 from joulestream.sinks.names import Namer
 from joulestream.sinks.store.backend import Store, open_store, write_records
+from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
 from joulestream.stream_processors.windows import JoinContext
 
@@ -142,15 +143,17 @@ class RecomputeTarget:
         )
         self.reader.start()
         self.recompute = Recompute(
-            settings.attribution,
-            settings.lateness_s,
-            JoinContext(
-                pricing=self.reference.pricing,
-                models=self.reference.models,
-                learn_idle=settings.learn_idle,
-            ),
-            max_readings=settings.max_readings,
-            max_workloads=settings.max_workloads,
+            Core(
+                settings.attribution,
+                settings.lateness_s,
+                JoinContext(
+                    pricing=self.reference.pricing,
+                    models=self.reference.models,
+                    learn_idle=settings.learn_idle,
+                ),
+                max_readings=settings.max_readings,
+                max_workloads=settings.max_workloads,
+            )
         )
         self.energy_topic: str | None = args.energy_topic
         self.target: TopicTarget | None = None
