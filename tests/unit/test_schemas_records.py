@@ -3,6 +3,8 @@ round-trip; the workload dictionary names rows on both sides of churn."""
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import pytest
 
 from joulestream.schemas.codec import Codec
@@ -28,18 +30,34 @@ POD = Identity("container", "c1", "/kubepods/c1", "c1", "u1", "shop", "cart-0", 
 KERNEL = Identity("kernel", "kernel", "/")
 
 
+class Window(TypedDict):
+    """The fields a sample and its energy share: one node's window."""
+
+    cluster: str
+    node: str
+    agent_instance: str
+    seq: int
+    window_start_ns: int
+    window_end_ns: int
+
+
+WINDOW = Window(
+    cluster="eu-1",
+    node="node-a",
+    agent_instance="7f3c",
+    seq=41,
+    window_start_ns=T0,
+    window_end_ns=T0 + 2 * S,
+)
+
+
 def sample(ids: list[int], identities: dict[int, Identity], full: bool) -> SampleFrame:
     n = len(ids)
     columns: dict[str, list[int] | None] = {name: None for name in FEATURE_NAMES}
     columns["cpu_time_ns"] = [S + i for i in range(n)]
     columns["memory_working_set_bytes"] = [(i + 1) << 20 for i in range(n)]
     return SampleFrame(
-        cluster="eu-1",
-        node="node-a",
-        agent_instance="7f3c",
-        seq=41,
-        window_start_ns=T0,
-        window_end_ns=T0 + 2 * S,
+        **WINDOW,
         collector="procfs",
         power_source="rapl-powercap",
         node_totals={name: None for name in FEATURE_NAMES} | {"cpu_time_ns": 3 * S},
@@ -136,12 +154,7 @@ def test_v2_sample_becomes_a_full_table_frame_in_workload_order() -> None:
 
 def energy(ids: list[int]) -> EnergyFrame:
     return EnergyFrame(
-        cluster="eu-1",
-        node="node-a",
-        agent_instance="7f3c",
-        seq=41,
-        window_start_ns=T0,
-        window_end_ns=T0 + 2 * S,
+        **WINDOW,
         source="measured",
         source_detail="rapl-powercap",
         model_id=None,
