@@ -74,6 +74,44 @@ def everything(bootstrap: str, topic: str) -> dict[int, list[tuple[Any, ...]]]:
     return dict(out)
 
 
+def live_energy(bootstrap: str, topics: Topics, tmp_path: Path, count: int) -> list[Any]:
+    """The live processor's NodeEnergy messages for what the source topics hold."""
+    live_dir = tmp_path / "live"
+    live_dir.mkdir()
+    proc = start_processor(bootstrap, topics, live_dir, *PROCESSOR_OPTIONS)
+    try:
+        return consume(bootstrap, topics.energy, count, proc)
+    finally:
+        stop_processor(proc, live_dir)
+
+
+def kafka_range(bootstrap: str, topics: Topics, since_ns: int, until_ns: int) -> tuple[str, ...]:
+    """replay's options for the source topics between ``since_ns`` and ``until_ns``."""
+    return (
+        "--bootstrap-servers", bootstrap,
+        "--topic-prefix", topics.prefix,
+        "--since", str(since_ns / 1e9),
+        "--until", str(until_ns / 1e9),
+        "--source", "kafka",
+    )  # fmt: skip
+
+
+def assert_recompute_is_live(
+    bootstrap: str, common: tuple[str, ...], energy: str, live: list[Any]
+) -> None:
+    """Recompute the range with the processor's options into ``energy``: per node, the live
+    NodeEnergy bytes in the same order."""
+    assert run_replay(*common, *PROCESSOR_OPTIONS, "--recompute", "--energy-topic", energy) == 0
+    live_by_key = defaultdict(list)
+    for m in live:
+        live_by_key[m.key()].append(m.value())
+    again_by_key = defaultdict(list)
+    for messages in everything(bootstrap, energy).values():
+        for key, value, _, _ in messages:
+            again_by_key[key].append(value)
+    assert again_by_key == live_by_key
+
+
 def history(topics: Topics) -> list[tuple[str, bytes, bytes]]:
     """Two measured nodes with readings at every boundary, one node without power."""
     t = (time.time_ns() // S - 600) * S
@@ -104,22 +142,10 @@ def test_replay_is_byte_identical_and_recompute_equals_the_live_processor(
     until_ns = time.time_ns() + S
     expected_windows = 3 * WINDOWS
 
-    live_dir = tmp_path / "live"
-    live_dir.mkdir()
-    proc = start_processor(kafka_bootstrap, topics, live_dir, *PROCESSOR_OPTIONS)
-    try:
-        live = consume(kafka_bootstrap, topics.energy, expected_windows, proc)
-    finally:
-        stop_processor(proc, live_dir)
+    live = live_energy(kafka_bootstrap, topics, tmp_path, expected_windows)
     assert len(live) == expected_windows
 
-    common = (
-        "--bootstrap-servers", kafka_bootstrap,
-        "--topic-prefix", topics.prefix,
-        "--since", str(since_ns / 1e9),
-        "--until", str(until_ns / 1e9),
-        "--source", "kafka",
-    )  # fmt: skip
+    common = kafka_range(kafka_bootstrap, topics, since_ns, until_ns)
 
     # 1. Replay into a new topic set: the same bytes, keys, headers, timestamps, partitions.
     copy = Topics(prefix=f"r{uuid.uuid4().hex[:12]}.")
@@ -172,16 +198,7 @@ def test_replay_is_byte_identical_and_recompute_equals_the_live_processor(
     energy = f"{topics.prefix}recomputed"
     admin = clients.admin(kafka_bootstrap)
     admin.create_topics([NewTopic(energy, 2)])[energy].result()
-    assert run_replay(*common, *PROCESSOR_OPTIONS, "--recompute", "--energy-topic", energy) == 0
-    recomputed = everything(kafka_bootstrap, energy)
-    live_by_key = defaultdict(list)
-    for m in live:
-        live_by_key[m.key()].append(m.value())
-    again_by_key = defaultdict(list)
-    for messages in recomputed.values():
-        for key, value, _, _ in messages:
-            again_by_key[key].append(value)
-    assert again_by_key == live_by_key
+    assert_recompute_is_live(kafka_bootstrap, common, energy, live)
     sources = {energy_record(m.value())["source"] for m in live}
     assert sources == {"measured", "estimated"}
 
@@ -218,32 +235,12 @@ def test_replay_reads_every_clusters_own_topics_and_recompute_equals_the_live_pr
         until_ns = time.time_ns() + S
         assert {t for t, _, _ in messages} == {*own, *own.values()}
 
-        live_dir = tmp_path / "live"
-        live_dir.mkdir()
-        proc = start_processor(kafka_bootstrap, topics, live_dir, *PROCESSOR_OPTIONS)
-        try:
-            live = consume(kafka_bootstrap, topics.energy, 3 * WINDOWS, proc)
-        finally:
-            stop_processor(proc, live_dir)
+        live = live_energy(kafka_bootstrap, topics, tmp_path, 3 * WINDOWS)
         assert sorted({m.key() for m in live}) == [b"c1/n1", b"c1/n2", b"c1/n3"]
 
-        common = (
-            "--bootstrap-servers", kafka_bootstrap,
-            "--topic-prefix", topics.prefix,
-            "--since", str(since_ns / 1e9),
-            "--until", str(until_ns / 1e9),
-            "--source", "kafka",
-        )  # fmt: skip
+        common = kafka_range(kafka_bootstrap, topics, since_ns, until_ns)
         admin.create_topics([NewTopic(energy, 2)])[energy].result()
-        assert run_replay(*common, *PROCESSOR_OPTIONS, "--recompute", "--energy-topic", energy) == 0
-        live_by_key = defaultdict(list)
-        for m in live:
-            live_by_key[m.key()].append(m.value())
-        again_by_key = defaultdict(list)
-        for partition in everything(kafka_bootstrap, energy).values():
-            for key, value, _, _ in partition:
-                again_by_key[key].append(value)
-        assert again_by_key == live_by_key
+        assert_recompute_is_live(kafka_bootstrap, common, energy, live)
 
         # Into the archive layout: every topic's messages, each file of one topic.
         out = tmp_path / "archive"
