@@ -18,7 +18,7 @@ import argparse
 import resource
 import time
 
-from common import append_results, energy_window
+from common import energy_window, report_figures
 from prometheus_client import generate_latest
 
 from joulestream.schemas.codec import Codec
@@ -126,16 +126,11 @@ def main() -> None:
         f"{args.rounds} windows per node ({windows} windows, {samples:,} workload-samples), "
         f"one thread, --level {args.level}"
     )
-    lines = [f"| {what} | {figure} |" for what, figure in rows]
-    print(header)
-    print("\n".join(lines))
-    if args.no_append:
-        return
-    append_results(
+    report_figures(
         "Prometheus sink ingest and scrape (bench/bench_sink_prometheus.py)",
         [header],
-        ["| what | figure |", "|---|---|", *lines],
-        [],
+        rows,
+        append=not args.no_append,
     )
 
 

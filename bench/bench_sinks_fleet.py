@@ -29,7 +29,6 @@ from bench_store import fresh_database, throwaway_postgres
 from common import (
     Proc,
     Steal,
-    append_results,
     cpu_capacity,
     energy_window,
     fresh_topics,
@@ -37,6 +36,7 @@ from common import (
     joulestream,
     load,
     local_kafka,
+    report_figures,
 )
 
 from joulestream.kafka import clients
@@ -267,16 +267,11 @@ def main() -> None:
         f"{args.nodes} nodes x {args.minutes} min of 2 s windows x {args.workloads} workloads = "
         f"{windows:,} windows, {windows * args.workloads:,} workload-windows; 4 partitions"
     )
-    lines = [f"| {what} | {figure} |" for what, figure in rows]
-    print(header)
-    print("\n".join(lines))
-    if args.no_append:
-        return
-    append_results(
+    report_figures(
         "Store and Prometheus sinks on one backlog, fleet sizing (bench/bench_sinks_fleet.py)",
         [header, capacity, f"steal {steal.share():.1%}", load()],
-        ["| what | figure |", "|---|---|", *lines],
-        [],
+        rows,
+        append=not args.no_append,
     )
 
 

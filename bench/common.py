@@ -207,6 +207,18 @@ def append_results(title: str, preamble: list[str], table: list[str], notes: lis
         results.write("\n".join(entry))
 
 
+def report_figures(
+    title: str, preamble: list[str], rows: list[tuple[str, str]], *, append: bool
+) -> None:
+    """Print the first preamble line and a what/figure table; with ``append``, add both (and
+    the rest of the preamble) to RESULTS.md."""
+    lines = [f"| {what} | {figure} |" for what, figure in rows]
+    print(preamble[0])
+    print("\n".join(lines))
+    if append:
+        append_results(title, preamble, ["| what | figure |", "|---|---|", *lines], [])
+
+
 def wait_for(predicate: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
