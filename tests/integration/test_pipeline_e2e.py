@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fleet_helpers import joulestream
 from prometheus_client.parser import text_string_to_metric_families
 
 from joulestream.settings import Topics
@@ -49,24 +47,6 @@ def powercap(tmp_path: Path) -> Path:
         (root / dirname / "max_energy_range_uj").write_text(f"{MAX_RANGE_UJ}\n")
         write_zone(root, dirname, start)
     return root
-
-
-@contextmanager
-def joulestream(*args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "joulestream.cli", *args], stdout=out, stderr=subprocess.STDOUT
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
 
 
 Series = dict[str, list[tuple[dict[str, str], float]]]
