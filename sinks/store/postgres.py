@@ -37,15 +37,11 @@ from joulestream.sinks.store.rollup import (
 )
 from joulestream.sinks.store.rows import (
     EPOCH,
-    NODE_COLUMNS,
-    NODE_KEY,
-    WORKLOAD_COLUMNS,
-    WORKLOAD_KEY,
-    ZONE_COLUMNS,
-    ZONE_KEY,
+    WINDOW_TABLES,
     Row,
     WindowRows,
     ns_to_datetime,
+    table_rows,
 )
 from joulestream.sinks.store.sql import accumulate, upsert
 
@@ -59,14 +55,9 @@ _PARTITION_LOCK = 0x6A6F756C_0002
 # at a time, so the ledger check and the rollup upsert of a partition never interleave.
 _PARTITION_LOCK_SPACE = 0x6A6F
 
-RAW_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("node_windows", NODE_COLUMNS, NODE_KEY),
-    ("node_zone_windows", ZONE_COLUMNS, ZONE_KEY),
-    ("workload_windows", WORKLOAD_COLUMNS, WORKLOAD_KEY),
-)
 COLUMNS: dict[str, tuple[str, ...]] = {
     **{t.table: (*t.columns, *((LEDGER_COLUMN,) if t is NODE_MINUTES else ())) for t in TIERS},
-    **{table: columns for table, columns, _ in RAW_TABLES},
+    **{table: columns for table, columns, _ in WINDOW_TABLES},
 }
 _PARTITION_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>\d{6}|\d{8})$")
 
@@ -122,7 +113,7 @@ class PostgresStore:
                 upsert(table, columns, key, "postgres"),
                 upsert(table, columns, key, "postgres", source=f"incoming_{table}"),
             )
-            for table, columns, key in RAW_TABLES
+            for table, columns, key in WINDOW_TABLES
         }
         for tier in TIERS:
             ledger = LEDGER_COLUMN if tier is NODE_MINUTES else None
@@ -232,14 +223,8 @@ class PostgresStore:
         """Every row, in the caller's transaction; returns how many and the partitions
         it needed."""
         rows = rollup.rows()
-        rows.update(
-            {
-                "node_windows": [w.node for w in raw],
-                "node_zone_windows": [z for w in raw for z in w.zones],
-                "workload_windows": [r for w in raw for r in w.workloads],
-            }
-        )
-        wanted = {(t, _day(w.window_start_ns)) for w in raw for t, _, _ in RAW_TABLES}
+        rows.update(table_rows(raw))
+        wanted = {(t, _day(w.window_start_ns)) for w in raw for t, _, _ in WINDOW_TABLES}
         for tier in TIERS:
             bucket = tier.key.index("bucket_ns")
             wanted |= {(tier.table, _day(r[bucket])) for r in rows[tier.table]}

@@ -63,6 +63,13 @@ WORKLOAD_COLUMNS: tuple[str, ...] = (
     "co2e_g",
 )
 
+# The raw window tables, (name, columns, key), in the order of ``table_rows``.
+WINDOW_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("node_windows", NODE_COLUMNS, NODE_KEY),
+    ("node_zone_windows", ZONE_COLUMNS, ZONE_KEY),
+    ("workload_windows", WORKLOAD_COLUMNS, WORKLOAD_KEY),
+)
+
 # Which of a row's columns are times (datetime), for a backend that stores them as text.
 TIME_COLUMNS = frozenset({"window_start", "window_end"})
 
@@ -94,6 +101,15 @@ class WindowRows:
 
     def row_count(self) -> int:
         return 1 + len(self.zones) + len(self.workloads)
+
+
+def table_rows(raw: Sequence[WindowRows]) -> dict[str, list[Row]]:
+    """The rows of each of ``WINDOW_TABLES`` (in its order) for these windows."""
+    return {
+        "node_windows": [w.node for w in raw],
+        "node_zone_windows": [z for w in raw for z in w.zones],
+        "workload_windows": [r for w in raw for r in w.workloads],
+    }
 
 
 def _check_finite(value: float, what: str) -> None:

@@ -21,25 +21,15 @@ from joulestream.sinks.store.rollup import (
     check_ledger,
 )
 from joulestream.sinks.store.rows import (
-    NODE_COLUMNS,
-    NODE_KEY,
     TIME_COLUMNS,
-    WORKLOAD_COLUMNS,
-    WORKLOAD_KEY,
-    ZONE_COLUMNS,
-    ZONE_KEY,
+    WINDOW_TABLES,
     Row,
     WindowRows,
+    table_rows,
 )
 from joulestream.sinks.store.sql import accumulate, upsert
 
 BUSY_TIMEOUT_S = 30.0
-
-_TABLES = (
-    ("node_windows", NODE_COLUMNS, NODE_KEY),
-    ("node_zone_windows", ZONE_COLUMNS, ZONE_KEY),
-    ("workload_windows", WORKLOAD_COLUMNS, WORKLOAD_KEY),
-)
 
 
 def _texts(columns: tuple[str, ...]) -> frozenset[int]:
@@ -61,7 +51,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._statements = tuple(
             (upsert(table, columns, key, "sqlite"), _texts(columns))
-            for table, columns, key in _TABLES
+            for table, columns, key in WINDOW_TABLES
         )
         self._accumulate = {
             tier.table: accumulate(
@@ -127,17 +117,13 @@ class SqliteStore:
     ) -> int:
         """One transaction (BEGIN IMMEDIATE: the only writer, so ``partitions`` need no
         lock); the ledger is checked inside it."""
-        tables = (
-            [w.node for w in raw],
-            [z for w in raw for z in w.zones],
-            [r for w in raw for r in w.workloads],
-        )
+        tables = table_rows(raw)
         with self._transaction() as conn:
             check_ledger(_applied(conn, rollup.window_starts.keys()), rollup)
             count = self._write_rollup(conn, rollup)
-            for (statement, times), rows in zip(self._statements, tables, strict=True):
+            for (statement, times), rows in zip(self._statements, tables.values(), strict=True):
                 conn.executemany(statement, (_as_sqlite(r, times) for r in rows))
-        return count + sum(len(rows) for rows in tables)
+        return count + sum(len(rows) for rows in tables.values())
 
     def _write_rollup(self, conn: sqlite3.Connection, rollup: Rollup) -> int:
         rollups = rollup.rows()
