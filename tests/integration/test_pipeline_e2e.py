@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fleet_helpers import joulestream
+from fleet_helpers import joulestream, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from joulestream.settings import Topics
@@ -68,18 +68,6 @@ def total(series: Series, name: str, **match: str) -> float:
         for labels, value in series.get(name, [])
         if all(labels.get(k) == v for k, v in match.items())
     )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:  # the sink is still starting
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_node_energy_reaches_metrics_and_is_conserved(
