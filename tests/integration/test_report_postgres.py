@@ -16,8 +16,8 @@ from joulestream.sinks.report import cli
 from joulestream.sinks.report.query import GROUPINGS, ReportError, energy_report
 from joulestream.sinks.store.backend import open_store, write_records
 from joulestream.sinks.store.migrations import POSTGRES, SCHEMA_VERSION_TABLE
-from joulestream.sinks.store.postgres import RAW_TABLES, PostgresStore
-from joulestream.sinks.store.rows import window_rows
+from joulestream.sinks.store.postgres import PostgresStore
+from joulestream.sinks.store.rows import WINDOW_TABLES, window_rows
 from joulestream.sinks.store.sql import upsert
 from joulestream.times import to_ns
 
@@ -176,7 +176,7 @@ def test_a_store_of_schema_1_keeps_its_windows_reachable_from_every_tier(
             conn.execute(statement.encode())
         conn.execute("INSERT INTO schema_version (version, name) VALUES (1, 'schema 1')")
         for day in (DAY1.date(), DAY1.date() + timedelta(days=1)):
-            for table, _, _ in RAW_TABLES:
+            for table, _, _ in WINDOW_TABLES:
                 conn.execute(
                     f"CREATE TABLE {table}_p{day:%Y%m%d} PARTITION OF {table} FOR VALUES "
                     f"FROM ('{day}') TO ('{day + timedelta(days=1)}')".encode()
@@ -185,7 +185,7 @@ def test_a_store_of_schema_1_keeps_its_windows_reachable_from_every_tier(
             for record in RECORDS:
                 raw = window_rows(record)
                 for (table, columns, key), rows in zip(
-                    RAW_TABLES, ([raw.node], raw.zones, raw.workloads), strict=True
+                    WINDOW_TABLES, ([raw.node], raw.zones, raw.workloads), strict=True
                 ):
                     cur.executemany(upsert(table, columns, key, "postgres").encode(), rows)
     assert PostgresStore(postgres_db).migrate() == POSTGRES[-1].version
