@@ -237,6 +237,39 @@ def test_a_command_loads_only_what_it_runs(argv: list[str], unwanted: tuple[str,
     assert not loaded & set(unwanted), f"{' '.join(argv)} imports {sorted(loaded & set(unwanted))}"
 
 
+_BARE_IMPORTS = """
+import importlib, pkgutil, sys
+BARE = {"agents", "schemas", "sinks", "models", "stream_processors"}
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name in BARE:
+            raise ImportError(f"bare top-level import of {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Refuse())
+import joulestream
+for info in pkgutil.walk_packages(joulestream.__path__, "joulestream."):
+    try:
+        importlib.import_module(info.name)
+    except ImportError as error:
+        if error.name in BARE:
+            print(info.name, error)
+    except Exception:
+        pass  # a module that needs a service or a device to import is not this test's concern
+"""
+
+
+def test_no_module_reaches_a_folder_by_its_bare_name() -> None:
+    """The folders install only under ``joulestream``: a module (or a resource look-up) that
+    names ``schemas`` or ``agents`` bare works from a checkout, where the repository root is on
+    sys.path, and fails in an installed package (the processor died so in a fresh clone)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BARE_IMPORTS], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "", done.stdout
+
+
 ONE_PLACE = {
     # what must be said in one place only -> (pattern, the file that says it)
     "the record alias": (re.compile(r"^Record = dict\[", re.M), "joulestream/schemas/__init__.py"),
