@@ -52,7 +52,9 @@ class SchemaRegistry:
     @classmethod
     def shipped(cls) -> SchemaRegistry:
         registry = cls()
-        for entry in sorted(resources.files("joulestream.schemas").joinpath("avro").iterdir(), key=str):
+        for entry in sorted(
+            resources.files("joulestream.schemas").joinpath("avro").iterdir(), key=str
+        ):
             match = _FILE_NAME.match(entry.name)
             if match:
                 registry.add(json.loads(entry.read_text()), int(match["version"]))
