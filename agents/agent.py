@@ -46,6 +46,7 @@ from joulestream.metrics_server import MetricsServer
 from joulestream.schemas import Record
 from joulestream.schemas.frames import SampleFrame, counter_columns
 from joulestream.schemas.records import TableSchedule, id_order
+from joulestream.schemas.resolution import CounterRounding
 from joulestream.settings import Topics
 from joulestream.signals import stop_on_signals
 
@@ -265,6 +266,7 @@ class _Loop:
         self._zones_seen: set[str] = set()
         # Workload ids and when identities travel (docs/architecture.md, 'Records').
         self._table = TableSchedule()
+        self._rounding = CounterRounding()
         self._sent_capabilities: list[Record] | None = None
         self._summary = _Summary()
         self.state = LoopState(
@@ -382,8 +384,9 @@ class _Loop:
     def _publish_sample(
         self, seq: int, start_ns: int, end_ns: int, window: CollectedWindow
     ) -> None:
+        keys = [(w.kind, w.workload_id) for w in window.workloads]
         ids, entries, full = self._table.assign(
-            [((w.kind, w.workload_id), w.identity()) for w in window.workloads]
+            [(key, w.identity()) for key, w in zip(keys, window.workloads, strict=True)]
         )
         order = id_order(ids)  # collectors list workloads in map or walk order
         workloads = [window.workloads[i] for i in order]
@@ -393,6 +396,8 @@ class _Loop:
         if full or self.capabilities != self._sent_capabilities:
             capabilities = self._sent_capabilities = list(self.capabilities)
         totals = window.node_totals.to_record()
+        columns = counter_columns([w.counters.to_record() for w in workloads], totals)
+        self._rounding.round([keys[i] for i in order], columns, totals)
         self.sink.publish_sample(
             SampleFrame(
                 cluster=self.config.cluster,
@@ -405,7 +410,7 @@ class _Loop:
                 power_source=self.power_source,
                 node_totals=totals,
                 ids=ids,
-                columns=counter_columns([w.counters.to_record() for w in workloads], totals),
+                columns=columns,
                 identities=entries,
                 full_table=full,
                 capabilities=capabilities,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,12 +50,18 @@ def fresh_topics(bootstrap: str, partitions: int) -> Topics:
 class Proc:
     """A pipeline command as a child process, its output in a log file; stopped by its pid."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], log_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.log"
         self._file = self.log.open("w")
         self.popen = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, stdout=self._file, stderr=subprocess.STDOUT
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
 
     def cpu_seconds(self) -> float:

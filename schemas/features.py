@@ -21,6 +21,18 @@ def _counter_fields() -> tuple[str, ...]:
 
 FEATURE_NAMES: tuple[str, ...] = _counter_fields()
 
+# The unit each counter travels in, where finer than 1 (docs/architecture.md, 'Records'):
+# about a microsecond of CPU. Per-window CPU time is uncertain by far more than that — a task
+# running across the window's end is charged at its next context switch, a slice of up to
+# milliseconds later — and Kepler sends CPU time in milliseconds. Writers round with the
+# remainder carried (``schemas.resolution``), so a workload's sum over windows stays exact.
+FEATURE_RESOLUTION: dict[str, int] = {
+    "cpu_time_ns": 1000,
+    "cpu_cycles": 1000,
+    "cpu_instructions": 1000,
+    "gpu_sm_time_ns": 1000,
+}
+
 
 def validate_feature_names(names: Iterable[str]) -> list[str]:
     """Return the names as a list, or raise naming every unknown and duplicated name."""

@@ -26,6 +26,7 @@ from joulestream.agents.collectors.ebpf.memory import MemoryReader
 from joulestream.agents.collectors.ebpf.support import HW_EVENTS, hardware_counters
 from joulestream.agents.collectors.procfs import CLOCK_TICKS, NS_PER_S, process_stat
 from joulestream.agents.publisher import PublishStats
+from joulestream.schemas.features import FEATURE_RESOLUTION
 from joulestream.schemas.frames import SampleFrame
 
 pytestmark = pytest.mark.integration
@@ -270,6 +271,12 @@ def test_agent_with_collector_ebpf_publishes_ebpf_samples(tmp_path: Path) -> Non
     assert caps["irq_net_rx"]["available"] and caps["cpu_time_ns"]["available"]
     assert {"pmu", "kernel_headers", "btf", "kubernetes_api", "rapl"} <= set(caps)
     assert (sample.node_totals["cpu_time_ns"] or 0) > 0
+    # Sent at the agents' resolution (the remainder carried to the next window).
+    for name, unit in FEATURE_RESOLUTION.items():
+        column = sample.columns[name]
+        assert column is None or all(v % unit == 0 for v in column), name
+        assert (sample.node_totals[name] or 0) % unit == 0, name
+    assert any(sample.columns["cpu_time_ns"] or [])
 
 
 _IN_A_FRESH_AGENT = """

@@ -21,7 +21,7 @@ from joulestream.commands.loadgen.fleet import (
 from joulestream.commands.loadgen.schedule import window_messages
 from joulestream.commands.recompute import Message, Recompute
 from joulestream.schemas.codec import Codec
-from joulestream.schemas.features import FEATURE_NAMES
+from joulestream.schemas.features import FEATURE_NAMES, FEATURE_RESOLUTION
 from joulestream.schemas.records import WorkloadTables, decode_sample
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.core import Core
@@ -94,22 +94,20 @@ def test_cpu_time_within_the_node_and_totals_are_the_sums() -> None:
 
 
 def test_counters_have_the_granularity_of_the_real_collectors() -> None:
-    """Memory in whole pages and block I/O in whole 4 KiB blocks everywhere, CPU time in whole
-    microseconds on procfs nodes (cgroup v2 usage_usec) and in ns on eBPF nodes (sched_switch)."""
+    """Memory in whole pages and block I/O in whole 4 KiB blocks everywhere; CPU time, cycles
+    and instructions in the units the agents send (FEATURE_RESOLUTION), not coarser."""
     config = FleetConfig(1, 60, 40, 2.0, seed=5)
     _nodes, rounds = windows(config, 3)
-    procfs = ebpf_ns = 0
+    finer_than_ms = 0
     for window in itertools.chain.from_iterable(rounds):
         by_name = dict(zip(FEATURE_NAMES, zip(*window.rows, strict=True), strict=True))
         for name in ("memory_working_set_bytes", "block_read_bytes", "block_write_bytes"):
             assert all(v % 4096 == 0 for v in by_name[name]), name
         assert all(v > 0 for v in by_name["memory_working_set_bytes"])
-        if window.node.collector == "procfs":
-            procfs += 1
-            assert all(v % 1000 == 0 for v in by_name["cpu_time_ns"])
-        else:
-            ebpf_ns += any(v % 1000 for v in by_name["cpu_time_ns"])
-    assert procfs and ebpf_ns
+        for name, unit in FEATURE_RESOLUTION.items():
+            assert all(v % unit == 0 for v in by_name[name]), name
+        finer_than_ms += any(v % 1_000_000 for v in by_name["cpu_time_ns"])
+    assert finer_than_ms
 
 
 def test_nulls_match_capabilities_and_power() -> None:

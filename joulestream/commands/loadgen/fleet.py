@@ -18,7 +18,9 @@ real fleet's:
   advance by a power function of it (idle + dynamic x u^0.8 per zone).
 - Pods come and go: each window each pod is replaced with probability ``--churn``.
 - Counters have the granularity the real collectors read (``PAGE``, ``USEC`` below): memory in
-  whole pages, block I/O in whole 4 KiB blocks, the procfs nodes' CPU time in microseconds.
+  whole pages, block I/O in whole 4 KiB blocks, the procfs nodes' CPU time in microseconds; and
+  the resolution the agents send (``FEATURE_RESOLUTION``: CPU time, cycles and instructions in
+  thousands, the remainder carried to the workload's next window).
 - A ``--gpu-fraction`` of the powered nodes are GPU servers (1-8 GPUs, zones gpu-N read through
   NVML): about half of their pods use the GPUs, whose SM-busy time (``gpu_sm_time_ns``) sums to
   GPU utilisation x GPUs x interval and drives the gpu-N energy. GPU traits come from a random
@@ -35,6 +37,7 @@ from typing import Any
 
 from joulestream.schemas import Record, node_key
 from joulestream.schemas.features import FEATURE_NAMES, validate_feature_names
+from joulestream.schemas.resolution import CounterRounding
 
 S = 1_000_000_000
 # Granularity of what the real collectors read (agents/collectors), drawn the same here:
@@ -178,6 +181,8 @@ class SimNode:
     gpu_zones: list[_Zone] = field(default_factory=list)
     # The agent's workload dictionary (loadgen.encoder), restarted with the agent instance.
     table: Any = field(default=None, repr=False, compare=False)
+    # The agent's counter rounding: CPU time, cycles and instructions in thousands, carried.
+    rounding: CounterRounding = field(default_factory=CounterRounding, repr=False, compare=False)
 
     @property
     def key(self) -> bytes:
@@ -432,6 +437,7 @@ def next_window(sim: SimNode, start_ns: int, end_ns: int, churn: float = 0.0) ->
                 gpu,
             )
         )
+    rows = _rounded(sim, rows)
     window = Window(sim, sim.seq, start_ns, end_ns, list(sim.workloads), rows, None)
     sim.seq += 1
     if sim.power_source is not None:
@@ -446,6 +452,16 @@ def next_window(sim: SimNode, start_ns: int, end_ns: int, churn: float = 0.0) ->
                 zone.energy_uj += int(watts * sim.gpu_rng.uniform(0.99, 1.01) * seconds * 1e6)
         window.reading = reading(sim, end_ns, sim.seq)
     return window
+
+
+def _rounded(sim: SimNode, rows: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The rows as the agent sends them: counters at their resolution, remainders carried."""
+    if not rows:
+        return rows
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    keys = [(w.header["kind"], w.header["workload_id"]) for w in sim.workloads]
+    sim.rounding.round(keys, dict(zip(FEATURE_NAMES, columns, strict=True)), {})
+    return list(zip(*columns, strict=True))  # rounded in place
 
 
 def _gpu_time(sim: SimNode, window_ns: int) -> list[int]:
