@@ -149,8 +149,12 @@ def test_sigterm_finishes_flushes_and_exits_zero(tmp_path: Path) -> None:
         from test_agent_loop import RecordingSink
         from joulestream.agents.agent import AgentConfig, run_agent
 
-        sink = RecordingSink()
-        print("ready", flush=True)
+        class Announcing(RecordingSink):
+            def publish_sample(self, frame):
+                super().publish_sample(frame)
+                print("sample", flush=True)
+
+        sink = Announcing()
         code = run_agent(
             AgentConfig(cluster="c1", node="n1", interval_s=0.05,
                         powercap_root=Path({str(cfg.powercap_root)!r}),
@@ -165,10 +169,11 @@ def test_sigterm_finishes_flushes_and_exits_zero(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
-    time.sleep(0.5)
+    for _ in range(3):  # SIGTERM once three windows are out, however slow the start was
+        assert child.stdout.readline().strip() == "sample"
     os.kill(child.pid, signal.SIGTERM)
     out, _ = child.communicate(timeout=10)
     assert child.returncode == 0
-    samples, power, closed = out.split()
+    *announced, samples, power, closed = out.split()
+    assert set(announced) <= {"sample"}
     assert int(samples) >= 3 and int(power) == int(samples) + 1 and closed == "True"
