@@ -39,6 +39,30 @@ IDENTITY_FIELDS = (
     "container",
 )
 _WORKLOAD_ORDER = operator.itemgetter("kind", "workload_id")
+# The fields a frame shares with every version of its record, copied as they are (a field an
+# older version lacks is None).
+_WINDOW = ("cluster", "node", "agent_instance", "seq", "window_start_ns", "window_end_ns")
+SAMPLE_HEADER = (*_WINDOW, "collector", "power_source", "node_info")
+ENERGY_HEADER = (
+    *_WINDOW,
+    "source",
+    "source_detail",
+    "model_id",
+    "idle_policy",
+    "pue",
+    "grid_intensity_g_per_kwh",
+    "co2e_g",
+)
+
+
+def header(record: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The ``names`` of a decoded record, for a frame."""
+    return {name: record.get(name) for name in names}
+
+
+def frame_header(frame: SampleFrame | EnergyFrame, names: Sequence[str]) -> dict[str, Any]:
+    """The ``names`` of a frame, for a record."""
+    return {name: getattr(frame, name) for name in names}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,21 +138,13 @@ class SampleFrame:
         for w in workloads:
             identities.setdefault(ids_of[_WORKLOAD_ORDER(w)], Identity.from_record(w))
         return cls(
-            cluster=record["cluster"],
-            node=record["node"],
-            agent_instance=record["agent_instance"],
-            seq=record["seq"],
-            window_start_ns=record["window_start_ns"],
-            window_end_ns=record["window_end_ns"],
-            collector=record["collector"],
-            power_source=record.get("power_source"),
+            **header(record, SAMPLE_HEADER),
             node_totals={name: record["node_totals"].get(name) for name in FEATURE_NAMES},
             ids=[ids_of[_WORKLOAD_ORDER(w)] for w in workloads],
             columns=columns,
             identities=identities,
             full_table=True,
             capabilities=list(record.get("capabilities") or []),
-            node_info=record.get("node_info"),
         )
 
     def to_record(self, names: Sequence[Identity | None]) -> Record:
@@ -143,16 +159,8 @@ class SampleFrame:
             }
             rows.append({**who.to_record(), "counters": counters})
         return {
-            "cluster": self.cluster,
-            "node": self.node,
-            "agent_instance": self.agent_instance,
-            "seq": self.seq,
-            "window_start_ns": self.window_start_ns,
-            "window_end_ns": self.window_end_ns,
-            "collector": self.collector,
-            "power_source": self.power_source,
+            **frame_header(self, SAMPLE_HEADER),
             "capabilities": list(self.capabilities or []),
-            "node_info": self.node_info,
             "node_totals": dict(self.node_totals),
             "workloads": rows,
         }
@@ -268,19 +276,7 @@ class EnergyFrame:
                 )
             )
         return cls(
-            cluster=record["cluster"],
-            node=record["node"],
-            agent_instance=record["agent_instance"],
-            seq=record["seq"],
-            window_start_ns=record["window_start_ns"],
-            window_end_ns=record["window_end_ns"],
-            source=record["source"],
-            source_detail=record["source_detail"],
-            model_id=record["model_id"],
-            idle_policy=record["idle_policy"],
-            pue=record["pue"],
-            grid_intensity_g_per_kwh=record["grid_intensity_g_per_kwh"],
-            co2e_g=record["co2e_g"],
+            **header(record, ENERGY_HEADER),
             relative_error=_relative_error(workloads),
             ids=list(range(len(workloads))),
             zones=zones,
@@ -330,19 +326,7 @@ class EnergyFrame:
             del record["cgroup_path"]
             workloads.append({**record, "co2e_g": co2e[row], "zones": wz})
         return {
-            "cluster": self.cluster,
-            "node": self.node,
-            "agent_instance": self.agent_instance,
-            "seq": self.seq,
-            "window_start_ns": self.window_start_ns,
-            "window_end_ns": self.window_end_ns,
-            "source": self.source,
-            "source_detail": self.source_detail,
-            "model_id": self.model_id,
-            "idle_policy": self.idle_policy,
-            "pue": self.pue,
-            "grid_intensity_g_per_kwh": self.grid_intensity_g_per_kwh,
-            "co2e_g": self.co2e_g,
+            **frame_header(self, ENERGY_HEADER),
             "zones": zones,
             "workloads": workloads,
         }

@@ -17,7 +17,16 @@ from joulestream.schemas.codec import Codec
 from joulestream.schemas.columns import pack, pack_ids, unpack, unpack_ids
 from joulestream.schemas.errors import SchemaViolation
 from joulestream.schemas.features import FEATURE_NAMES
-from joulestream.schemas.frames import EnergyFrame, Identity, SampleFrame, ZoneEnergy
+from joulestream.schemas.frames import (
+    ENERGY_HEADER,
+    SAMPLE_HEADER,
+    EnergyFrame,
+    Identity,
+    SampleFrame,
+    ZoneEnergy,
+    frame_header,
+    header,
+)
 from joulestream.schemas.registry import COLUMNS_LAYOUT, layout_of
 
 DEFAULT_FULL_TABLE_EVERY = 60  # K: a reader starting anywhere names every workload within K
@@ -54,21 +63,13 @@ def decode_sample(codec: Codec, data: bytes) -> SampleFrame:
         if len(values) != len(ids):
             raise SchemaViolation(f"column {name} has {len(values)} rows, ids {len(ids)}")
     return SampleFrame(
-        cluster=record["cluster"],
-        node=record["node"],
-        agent_instance=record["agent_instance"],
-        seq=record["seq"],
-        window_start_ns=record["window_start_ns"],
-        window_end_ns=record["window_end_ns"],
-        collector=record["collector"],
-        power_source=record["power_source"],
+        **header(record, SAMPLE_HEADER),
         node_totals=record["node_totals"],
         ids=ids,
         columns=columns,
         identities=_identities(record["identities"]),
         full_table=record["full_table"],
         capabilities=record["capabilities"],
-        node_info=record["node_info"],
     )
 
 
@@ -82,16 +83,8 @@ def encode_sample(codec: Codec, frame: SampleFrame) -> bytes:
             raise SchemaViolation(f"column {name} has {len(values)} rows, ids {n}")
         columns[name] = None if values is None else pack(values)
     record = {
-        "cluster": frame.cluster,
-        "node": frame.node,
-        "agent_instance": frame.agent_instance,
-        "seq": frame.seq,
-        "window_start_ns": frame.window_start_ns,
-        "window_end_ns": frame.window_end_ns,
-        "collector": frame.collector,
-        "power_source": frame.power_source,
+        **frame_header(frame, SAMPLE_HEADER),
         "capabilities": frame.capabilities,
-        "node_info": frame.node_info,
         "node_totals": frame.node_totals,
         "full_table": frame.full_table,
         "identities": _entries(frame.identities),
@@ -130,19 +123,7 @@ def decode_energy(codec: Codec, data: bytes) -> EnergyFrame:
             )
         )
     return EnergyFrame(
-        cluster=record["cluster"],
-        node=record["node"],
-        agent_instance=record["agent_instance"],
-        seq=record["seq"],
-        window_start_ns=record["window_start_ns"],
-        window_end_ns=record["window_end_ns"],
-        source=record["source"],
-        source_detail=record["source_detail"],
-        model_id=record["model_id"],
-        idle_policy=record["idle_policy"],
-        pue=record["pue"],
-        grid_intensity_g_per_kwh=record["grid_intensity_g_per_kwh"],
-        co2e_g=record["co2e_g"],
+        **header(record, ENERGY_HEADER),
         relative_error=record["relative_error"],
         ids=ids,
         zones=zones,
@@ -176,19 +157,7 @@ def encode_energy(codec: Codec, frame: EnergyFrame) -> bytes:
         for z in frame.zones
     ]
     record = {
-        "cluster": frame.cluster,
-        "node": frame.node,
-        "agent_instance": frame.agent_instance,
-        "seq": frame.seq,
-        "window_start_ns": frame.window_start_ns,
-        "window_end_ns": frame.window_end_ns,
-        "source": frame.source,
-        "source_detail": frame.source_detail,
-        "model_id": frame.model_id,
-        "idle_policy": frame.idle_policy,
-        "pue": frame.pue,
-        "grid_intensity_g_per_kwh": frame.grid_intensity_g_per_kwh,
-        "co2e_g": frame.co2e_g,
+        **frame_header(frame, ENERGY_HEADER),
         "relative_error": frame.relative_error,
         "full_table": frame.full_table,
         "identities": _entries(frame.identities),
