@@ -18,6 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
 
 from joulestream.schemas.features import validate_feature_names
 from joulestream.schemas.frames import UJ_PER_J, EnergyFrame, SampleFrame, ZoneEnergy
@@ -50,6 +53,8 @@ if sorted(ZONE_DRIVERS) != sorted(ZONE_KINDS):
     raise ImportError(f"drivers are given for zone kinds {sorted(ZONE_DRIVERS)}, not {ZONE_KINDS}")
 
 IDLE_POLICIES = (IDLE_POLICY_NONE, IDLE_POLICY_EQUAL, IDLE_POLICY_PROPORTIONAL)
+_INT64_MAX = 2**63 - 1
+Int64s = np.ndarray[Any, np.dtype[np.int64]]  # one int64 per row
 
 
 @dataclass(frozen=True)
@@ -115,15 +120,32 @@ def node_joules(zone_joules: Mapping[str, float]) -> float:
     return sum(zone_joules[zone] for zone in node_zones(tuple(zone_joules)))
 
 
-def largest_remainder(amount: int, weights: Sequence[int], total: int) -> list[int]:
+def largest_remainder(amount: int, weights: Sequence[int] | Int64s, total: int) -> list[int]:
     """``amount`` split in proportion to ``weights`` (summing to ``total`` > 0) into integers
-    that sum to ``amount`` exactly."""
+    that sum to ``amount`` exactly.
+
+    Vectorised in int64 when ``amount`` x the largest weight fits (every window of a real node:
+    µJ x counter deltas), in Python's integers otherwise; both give the same parts.
+    """
+    array = weights if isinstance(weights, np.ndarray) else np.array(weights, dtype=np.int64)
+    if not len(array) or total > _INT64_MAX or amount * int(array.max()) > _INT64_MAX:
+        return _largest_remainder_big(amount, [int(w) for w in weights], total)
+    exact = array * amount
+    parts = exact // total
+    left = amount - int(parts.sum())
+    if left:
+        # A stable sort: of equal remainders the earlier row gets the µJ.
+        parts[np.argsort(-(exact % total), kind="stable")[:left]] += 1
+    split: list[int] = parts.tolist()
+    return split
+
+
+def _largest_remainder_big(amount: int, weights: Sequence[int], total: int) -> list[int]:
     exact = [amount * w for w in weights]
     parts = [e // total for e in exact]
     left = amount - sum(parts)
     if left:
         remainders = [e % total for e in exact]
-        # A stable sort: of equal remainders the earlier row gets the µJ.
         for i in sorted(range(len(parts)), key=remainders.__getitem__, reverse=True)[:left]:
             parts[i] += 1
     return parts
@@ -143,6 +165,7 @@ def attribute(
     dt_ns = sample.window_end_ns - sample.window_start_ns
     rows = len(sample.ids)
     zones: list[ZoneEnergy] = []
+    drivers: dict[str | None, tuple[Int64s, int] | None] = {}  # zones sharing a driver
     for zone in sorted(energy.zone_uj):
         total = energy.zone_uj[zone]
         if not 0 <= total < 2**62:
@@ -151,8 +174,9 @@ def attribute(
         idle = min(round(energy.idle_watts.get(zone, 0.0) * dt_ns / 1000), total)
         dynamic = total - idle
         driver = choose_driver(zone, sample.node_totals)
-        weights = _driver_values(sample, driver)
-        weight_total = sum(weights) if weights is not None else 0
+        if driver not in drivers:
+            drivers[driver] = _driver_values(sample, driver)
+        weights, weight_total = drivers[driver] or (None, 0)
         dyn_parts = (
             largest_remainder(dynamic, weights, weight_total)
             if weights is not None and weight_total
@@ -242,26 +266,28 @@ def _window(
 
 
 def _idle_split(
-    idle: int, policy: str, weights: list[int] | None, weight_total: int, rows: int
+    idle: int, policy: str, weights: Int64s | None, weight_total: int, rows: int
 ) -> list[int] | None:
     if policy == IDLE_POLICY_EQUAL and rows:
-        return largest_remainder(idle, [1] * rows, rows)
+        # Equal weights, equal remainders: the first ``idle mod rows`` rows get one more µJ.
+        share, left = divmod(idle, rows)
+        return [share + 1] * left + [share] * (rows - left)
     if policy == IDLE_POLICY_PROPORTIONAL and weights is not None and weight_total:
         return largest_remainder(idle, weights, weight_total)
     return None
 
 
-def _driver_values(sample: SampleFrame, driver: str | None) -> list[int] | None:
-    """Each row's driver delta (None: the node has no driver for the zone)."""
+def _driver_values(sample: SampleFrame, driver: str | None) -> tuple[Int64s, int] | None:
+    """Each row's driver delta and their sum (None: the node has no driver for the zone)."""
     if driver is None:
         return None
     values = sample.columns.get(driver)
     if values is None:  # the node total is measured, the rows are not: nobody has any
-        return [0] * len(sample.ids)
+        return np.zeros(len(sample.ids), dtype=np.int64), 0
     if values and min(values) < 0:
         row = next(i for i, v in enumerate(values) if v < 0)
         raise ValueError(f"workload id {sample.ids[row]} has negative {driver} {values[row]}")
-    return values
+    return np.array(values, dtype=np.int64), sum(values)
 
 
 def without_workloads(sample: SampleFrame) -> SampleFrame:

@@ -490,3 +490,27 @@ def test_largest_remainder_is_exact_and_within_one_microjoule_of_each_share(
 def test_largest_remainder_gives_the_leftover_to_the_largest_remainders_first() -> None:
     assert largest_remainder(10, [1, 1, 1], 3) == [4, 3, 3]  # a tie goes to the earlier row
     assert largest_remainder(5, [1, 2, 3], 6) == [1, 2, 2]  # exact 0.83, 1.67, 2.5
+
+
+def exact_split(amount: int, weights: list[int], total: int) -> list[int]:
+    """The definition in Python's integers: floors, then the leftover µJ one each to the largest
+    remainders, ties to the earlier row."""
+    parts = [amount * w // total for w in weights]
+    order = sorted(range(len(weights)), key=lambda i: -(amount * weights[i] % total))
+    for i in order[: amount - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    amount=st.integers(0, 2**62 - 1),
+    weights=st.lists(st.one_of(st.integers(0, 3), st.integers(0, 2**40)), min_size=1, max_size=60),
+)
+def test_largest_remainder_in_int64_and_beyond_gives_the_exact_split(
+    amount: int, weights: list[int]
+) -> None:
+    """Products that fit int64 are split vectorised, larger ones in Python: same parts."""
+    total = sum(weights)
+    if total:
+        assert largest_remainder(amount, weights, total) == exact_split(amount, weights, total)
