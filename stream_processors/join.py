@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,9 @@ class Reading:
     energy_uj: Mapping[str, int]  # zone → cumulative, unwrapped µJ
 
 
+_TIME = operator.attrgetter("timestamp_ns")  # readings are bisected by time
+
+
 @dataclass
 class PowerSeries:
     """The newest readings of one agent instance on one node (bounded, sorted by time)."""
@@ -60,9 +64,8 @@ class PowerSeries:
         Raises RejectedReading for a counter that runs backwards within the instance or a second,
         different reading at the same instant: either would produce negative or arbitrary energy.
         """
-        times = [r.timestamp_ns for r in self.readings]
-        at = bisect.bisect_left(times, reading.timestamp_ns)
-        if at < len(self.readings) and times[at] == reading.timestamp_ns:
+        at = bisect.bisect_left(self.readings, reading.timestamp_ns, key=_TIME)
+        if at < len(self.readings) and self.readings[at].timestamp_ns == reading.timestamp_ns:
             if dict(self.readings[at].energy_uj) == dict(reading.energy_uj):
                 return False
             raise RejectedReading(
@@ -165,11 +168,10 @@ def window_energy(series: PowerSeries, t0_ns: int, t1_ns: int) -> dict[str, int]
 
 def _bracket(readings: list[Reading], t_ns: int) -> tuple[Reading, ...] | None:
     """The reading at ``t_ns``, or the two around it; None when ``t_ns`` is outside the series."""
-    times = [r.timestamp_ns for r in readings]
-    at = bisect.bisect_left(times, t_ns)
+    at = bisect.bisect_left(readings, t_ns, key=_TIME)
     if at == len(readings):
         return None
-    if times[at] == t_ns:
+    if readings[at].timestamp_ns == t_ns:
         return (readings[at],)
     if at == 0:
         return None

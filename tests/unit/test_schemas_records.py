@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from joulestream.schemas.codec import Codec
 from joulestream.schemas.columns import pack, pack_ids, unpack, unpack_ids
@@ -76,6 +78,21 @@ def test_columns_pack_every_int64_and_refuse_the_rest() -> None:
             unpack(bad)
     with pytest.raises(SchemaViolation):  # a factor that takes a value beyond int64
         unpack(b"\x01\x80\x80\x80\x80\x80\x80\x80\x80\x40\x02")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 2**63),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20),
+    st.integers(-(2**63), 2**63 - 1),
+)
+def test_columns_with_a_common_factor_round_trip_to_the_edges_of_int64(
+    factor: int, quotients: list[int], edge: int
+) -> None:
+    """Every int64 column comes back exactly, whatever its common factor and width."""
+    values = [q * factor for q in quotients if -(2**63) <= q * factor < 2**63]
+    for column in (values, [*values, edge]):
+        assert unpack(pack(column)) == column
 
 
 def test_columns_drop_zero_planes_and_the_common_factor() -> None:
