@@ -56,7 +56,12 @@ from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.carbon import CarbonConfig
 from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.deadletter import dead_letter_headers
-from joulestream.stream_processors.faust_parts import IdempotentProducer, LeanMonitor
+from joulestream.stream_processors.faust_parts import (
+    HashingPartitioner,
+    IdempotentProducer,
+    LeanMonitor,
+    RawSchema,
+)
 from joulestream.stream_processors.join import (
     DEFAULT_MAX_READINGS,
     PowerSeries,
@@ -304,6 +309,7 @@ class Processor:
             producer_linger=PRODUCER_LINGER_S,
             producer_acks=-1,  # all in-sync replicas (docs/architecture.md, 'Kafka contract')
             producer_compression_type="zstd",
+            producer_partitioner=HashingPartitioner(),
             web_enabled=settings.web_port != 0,
             monitor=LeanMonitor(),
             web_port=settings.web_port or 6066,
@@ -315,20 +321,17 @@ class Processor:
         self.state = self.app.Table(
             STATE_TABLE, default=None, partitions=partitions, value_type=bytes
         )
-        raw: dict[str, Any] = {
-            "key_type": bytes,
-            "value_type": bytes,
-            "key_serializer": "raw",
-            "value_serializer": "raw",
-        }
-        self.source = self.app.topic(topics.samples, topics.power, *settings.cluster_sources, **raw)
+        raw = RawSchema()
+        self.source = self.app.topic(
+            topics.samples, topics.power, *settings.cluster_sources, schema=raw
+        )
         self._samples = {topics.samples} | {
             t for t in settings.cluster_sources if t.startswith(topics.samples + ".")
         }
         self.resubscribe = False  # new per-cluster topics: the CLI restarts the worker
         self.app.timer(RESCAN_S, name="cluster-sources")(self._rescan)
-        self.energy = self.app.topic(topics.energy, **raw)
-        self.deadletter = self.app.topic(topics.deadletter, **raw)
+        self.energy = self.app.topic(topics.energy, schema=raw)
+        self.deadletter = self.app.topic(topics.deadletter, schema=raw)
         self.app.agent(self.source, name="join")(self._consume)
         self.app.timer(self.core.tick_s, name="lateness")(self._expire)
         self.app.on_partitions_revoked.connect(self._on_revoked)

@@ -1,12 +1,17 @@
-"""The processor's monitor keeps only what faust reads from it."""
+"""The processor's faust parts: a monitor that keeps only what faust reads from it, keys and
+values left as bytes, and the default partitioner's choice memoised."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
-from faust.types import TP
+import faust
+from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP, Message
 
-from joulestream.stream_processors.faust_parts import LeanMonitor
+from joulestream.stream_processors.faust_parts import HashingPartitioner, LeanMonitor, RawSchema
 
 
 def test_the_lean_monitor_records_when_a_partition_last_gave_an_event_and_counts_nothing() -> None:
@@ -21,3 +26,27 @@ def test_the_lean_monitor_records_when_a_partition_last_gave_an_event_and_counts
     assert monitor.stream_inbound_time[tp] >= before  # faust's slow-processing check reads it
     assert monitor.messages_received_total == 0 and monitor.events_total == 0
     assert not monitor.send_latency and not monitor.events_runtime
+
+
+def test_the_partitioner_picks_the_default_partitioners_partition_for_every_key() -> None:
+    """Energy windows of a node land where aiokafka (and the Java client) would put them."""
+    partitioner, default = HashingPartitioner(), DefaultPartitioner()
+    for count in (1, 2, 7, 12):
+        partitions = list(range(count))
+        for n in range(300):
+            key = f"cluster-{n % 3}/node-{n:05d}".encode()
+            for _ in range(2):  # the second time from the kept hash
+                assert partitioner(key, partitions, partitions) == default(key, partitions, [])
+    assert partitioner(None, [0, 1], [1]) == 1  # no key: an available partition
+
+
+def test_the_raw_schema_hands_the_message_bytes_to_the_stream() -> None:
+    app = faust.App("raw-schema-test", autodiscover=False)
+    message = Message(
+        "samples", 1, 42, 0.0, 0, [("h", b"v")], b"cluster/node", b"\xc3\x01body", None
+    )
+    decode = RawSchema().compile(app)
+    event: Any = asyncio.run(decode(message))
+    assert (event.key, event.value, event.message) == (b"cluster/node", b"\xc3\x01body", message)
+    none = Message("samples", 1, 43, 0.0, 0, [], None, None, None)
+    assert asyncio.run(decode(none)).value is None  # a tombstone: the processor dead-letters it
