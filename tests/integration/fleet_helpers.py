@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -110,6 +111,12 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def _difference(codec: Codec, first: bytes, again: bytes) -> dict[str, tuple[Any, Any]]:
+    """The top-level fields of two NodeEnergy messages that differ (first, again)."""
+    a, b = codec.decode(first), codec.decode(again)
+    return {name: (a[name], b.get(name)) for name in a if a[name] != b.get(name)}
+
+
 def energy_windows(bootstrap: str, topic: str) -> Counter[Node]:
     """Windows per node on the energy topic, each once: a window the processor wrote twice
     (after a failover) must be byte-identical, which is asserted here."""
@@ -117,7 +124,8 @@ def energy_windows(bootstrap: str, topic: str) -> Counter[Node]:
     seen: dict[tuple[bytes, int], bytes] = {}
     for key, value in topic_messages(bootstrap, topic, idle_s=2):
         start = int(codec.decode(value)["window_start_ns"])
-        assert seen.setdefault((key, start), value) == value, f"{key!r}@{start} changed"
+        first = seen.setdefault((key, start), value)
+        assert first == value, f"{key!r}@{start} changed: {_difference(codec, first, value)}"
     counts: Counter[Node] = Counter()
     for key, _start in seen:
         cluster, _, node = key.decode().partition("/")
