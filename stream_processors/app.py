@@ -37,6 +37,7 @@ import time
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from functools import partial
+from operator import attrgetter, methodcaller
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,6 +53,7 @@ from joulestream.models.default import default_model
 from joulestream.schemas import node_key
 from joulestream.schemas.errors import CodecError, RejectedInput
 from joulestream.settings import Topics, librdkafka_passthrough
+from joulestream.stream_processors.acks import InOrderAcks
 from joulestream.stream_processors.attribution import AttributionConfig
 from joulestream.stream_processors.carbon import CarbonConfig
 from joulestream.stream_processors.core import Core
@@ -266,6 +268,8 @@ class Processor:
         # Delivered windows whose state write waits for the next tick: node → (source partition,
         # progress after its latest delivered window, tokens acknowledged by that write).
         self._pending: dict[str, tuple[TP, NodeProgress, list[Event]]] = {}
+        # Offsets are released to faust in arrival order per partition (see stream_processors.acks).
+        self.acks: InOrderAcks[Event] = InOrderAcks(attrgetter("message.tp"), methodcaller("ack"))
         self.stats = ProcessorStats()
         shipped = [default_model()] if settings.default_model else []
         self.reference = ReferenceData(settings.carbon, shipped)
@@ -365,6 +369,7 @@ class Processor:
             await self.handle(event)
 
     async def handle(self, event: Event) -> None:
+        self.acks.received(event)
         message = event.message
         value = message.value
         try:
@@ -375,7 +380,7 @@ class Processor:
                     message.key, value, self._series_of, event, time.monotonic(), now_ns
                 )
                 if emitted is None:  # a duplicate: its window exists already
-                    event.ack()
+                    self.acks.done(event)
                     return
             else:
                 emitted = self._on_reading(event, now_ns)
@@ -399,7 +404,7 @@ class Processor:
             message.key, message.value, self._series_of, now_ns
         )
         if not changed:
-            event.ack()
+            self.acks.done(event)
             return []
         self._series_cache[key] = series
         self._unsaved.setdefault(key, (time.monotonic(), []))[1].append(event)
@@ -439,7 +444,7 @@ class Processor:
         _since, readings = self._unsaved.pop(key, (0.0, []))
         written = self.state.send_changelog(partition, key, value)
         for event in (*readings, *tokens):
-            written.add_done_callback(partial(_ack_when_written, event))
+            written.add_done_callback(partial(self._ack_when_written, event))
 
     async def _rescan(self) -> None:
         """A cluster onboarded while running: stop cleanly (offsets committed), and the CLI
@@ -517,7 +522,7 @@ class Processor:
             if pending is not None:  # behind a pending write: acknowledged with it
                 pending[2].extend(tokens)
             elif window.last:
-                window.token.ack()
+                self.acks.done(window.token)
             return
         progress = NodeProgress.from_state(window.progress)
         if pending is not None:
@@ -546,7 +551,7 @@ class Processor:
             headers=dead_letter_headers(
                 reason, detail, message.topic, message.partition, message.offset
             ),
-            callback=partial(_ack_when_sent, event),
+            callback=partial(self._ack_when_sent, event),
         )
 
     def _on_revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -554,6 +559,7 @@ class Processor:
         owner (their offsets were not committed); those of kept partitions stay in memory,
         which is where they live until written."""
         revoked: Set[TP] = args[0]
+        self.acks.revoke(revoked)
         self._write_pending(drop=revoked)
         for key, (_since, readings) in list(self._unsaved.items()):
             if any(event.message.tp in revoked for event in readings):
@@ -575,16 +581,14 @@ class Processor:
     def _keep_unsaved_series(self) -> None:
         self._series_cache = {k: v for k, v in self._series_cache.items() if k in self._unsaved}
 
+    def _ack_when_sent(self, event: Event, _sent: Any) -> None:
+        """Producer delivery callback: only now may the source offset be committed."""
+        self.acks.done(event)
 
-def _ack_when_sent(event: Event, _sent: Any) -> None:
-    """Producer delivery callback: only now may the source offset be committed."""
-    event.ack()
-
-
-def _ack_when_written(event: Event, written: asyncio.Future[Any]) -> None:
-    """A changelog write's completion: a failed write leaves the offset uncommitted, so the
-    message is processed again after a restart instead of being lost."""
-    if not written.cancelled() and written.exception() is None:
-        event.ack()
-    else:
-        log.error("changelog write failed; %s stays unacknowledged", event.message.tp)
+    def _ack_when_written(self, event: Event, written: asyncio.Future[Any]) -> None:
+        """A changelog write's completion: a failed write leaves the offset uncommitted, so
+        the message is processed again after a restart instead of being lost."""
+        if not written.cancelled() and written.exception() is None:
+            self.acks.done(event)
+        else:
+            log.error("changelog write failed; %s stays unacknowledged", event.message.tp)

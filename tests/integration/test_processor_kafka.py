@@ -16,6 +16,7 @@ from energy_records import energy_record
 from processor_helpers import JOULESTREAM, start_processor, stop_processor
 
 from joulestream.kafka import clients
+from joulestream.kafka.topics import create_topics
 from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
@@ -271,3 +272,43 @@ def test_a_sample_waiting_at_shutdown_is_not_committed_and_joins_after_restart(
     assert len(n1) == 1
     assert n1[0]["source"] == "measured"
     assert {z["zone"]: z["total_j"] for z in n1[0]["zones"]} == {"package-0": 5.0, "dram-0": 1.0}
+
+
+def test_a_waiting_sample_is_never_committed_past_by_later_ones_of_its_partition(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """n1's sample waits for power; n9's samples behind it on the same partition are done at
+    once. The committed offset must stay at n1's sample, so a worker that crashes (SIGKILL,
+    after several commit intervals) joins it after its restart instead of losing it."""
+    topics = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
+    create_topics(clients.admin(kafka_bootstrap), topics, partitions=1)
+    t = (time.time_ns() // S - 120) * S
+    produce(
+        kafka_bootstrap,
+        [
+            to_power(topics, reading("n1", 0, t, 0, 0)),
+            to_samples(topics, sample("n1", 0, t, t + 2 * S, a=S)),
+        ],
+    )
+    proc = start_processor(kafka_bootstrap, topics, tmp_path, "--lateness", "600")
+    try:
+        later = [
+            to_samples(
+                topics, sample("n9", seq, t + seq * 2 * S, t + (seq + 1) * 2 * S, power=None)
+            )
+            for seq in range(3)
+        ]
+        produce(kafka_bootstrap, later)
+        assert len(consume(kafka_bootstrap, topics.energy, 3, proc)) == 3
+        time.sleep(4)  # faust commits every 2.8 s
+    finally:
+        proc.kill()
+        proc.wait(30)
+    produce(kafka_bootstrap, [to_power(topics, reading("n1", 1, t + 2 * S, 5_000_000, 1_000_000))])
+    proc = start_processor(kafka_bootstrap, topics, tmp_path, "--lateness", "600")
+    try:
+        got = consume(kafka_bootstrap, topics.energy, 0, proc, until=has_n1)
+    finally:
+        stop_processor(proc, tmp_path)
+    n1 = [energy_record(m.value()) for m in got if m.key() == node_key("c1", "n1")]
+    assert [w["source"] for w in n1] == ["measured"]
