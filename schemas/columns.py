@@ -22,8 +22,6 @@ from array import array
 from collections.abc import Sequence
 from itertools import accumulate
 
-import numpy as np
-
 from joulestream.schemas.errors import SchemaViolation
 
 WIDTH = 8  # bytes per int64
@@ -102,6 +100,10 @@ def unpack(data: bytes) -> list[int]:
     # Scaled in one vector pass: the products wrap modulo 2**64 in uint64, which is exact for
     # every product that fits int64. Below 8 planes every value is < 2**(8 x width), so a small
     # enough factor cannot leave int64; otherwise the bounds are checked.
+    # numpy is imported here, where readers unpack, not with the module: agents only pack,
+    # and numpy would add ~20 MiB to their resident set (bench/RESULTS.md, 'Agent overhead').
+    import numpy as np
+
     signed = np.frombuffer(values, dtype=np.int64)
     fits = width < WIDTH and factor < _INT64 >> 8 * width
     if (

@@ -200,6 +200,14 @@ def test_every_command_help_runs(path: list[str], capsys: pytest.CaptureFixture[
     assert out.startswith("usage: joulestream " + " ".join(path))
 
 
+def _this_tree_first() -> dict[str, str]:
+    """The environment of a fresh interpreter that imports this checkout's code."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
 HEAVY = ("pyarrow", "psycopg", "faust", "aiokafka", "sklearn", "matplotlib")
 _LOADED = """
 import sys
@@ -225,16 +233,26 @@ print(" ".join(sorted({name.partition(".")[0] for name in sys.modules})))
 def test_a_command_loads_only_what_it_runs(argv: list[str], unwanted: tuple[str, ...]) -> None:
     """In a fresh interpreter (this one has imported everything): parsing a command's
     options imports none of the heavy libraries it does not use."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = _this_tree_first()
     done = subprocess.run(
         [sys.executable, "-c", _LOADED, *argv], capture_output=True, text=True, env=env, check=True
     )
     loaded = set(done.stdout.split())
     assert "joulestream" in loaded and "argparse" in loaded  # the probe saw the imports
     assert not loaded & set(unwanted), f"{' '.join(argv)} imports {sorted(loaded & set(unwanted))}"
+
+
+def test_the_agent_runs_without_numpy_or_the_processors_libraries() -> None:
+    """What ``python -m joulestream.agents`` imports stays light: numpy alone adds ~20 MiB to
+    an agent's resident set (its target is 64 MiB with eBPF, 40 MiB on procfs)."""
+    probe = "import sys, joulestream.agents.agent; print(' '.join(sorted(sys.modules)))"
+    env = _this_tree_first()
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    loaded = {name.partition(".")[0] for name in done.stdout.split()}
+    assert "confluent_kafka" in loaded  # the probe saw the agent's imports
+    assert not loaded & {"numpy", *HEAVY}, sorted(loaded & {"numpy", *HEAVY})
 
 
 _BARE_IMPORTS = """
