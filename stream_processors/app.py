@@ -59,6 +59,7 @@ from joulestream.stream_processors.carbon import CarbonConfig
 from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.deadletter import dead_letter_headers
 from joulestream.stream_processors.faust_parts import (
+    DirectConsumer,
     HashingPartitioner,
     IdempotentProducer,
     LeanMonitor,
@@ -318,9 +319,10 @@ class Processor:
             monitor=LeanMonitor(),
             web_port=settings.web_port or 6066,
         )
-        # faust builds its producer from the transport's Producer class; this instance's
-        # transport builds ours (faust has no setting for it).
+        # faust builds its producer and consumer from the transport's classes; this instance's
+        # transport builds ours (faust has no setting for them).
         self.app.transport.Producer = IdempotentProducer  # type: ignore[misc]
+        self.app.transport.Consumer = DirectConsumer  # type: ignore[misc]
         # One entry per node: progress + power series, binary (stream_processors.state).
         self.state = self.app.Table(
             STATE_TABLE, default=None, partitions=partitions, value_type=bytes

@@ -11,7 +11,12 @@ import faust
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP, Message
 
-from joulestream.stream_processors.faust_parts import HashingPartitioner, LeanMonitor, RawSchema
+from joulestream.stream_processors.faust_parts import (
+    DirectConsumer,
+    HashingPartitioner,
+    LeanMonitor,
+    RawSchema,
+)
 
 
 def test_the_lean_monitor_records_when_a_partition_last_gave_an_event_and_counts_nothing() -> None:
@@ -50,3 +55,35 @@ def test_the_raw_schema_hands_the_message_bytes_to_the_stream() -> None:
     assert (event.key, event.value, event.message) == (b"cluster/node", b"\xc3\x01body", message)
     none = Message("samples", 1, 43, 0.0, 0, [], None, None, None)
     assert asyncio.run(decode(none)).value is None  # a tombstone: the processor dead-letters it
+
+
+def test_the_consumer_delivers_directly_unless_delivery_could_wait() -> None:
+    """faust's drain races each delivery against a rebalance; the race is skipped only while
+    nothing in the delivery can wait, and run as faust's own otherwise."""
+    app = faust.App("direct-consumer-test", autodiscover=False)
+    app.transport.Consumer = DirectConsumer  # type: ignore[misc]
+
+    async def deliver() -> asyncio.Task[Any] | None:
+        return asyncio.current_task()
+
+    async def scenario() -> None:
+        consumer = app.consumer
+        assert isinstance(consumer, DirectConsumer)
+        app.flow_control.resume()
+        consumer.suspend_flow.clear()
+        direct = deliver()
+        results = await consumer.wait_first(direct, consumer.suspend_flow.wait())
+        assert results.done == [direct] and results.results == [asyncio.current_task()]
+
+        consumer.suspend_flow.set()  # a rebalance: faust's race, delivery in a task of its own
+        suspended = consumer.suspend_flow.wait()
+        results = await consumer.wait_first(deliver(), suspended)
+        assert suspended in results.done and asyncio.current_task() not in results.results
+
+        consumer.suspend_flow.clear()
+        app.flow_control.suspend()  # the agents' queues closed: faust's race too
+        raced = deliver()
+        results = await consumer.wait_first(raced, consumer.suspend_flow.wait())
+        assert results.done == [raced] and results.results != [asyncio.current_task()]
+
+    asyncio.run(scenario())
