@@ -20,12 +20,12 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 50,
     "partitioner": "murmur2_random",
 }
-# Agents (and loadgen, which stands in for them) compress harder than the default level 3: a
-# node sends one ~3 KB sample per interval, which level 9 packs ~1 % smaller for ~0.5 ms more CPU
-# per batch (0.025 % of a core at 2 s). Not higher: librdkafka sizes zstd's tables for the
-# level, not for the batch, and level 12 cost 27 ms per batch here (docs/architecture.md,
-# 'Kafka contract').
-AGENT_PRODUCER: dict[str, Any] = {"compression.level": 9}
+# Agents (and loadgen, which stands in for them) keep zstd's default level 3 on purpose:
+# librdkafka sizes zstd's tables for the level, not for the ~3 KB batch an agent sends per
+# interval. Level 9 packed samples ~1 % smaller (0.25 B per workload-sample) but cost each agent
+# ~9 MiB more resident memory (53 vs 44 MiB) and ~3x the CPU per batch; level 12, 27 ms per
+# batch (bench/RESULTS.md, 'Agent overhead', 2026-11-30; docs/architecture.md, 'Kafka contract').
+AGENT_PRODUCER: dict[str, Any] = {"compression.level": 3}
 # Readers of every source topic (archive sink; Topics.source_pattern) look for newly made
 # per-cluster topics this often; a JOULESTREAM_KAFKA_* setting still wins.
 SOURCE_READER: dict[str, Any] = {"topic.metadata.refresh.interval.ms": SOURCE_REFRESH_MS}
