@@ -242,44 +242,13 @@ def has_n1(messages: list[Any]) -> bool:
     return any(m.key() == node_key("c1", "n1") for m in messages)
 
 
-def test_a_sample_waiting_at_shutdown_is_not_committed_and_joins_after_restart(
-    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+@pytest.mark.parametrize("crash", [False, True], ids=["stopped", "killed"])
+def test_a_waiting_sample_is_not_committed_and_joins_after_restart(
+    kafka_bootstrap: str, tmp_path: Path, crash: bool
 ) -> None:
-    t = (time.time_ns() // S - 120) * S
-    produce(
-        kafka_bootstrap,
-        [
-            to_power(topics, reading("n1", 0, t, 0, 0)),
-            to_samples(topics, sample("n1", 0, t, t + 2 * S, a=S)),
-        ],
-    )
-    proc = start_processor(kafka_bootstrap, topics, tmp_path, "--lateness", "600")
-    try:
-        # n1's window waits for power; n9 (no power source) shows the processor is live.
-        produce(kafka_bootstrap, [to_samples(topics, sample("n9", 0, t, t + 2 * S, power=None))])
-        [live] = consume(kafka_bootstrap, topics.energy, 1, proc)
-        assert live.key() == node_key("c1", "n9")
-    finally:
-        stop_processor(proc, tmp_path)
-
-    produce(kafka_bootstrap, [to_power(topics, reading("n1", 1, t + 2 * S, 5_000_000, 1_000_000))])
-    proc = start_processor(kafka_bootstrap, topics, tmp_path, "--lateness", "600")
-    try:
-        got = consume(kafka_bootstrap, topics.energy, 0, proc, until=has_n1)
-    finally:
-        stop_processor(proc, tmp_path)
-    n1 = [energy_record(m.value()) for m in got if m.key() == node_key("c1", "n1")]
-    assert len(n1) == 1
-    assert n1[0]["source"] == "measured"
-    assert {z["zone"]: z["total_j"] for z in n1[0]["zones"]} == {"package-0": 5.0, "dram-0": 1.0}
-
-
-def test_a_waiting_sample_is_never_committed_past_by_later_ones_of_its_partition(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    """n1's sample waits for power; n9's samples behind it on the same partition are done at
-    once. The committed offset must stay at n1's sample, so a worker that crashes (SIGKILL,
-    after several commit intervals) joins it after its restart instead of losing it."""
+    """n1's sample waits for power while n9's samples behind it on the same partition are done
+    at once. Its offset is never committed past (faust alone would), so after a clean stop or a
+    crash (SIGKILL, after several commit intervals) the restarted worker joins it, once."""
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
     create_topics(clients.admin(kafka_bootstrap), topics, partitions=1)
     t = (time.time_ns() // S - 120) * S
@@ -292,18 +261,21 @@ def test_a_waiting_sample_is_never_committed_past_by_later_ones_of_its_partition
     )
     proc = start_processor(kafka_bootstrap, topics, tmp_path, "--lateness", "600")
     try:
-        later = [
-            to_samples(
-                topics, sample("n9", seq, t + seq * 2 * S, t + (seq + 1) * 2 * S, power=None)
-            )
-            for seq in range(3)
+        n9 = [
+            sample("n9", seq, t + seq * 2 * S, t + (seq + 1) * 2 * S, power=None)
+            for seq in (0, 1, 2)
         ]
-        produce(kafka_bootstrap, later)
-        assert len(consume(kafka_bootstrap, topics.energy, 3, proc)) == 3
+        produce(kafka_bootstrap, [to_samples(topics, record) for record in n9])
+        live = consume(kafka_bootstrap, topics.energy, 3, proc)
+        assert {m.key() for m in live} == {node_key("c1", "n9")}
         time.sleep(4)  # faust commits every 2.8 s
     finally:
-        proc.kill()
-        proc.wait(30)
+        if crash:
+            proc.kill()
+            proc.wait(30)
+        else:
+            stop_processor(proc, tmp_path)
+
     produce(kafka_bootstrap, [to_power(topics, reading("n1", 1, t + 2 * S, 5_000_000, 1_000_000))])
     proc = start_processor(kafka_bootstrap, topics, tmp_path, "--lateness", "600")
     try:
@@ -311,4 +283,6 @@ def test_a_waiting_sample_is_never_committed_past_by_later_ones_of_its_partition
     finally:
         stop_processor(proc, tmp_path)
     n1 = [energy_record(m.value()) for m in got if m.key() == node_key("c1", "n1")]
-    assert [w["source"] for w in n1] == ["measured"]
+    assert len(n1) == 1
+    assert n1[0]["source"] == "measured"
+    assert {z["zone"]: z["total_j"] for z in n1[0]["zones"]} == {"package-0": 5.0, "dram-0": 1.0}
