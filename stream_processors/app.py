@@ -289,6 +289,7 @@ class Processor:
         self.stats.duplicates = lambda: self.core.join.duplicates
         self.stats.gap_seqs = lambda: self.core.join.gap_seqs
         self.stats.pending = lambda: self.core.join.pending
+        self.stats.held = lambda: self.acks.held
         topics = settings.topics
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(

@@ -1,6 +1,6 @@
 """The processor's own metrics on an optional port: dead letters by reason, windows by source,
-duplicates, gap seqs, waiting samples and event-time lag. Own registry and a collector that
-yields fresh families on every scrape (no global state, no timestamps on samples)."""
+duplicates, gap seqs, waiting samples, held acknowledgements and event-time lag. Own registry
+and a collector that yields fresh families on every scrape (no global state, no timestamps)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class ProcessorStats:
     duplicates: Callable[[], int] = lambda: 0
     gap_seqs: Callable[[], int] = lambda: 0
     pending: Callable[[], int] = lambda: 0
+    held: Callable[[], int] = lambda: 0
 
     def window(self, source: str, end_ns: int) -> None:
         self.windows[source] += 1
@@ -61,6 +62,11 @@ class StatsCollector(Collector):
             "joulestream_processor_waiting_samples", "Samples waiting for power readings",
             value=stats.pending(),
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "joulestream_processor_held_messages",
+            "Messages done whose offset waits for an earlier one of their partition",
+            value=stats.held(),
+        )
         lag = (time.time_ns() - stats.last_window_end_ns) / 1e9 if stats.last_window_end_ns else 0
         yield GaugeMetricFamily(
             "joulestream_processor_lag_seconds",
