@@ -101,7 +101,7 @@ def unpack(data: bytes) -> list[int]:
     # every product that fits int64. Below 8 planes every value is < 2**(8 x width), so a small
     # enough factor cannot leave int64; otherwise the bounds are checked.
     # numpy is imported here, where readers unpack, not with the module: agents only pack,
-    # and numpy would add ~20 MiB to their resident set (bench/RESULTS.md, 'Agent overhead').
+    # and numpy added ~12 MiB to their resident set (bench/RESULTS.md, 'Agent overhead').
     import numpy as np
 
     signed = np.frombuffer(values, dtype=np.int64)

@@ -243,7 +243,7 @@ def test_a_command_loads_only_what_it_runs(argv: list[str], unwanted: tuple[str,
 
 
 def test_the_agent_runs_without_numpy_or_the_processors_libraries() -> None:
-    """What ``python -m joulestream.agents`` imports stays light: numpy alone adds ~20 MiB to
+    """What ``python -m joulestream.agents`` imports stays light: numpy alone added ~12 MiB to
     an agent's resident set (its target is 64 MiB with eBPF, 40 MiB on procfs)."""
     probe = "import sys, joulestream.agents.agent; print(' '.join(sorted(sys.modules)))"
     env = _this_tree_first()
