@@ -77,7 +77,7 @@ from joulestream.stream_processors.state import decode_state, encode_state
 from joulestream.stream_processors.validation import (
     DEFAULT_MAX_WORKLOADS,
 )
-from joulestream.stream_processors.windows import Emitted, JoinContext
+from joulestream.stream_processors.windows import Emitted
 
 log = logging.getLogger(__name__)
 
@@ -274,18 +274,7 @@ class Processor:
         self.stats = ProcessorStats()
         shipped = [default_model()] if settings.default_model else []
         self.reference = ReferenceData(settings.carbon, shipped)
-        self.core: Core[Event] = Core(
-            settings.attribution,
-            settings.lateness_s,
-            JoinContext(
-                pricing=self.reference.pricing,
-                models=self.reference.models,
-                learn_idle=settings.learn_idle,
-            ),
-            max_readings=settings.max_readings,
-            max_workloads=settings.max_workloads,
-            load_progress=self._progress_of,
-        )
+        self.core: Core[Event] = Core.from_settings(settings, self.reference, self._progress_of)
         self.stats.duplicates = lambda: self.core.join.duplicates
         self.stats.gap_seqs = lambda: self.core.join.gap_seqs
         self.stats.pending = lambda: self.core.join.pending

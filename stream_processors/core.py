@@ -11,7 +11,7 @@ not enter the join.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from joulestream.schemas import node_id
 from joulestream.schemas.codec import Codec
@@ -29,8 +29,26 @@ from joulestream.stream_processors.validation import (
 )
 from joulestream.stream_processors.windows import Emitted, JoinContext, WindowJoin
 
+if TYPE_CHECKING:  # the worker's reference data (models, grid), read only here
+    from joulestream.stream_processors.reference import ReferenceData
+
 T = TypeVar("T")
 SeriesOf = Callable[[str], PowerSeries | None]
+
+
+class CoreSettings(Protocol):
+    """What the core takes of a worker's settings (``app.ProcessorSettings``)."""
+
+    @property
+    def attribution(self) -> AttributionConfig: ...
+    @property
+    def lateness_s(self) -> float: ...
+    @property
+    def learn_idle(self) -> bool: ...
+    @property
+    def max_readings(self) -> int: ...
+    @property
+    def max_workloads(self) -> int: ...
 
 
 def lateness_tick(lateness_s: float) -> float:
@@ -57,6 +75,28 @@ class Core(Generic[T]):
         self.max_readings = max_readings
         self.max_workloads = max_workloads
         self.tick_s = lateness_tick(lateness_s)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: CoreSettings,
+        reference: ReferenceData,
+        load_progress: Callable[[str], NodeProgress | None] = lambda key: None,
+    ) -> Core[T]:
+        """The core of a worker with these settings; a recompute with the same options builds
+        it here too, so the two cannot be configured apart."""
+        return cls(
+            settings.attribution,
+            settings.lateness_s,
+            JoinContext(
+                pricing=reference.pricing,
+                models=reference.models,
+                learn_idle=settings.learn_idle,
+            ),
+            max_readings=settings.max_readings,
+            max_workloads=settings.max_workloads,
+            load_progress=load_progress,
+        )
 
     def sample(
         self,

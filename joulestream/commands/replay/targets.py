@@ -30,7 +30,6 @@ from joulestream.sinks.names import Namer
 from joulestream.sinks.store.backend import Store, open_store, write_records
 from joulestream.stream_processors.core import Core
 from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
-from joulestream.stream_processors.windows import JoinContext
 
 OUT_ROLL_ROWS = 100_000
 
@@ -142,19 +141,7 @@ class RecomputeTarget:
             self.reference, settings.bootstrap_servers, topics, lambda reason: None
         )
         self.reader.start()
-        self.recompute = Recompute(
-            Core(
-                settings.attribution,
-                settings.lateness_s,
-                JoinContext(
-                    pricing=self.reference.pricing,
-                    models=self.reference.models,
-                    learn_idle=settings.learn_idle,
-                ),
-                max_readings=settings.max_readings,
-                max_workloads=settings.max_workloads,
-            )
-        )
+        self.recompute = Recompute(Core.from_settings(settings, self.reference))
         self.energy_topic: str | None = args.energy_topic
         self.target: TopicTarget | None = None
         self.store: Store | None = None
