@@ -1,12 +1,12 @@
 """faust's parts that the processor replaces: its producer (idempotence on), its consumer
-(delivers a message to the agent directly when nothing can make it wait), its monitor (no
-per-message statistics), its deserialisation (none: keys and values stay bytes) and its
-partitioner (memoised)."""
+(loses nothing at a rebalance, and delivers a message to the agent directly when nothing can
+make it wait), its monitor (no per-message statistics), its deserialisation (none: keys and
+values stay bytes) and its partitioner (memoised)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner, murmur2
@@ -28,7 +28,58 @@ class IdempotentProducer(AiokafkaProducer):
         return {"acks": "all", "enable_idempotence": True}
 
 
-class DirectConsumer(AiokafkaConsumer):
+class RebalanceSafeConsumer(AiokafkaConsumer):
+    """Closes two ways faust-streaming 0.15 loses fetched messages at a rebalance or restart.
+
+    After an assignment faust resumes the stream partitions, seeks them to their committed
+    offsets and only then resumes flow control, which empties the agents' queues. Its fetcher
+    runs through that seek (it was started to read the changelogs), so messages fetched in
+    between went into the queues and were emptied out of them with the consumer's position past
+    them: a restarted worker never saw its source messages after the first few (found by
+    tests/integration/test_processor_kafka.py under load). Stream partitions are therefore
+    resumed with the flow, after the queues are emptied.
+
+    And aiokafka's ``seek_to_committed`` leaves a partition without a committed offset (or at
+    0) where it is, so messages of such a partition emptied from the queues were not read
+    again: it goes back to its beginning, where a partition without a commit is read from.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume_with_flow: set[TP] = set()
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
+        self._resume_with_flow |= streams
+        super().resume_partitions(tps - streams)
+
+    def pause_partitions(self, tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        self._resume_with_flow -= tps
+        super().pause_partitions(tps)
+
+    def resume_flow(self) -> None:
+        super().resume_flow()
+        if self._resume_with_flow:
+            tps, self._resume_with_flow = self._resume_with_flow, set()
+            super().resume_partitions(tps)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self._resume_with_flow.clear()  # a new assignment resumes its own partitions
+        await super().on_partitions_revoked(revoked)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        uncommitted = [
+            tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)
+        ]
+        if uncommitted:
+            await self._thread.seek_to_beginning(*uncommitted)
+        return committed
+
+
+class DirectConsumer(RebalanceSafeConsumer):
     """faust hands each fetched message to the agent's queue as a race against a rebalance:
     ``wait_first(deliver(message), suspend_flow.wait())`` makes four tasks, an
     ``asyncio.wait`` and three cancellations per message, ~100 µs of a draining worker's

@@ -283,6 +283,6 @@ def test_a_waiting_sample_is_not_committed_and_joins_after_restart(
     finally:
         stop_processor(proc, tmp_path)
     n1 = [energy_record(m.value()) for m in got if m.key() == node_key("c1", "n1")]
-    assert len(n1) == 1
+    assert len(n1) == 1, (tmp_path / "processor.log").read_text(errors="replace")[-4000:]
     assert n1[0]["source"] == "measured"
     assert {z["zone"]: z["total_j"] for z in n1[0]["zones"]} == {"package-0": 5.0, "dram-0": 1.0}

@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition as AioTP
 from faust.types import TP, Message
 
 from joulestream.stream_processors.faust_parts import (
@@ -87,3 +88,65 @@ def test_the_consumer_delivers_directly_unless_delivery_could_wait() -> None:
         assert results.done == [raced] and results.results != [asyncio.current_task()]
 
     asyncio.run(scenario())
+
+
+def test_stream_partitions_resume_only_with_the_flow_after_the_queues_are_emptied() -> None:
+    """faust resumes a stream partition, seeks, then empties the agents' queues and resumes the
+    flow: a message fetched before the emptying would be lost, so nothing of a stream partition
+    is fetched until the flow resumes. Changelog partitions (recovery) resume at once."""
+    app = faust.App("resume-with-flow-test", autodiscover=False)
+    app.transport.Consumer = DirectConsumer  # type: ignore[misc]
+    table = app.Table("node-state", default=None)
+    samples, power, changelog = (
+        TP("samples", 0),
+        TP("power", 0),
+        TP(table.changelog_topic.get_topic_name(), 0),
+    )
+
+    async def scenario() -> None:
+        consumer = app.consumer
+        consumer.pause_partitions({samples, power, changelog})  # faust, at an assignment
+        consumer.resume_partitions({changelog})
+        assert consumer._get_active_partitions() == {changelog}
+        consumer.resume_partitions({samples, power})  # recovery done, before its seek
+        assert consumer._get_active_partitions() == {changelog}
+        consumer.pause_partitions({power})  # paused again meanwhile: stays paused
+        app.flow_control.resume()  # the agents' queues are emptied
+        consumer.resume_flow()
+        assert consumer._get_active_partitions() == {changelog, samples}
+
+        consumer.pause_partitions({samples})
+        consumer.resume_partitions({samples})
+        await consumer.on_partitions_revoked({samples})  # a rebalance before the flow resumed
+        consumer.resume_flow()
+        assert samples not in consumer._get_active_partitions()
+
+    asyncio.run(scenario())
+
+
+def test_a_partition_without_a_committed_offset_is_sought_to_its_beginning() -> None:
+    """aiokafka's seek to the committed offsets leaves a partition without one where it is; the
+    messages faust empties from its queues at a rebalance would never be read again."""
+    app = faust.App("seek-uncommitted-test", autodiscover=False)
+    app.transport.Consumer = DirectConsumer  # type: ignore[misc]
+    table = app.Table("node-state", default=None)
+    changelog = AioTP(table.changelog_topic.get_topic_name(), 0)
+    committed = {
+        AioTP("samples", 0): None,
+        AioTP("samples", 1): 0,
+        AioTP("power", 0): 7,
+        changelog: None,
+    }
+    to_beginning: list[AioTP] = []
+
+    class Thread:
+        async def seek_to_committed(self) -> dict[AioTP, int | None]:
+            return committed
+
+        async def seek_to_beginning(self, *tps: AioTP) -> None:
+            to_beginning.extend(tps)
+
+    consumer: Any = app.consumer
+    consumer._thread = Thread()
+    assert asyncio.run(consumer.seek_to_committed()) == committed
+    assert sorted(to_beginning) == [AioTP("samples", 0), AioTP("samples", 1)]
