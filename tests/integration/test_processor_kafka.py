@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from builders import measured, node_sample, power_reading, workload
+from confluent_kafka import OFFSET_BEGINNING, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import NewTopic
 from energy_records import energy_record
 from processor_helpers import JOULESTREAM, start_processor, stop_processor
@@ -20,6 +21,8 @@ from joulestream.kafka.topics import create_topics
 from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
+from joulestream.stream_processors.app import STATE_TABLE
+from joulestream.stream_processors.state import decode_state
 
 pytestmark = pytest.mark.integration
 
@@ -238,6 +241,31 @@ def test_refuses_to_start_with_a_changelog_of_another_partition_count(
     assert f"{changelog} has 3 partitions, the source topics 2" in done.stderr
 
 
+def where_it_went(bootstrap: str, topics: Topics, workdir: Path) -> str:
+    """For a failure: the processor group's committed offsets, every record of its state
+    changelog and the end of its log."""
+    group = f"{topics.prefix}joulestream-processor"
+    admin = clients.admin(bootstrap)  # held: its futures die with it
+    offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    lines = [
+        f"committed {tp.topic}[{tp.partition}] = {tp.offset}"
+        for future in offsets.values()
+        for tp in future.result(timeout=30).topic_partitions
+    ]
+    changelog = TopicPartition(f"{group}-{STATE_TABLE}-changelog", 0)  # the test's one partition
+    reader = clients.consumer(f"check-{uuid.uuid4().hex}", bootstrap)
+    _low, high = reader.get_watermark_offsets(changelog, timeout=10)
+    reader.assign([TopicPartition(changelog.topic, 0, OFFSET_BEGINNING)])
+    records = reader.consume(high, timeout=10) if high else []
+    reader.close()
+    for message in records:
+        value = message.value()
+        lines.append(f"{changelog.topic}@{message.offset()} {message.key()!r}: "
+                     f"{decode_state(value) if value else None}")  # fmt: skip
+    log = (workdir / "processor.log").read_text(errors="replace")[-3000:]
+    return "\n".join([*lines, log])
+
+
 def has_n1(messages: list[Any]) -> bool:
     return any(m.key() == node_key("c1", "n1") for m in messages)
 
@@ -283,6 +311,6 @@ def test_a_waiting_sample_is_not_committed_and_joins_after_restart(
     finally:
         stop_processor(proc, tmp_path)
     n1 = [energy_record(m.value()) for m in got if m.key() == node_key("c1", "n1")]
-    assert len(n1) == 1, (tmp_path / "processor.log").read_text(errors="replace")[-4000:]
+    assert len(n1) == 1, where_it_went(kafka_bootstrap, topics, tmp_path)
     assert n1[0]["source"] == "measured"
     assert {z["zone"]: z["total_j"] for z in n1[0]["zones"]} == {"package-0": 5.0, "dram-0": 1.0}
