@@ -21,7 +21,7 @@ from joulestream.kafka.topics import create_topics
 from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
-from joulestream.stream_processors.app import STATE_TABLE
+from joulestream.stream_processors.app import ProcessorSettings
 from joulestream.stream_processors.state import decode_state
 
 pytestmark = pytest.mark.integration
@@ -244,15 +244,15 @@ def test_refuses_to_start_with_a_changelog_of_another_partition_count(
 def where_it_went(bootstrap: str, topics: Topics, workdir: Path) -> str:
     """For a failure: the processor group's committed offsets, every record of its state
     changelog and the end of its log."""
-    group = f"{topics.prefix}joulestream-processor"
+    processor = ProcessorSettings(bootstrap, topics)  # the names the worker used
     admin = clients.admin(bootstrap)  # held: its futures die with it
-    offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(processor.faust_id)])
     lines = [
         f"committed {tp.topic}[{tp.partition}] = {tp.offset}"
         for future in offsets.values()
         for tp in future.result(timeout=30).topic_partitions
     ]
-    changelog = TopicPartition(f"{group}-{STATE_TABLE}-changelog", 0)  # the test's one partition
+    changelog = TopicPartition(processor.changelog_topic, 0)  # the test's one partition
     reader = clients.consumer(f"check-{uuid.uuid4().hex}", bootstrap)
     _low, high = reader.get_watermark_offsets(changelog, timeout=10)
     reader.assign([TopicPartition(changelog.topic, 0, OFFSET_BEGINNING)])
