@@ -72,6 +72,7 @@ from joulestream.stream_processors.join import (
 from joulestream.stream_processors.metrics import ProcessorStats, serve
 from joulestream.stream_processors.progress import NodeProgress
 from joulestream.stream_processors.reference import ReferenceData, ReferenceReader
+from joulestream.stream_processors.sequence import OffsetSequence
 from joulestream.stream_processors.sources import RESCAN_S, check_cluster, cluster_sources
 from joulestream.stream_processors.state import decode_state, encode_state
 from joulestream.stream_processors.validation import (
@@ -279,6 +280,10 @@ class Processor:
         self.stats.gap_seqs = lambda: self.core.join.gap_seqs
         self.stats.pending = lambda: self.core.join.pending
         self.stats.held = lambda: self.acks.held
+        # Each source partition handled as an unbroken run of offsets (stream_processors.sequence).
+        self.sequence = OffsetSequence()
+        self.stats.rewinds = lambda: self.sequence.rewinds
+        self.stats.absent_offsets = lambda: self.sequence.skipped
         topics = settings.topics
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
@@ -312,7 +317,9 @@ class Processor:
         # faust builds its producer and consumer from the transport's classes; this instance's
         # transport builds ours (faust has no setting for them).
         self.app.transport.Producer = IdempotentProducer  # type: ignore[misc]
-        self.app.transport.Consumer = DirectConsumer  # type: ignore[misc]
+        self.app.transport.Consumer = partial(  # type: ignore[misc,assignment]
+            DirectConsumer, sequence=self.sequence
+        )
         # One entry per node: progress + power series, binary (stream_processors.state).
         self.state = self.app.Table(
             STATE_TABLE, default=None, partitions=partitions, value_type=bytes
@@ -361,8 +368,10 @@ class Processor:
             await self.handle(event)
 
     async def handle(self, event: Event) -> None:
-        self.acks.received(event)
         message = event.message
+        if not await cast(DirectConsumer, self.app.consumer).admit(message.tp, message.offset):
+            return  # handled already, or after offsets the consumer skipped (read again)
+        self.acks.received(event)
         value = message.value
         try:
             now_ns = time.time_ns()

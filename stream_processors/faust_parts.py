@@ -1,7 +1,8 @@
 """faust's parts that the processor replaces: its producer (idempotence on), its consumer
-(loses nothing at a rebalance, and delivers a message to the agent directly when nothing can
-make it wait), its monitor (no per-message statistics), its deserialisation (none: keys and
-values stay bytes) and its partitioner (memoised)."""
+(loses nothing at a rebalance, reads a partition again where it skipped offsets, and delivers a
+message to the agent directly when nothing can make it wait), its monitor (no per-message
+statistics), its deserialisation (none: keys and values stay bytes) and its partitioner
+(memoised)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faust import Schema
 from faust.sensors import Monitor
@@ -16,6 +18,8 @@ from faust.transport.drivers.aiokafka import Consumer as AiokafkaConsumer
 from faust.transport.drivers.aiokafka import Producer as AiokafkaProducer
 from faust.types import TP, AppT, EventT, Message
 from mode.services import WaitResults
+
+from joulestream.stream_processors.sequence import Admission, OffsetSequence
 
 MAX_HASHED_KEYS = 100_000  # node keys whose hash is kept (a fleet's nodes)
 
@@ -42,11 +46,46 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
     And aiokafka's ``seek_to_committed`` leaves a partition without a committed offset (or at
     0) where it is, so messages of such a partition emptied from the queues were not read
     again: it goes back to its beginning, where a partition without a commit is read from.
+
+    Whatever else skips messages, the processor asks ``admit`` about each one and handles every
+    partition as an unbroken run of offsets from where it was sought (``OffsetSequence``): at
+    a hole the partition is read again from the first missing offset. faust's own bookkeeping
+    of the last offset delivered is therefore switched off: it dropped a message below it (the
+    messages read again) and counted a jump past it as a gap that may be committed unread.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sequence: OffsetSequence, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.sequence = sequence
         self._resume_with_flow: set[TP] = set()
+        self._read_offset = _Unread()
+
+    async def admit(self, tp: TP, offset: int) -> bool:
+        """Whether the message at ``offset`` is handled now: it is the partition's next one."""
+        sequence = self.sequence
+        expected = sequence.expected(tp)
+        verdict = sequence.admit(tp, offset)
+        if verdict is Admission.HANDLE:
+            return True
+        if verdict is Admission.DISCARD or expected is None:
+            return False
+        if verdict is Admission.REWIND:
+            self.log.warning(
+                "%s[%d]: the consumer skipped offsets %d..%d; reading them again",
+                tp.topic, tp.partition, expected, offset - 1,
+            )  # fmt: skip
+            try:
+                await self._thread.seek_wait({tp: expected})
+            except (KafkaError, TimeoutError) as exc:  # revoked meanwhile, or a broker away
+                self.log.warning("%s: seeking back failed (%r); the next message retries", tp, exc)
+                sequence.sought(tp, expected)
+            return False
+        self.log.warning(
+            "%s[%d]: offsets %d..%d are not in the log (retention); going on from %d",
+            tp.topic, tp.partition, expected, offset - 1, offset,
+        )  # fmt: skip
+        await self._add_gap(tp, expected, offset - 1)  # nothing there to wait for: committable
+        return True
 
     def resume_partitions(self, tps: Iterable[TP]) -> None:
         tps = set(tps)
@@ -67,16 +106,26 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self._resume_with_flow.clear()  # a new assignment resumes its own partitions
+        self.sequence.forget(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
-        uncommitted = [
-            tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)
-        ]
+        streams = {tp: offset for tp, offset in committed.items() if not self._is_changelog_tp(tp)}
+        uncommitted = [tp for tp, offset in streams.items() if not offset]
         if uncommitted:
             await self._thread.seek_to_beginning(*uncommitted)
+        for tp, offset in streams.items():
+            self.sequence.sought(tp, offset or await self._thread.position(tp))
         return committed
+
+
+class _Unread(dict[TP, int | None]):
+    """faust's last offset delivered per partition, which reads as unknown (see
+    ``RebalanceSafeConsumer``)."""
+
+    def __getitem__(self, tp: TP) -> None:
+        return None
 
 
 class DirectConsumer(RebalanceSafeConsumer):

@@ -1,6 +1,7 @@
 """The processor's own metrics on an optional port: dead letters by reason, windows by source,
-duplicates, gap seqs, waiting samples, held acknowledgements and event-time lag. Own registry
-and a collector that yields fresh families on every scrape (no global state, no timestamps)."""
+duplicates, gap seqs, waiting samples, held acknowledgements, partitions read again and
+event-time lag. Own registry and a collector that yields fresh families on every scrape (no
+global state, no timestamps)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class ProcessorStats:
     gap_seqs: Callable[[], int] = lambda: 0
     pending: Callable[[], int] = lambda: 0
     held: Callable[[], int] = lambda: 0
+    rewinds: Callable[[], int] = lambda: 0
+    absent_offsets: Callable[[], int] = lambda: 0
 
     def window(self, source: str, end_ns: int) -> None:
         self.windows[source] += 1
@@ -66,6 +69,16 @@ class StatsCollector(Collector):
             "joulestream_processor_held_messages",
             "Messages done whose offset waits for an earlier one of their partition",
             value=stats.held(),
+        )
+        yield CounterMetricFamily(
+            "joulestream_processor_rewinds",
+            "Times a source partition was read again because the consumer skipped offsets",
+            value=stats.rewinds(),
+        )
+        yield CounterMetricFamily(
+            "joulestream_processor_absent_offsets",
+            "Source offsets not in the log when read again (retention), passed over",
+            value=stats.absent_offsets(),
         )
         lag = (time.time_ns() - stats.last_window_end_ns) / 1e9 if stats.last_window_end_ns else 0
         yield GaugeMetricFamily(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -314,3 +315,67 @@ def test_a_waiting_sample_is_not_committed_and_joins_after_restart(
     assert len(n1) == 1, where_it_went(kafka_bootstrap, topics, tmp_path)
     assert n1[0]["source"] == "measured"
     assert {z["zone"]: z["total_j"] for z in n1[0]["zones"]} == {"package-0": 5.0, "dram-0": 1.0}
+
+
+SKIPPING_PROCESSOR = """
+# joulestream process whose consumer, once, moves past three fetched samples without handing them
+# to the agent: what faust 0.15's races at a rebalance did (test_processor_kafka.py).
+import sys
+
+from faust.transport.drivers.aiokafka import Consumer
+
+from joulestream.cli import main
+
+fetch = Consumer._getmany
+skipped = []
+
+
+async def _getmany(self, active_partitions, timeout):
+    records = await fetch(self, active_partitions, timeout)
+    for tp, batch in records.items():
+        if not skipped and tp.topic.endswith("samples.v1") and len(batch) > 6:
+            skipped.extend(batch[2:5])
+            del batch[2:5]
+    return records
+
+
+Consumer._getmany = _getmany
+sys.exit(main())
+"""
+
+
+def test_source_messages_the_consumer_skipped_are_read_again(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A hole in a partition's offsets sends the consumer back for them: every window comes out
+    once and as it would have (no gap window over the skipped samples)."""
+    topics = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
+    create_topics(clients.admin(kafka_bootstrap), topics, partitions=1)
+    t, n = (time.time_ns() // S - 120) * S, 10
+    ends = [t + 2 * (i + 1) * S for i in range(n)]
+    power = [reading("n1", i, t + 2 * i * S, i * 2_000_000, i * 500_000) for i in range(n + 1)]
+    samples = [sample("n1", i, end - 2 * S, end, a=S) for i, end in enumerate(ends)]
+    produce(
+        kafka_bootstrap,
+        [to_power(topics, r) for r in power] + [to_samples(topics, r) for r in samples],
+    )
+    script = tmp_path / "skipping_processor.py"
+    script.write_text(SKIPPING_PROCESSOR)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "process", "--bootstrap-servers", kafka_bootstrap,
+         "--topic-prefix", topics.prefix, "--state-dir", str(tmp_path / "state"),
+         "--lateness", "600"],
+        stdout=(tmp_path / "processor.log").open("ab"), stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        got = consume(
+            kafka_bootstrap, topics.energy, n, proc,
+            until=lambda ms: any(energy_record(m.value())["window_end_ns"] == ends[-1] for m in ms),
+        )  # fmt: skip
+    finally:
+        stop_processor(proc, tmp_path)
+    log = (tmp_path / "processor.log").read_text(errors="replace")
+    windows = [energy_record(m.value()) for m in got]
+    assert [w["window_end_ns"] for w in windows] == ends, log[-3000:]
+    assert all(w["source"] == "measured" for w in windows)
+    assert f"{topics.samples}[0]: the consumer skipped offsets 2..4; reading them again" in log

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 import faust
+from aiokafka.errors import IllegalStateError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition as AioTP
 from faust.types import TP, Message
@@ -18,6 +20,16 @@ from joulestream.stream_processors.faust_parts import (
     LeanMonitor,
     RawSchema,
 )
+from joulestream.stream_processors.sequence import OffsetSequence
+
+
+def consumer_app(name: str) -> faust.App:
+    """A faust app whose consumer is the processor's, as the processor builds it."""
+    app = faust.App(name, autodiscover=False)
+    app.transport.Consumer = partial(  # type: ignore[misc,assignment]
+        DirectConsumer, sequence=OffsetSequence()
+    )
+    return app
 
 
 def test_the_lean_monitor_records_when_a_partition_last_gave_an_event_and_counts_nothing() -> None:
@@ -61,8 +73,7 @@ def test_the_raw_schema_hands_the_message_bytes_to_the_stream() -> None:
 def test_the_consumer_delivers_directly_unless_delivery_could_wait() -> None:
     """faust's drain races each delivery against a rebalance; the race is skipped only while
     nothing in the delivery can wait, and run as faust's own otherwise."""
-    app = faust.App("direct-consumer-test", autodiscover=False)
-    app.transport.Consumer = DirectConsumer  # type: ignore[misc]
+    app = consumer_app("direct-consumer-test")
 
     async def deliver() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
@@ -94,8 +105,7 @@ def test_stream_partitions_resume_only_with_the_flow_after_the_queues_are_emptie
     """faust resumes a stream partition, seeks, then empties the agents' queues and resumes the
     flow: a message fetched before the emptying would be lost, so nothing of a stream partition
     is fetched until the flow resumes. Changelog partitions (recovery) resume at once."""
-    app = faust.App("resume-with-flow-test", autodiscover=False)
-    app.transport.Consumer = DirectConsumer  # type: ignore[misc]
+    app = consumer_app("resume-with-flow-test")
     table = app.Table("node-state", default=None)
     samples, power, changelog = (
         TP("samples", 0),
@@ -126,9 +136,9 @@ def test_stream_partitions_resume_only_with_the_flow_after_the_queues_are_emptie
 
 def test_a_partition_without_a_committed_offset_is_sought_to_its_beginning() -> None:
     """aiokafka's seek to the committed offsets leaves a partition without one where it is; the
-    messages faust empties from its queues at a rebalance would never be read again."""
-    app = faust.App("seek-uncommitted-test", autodiscover=False)
-    app.transport.Consumer = DirectConsumer  # type: ignore[misc]
+    messages faust empties from its queues at a rebalance would never be read again. Every
+    stream partition's next offset is then known: its commit, or its beginning."""
+    app = consumer_app("seek-uncommitted-test")
     table = app.Table("node-state", default=None)
     changelog = AioTP(table.changelog_topic.get_topic_name(), 0)
     committed = {
@@ -146,7 +156,91 @@ def test_a_partition_without_a_committed_offset_is_sought_to_its_beginning() -> 
         async def seek_to_beginning(self, *tps: AioTP) -> None:
             to_beginning.extend(tps)
 
+        async def position(self, tp: AioTP) -> int:
+            assert tp in to_beginning
+            return 3  # the log's first offset (retention)
+
     consumer: Any = app.consumer
     consumer._thread = Thread()
     assert asyncio.run(consumer.seek_to_committed()) == committed
     assert sorted(to_beginning) == [AioTP("samples", 0), AioTP("samples", 1)]
+    sequence = consumer.sequence
+    assert [sequence.expected(TP("samples", 0)), sequence.expected(TP("power", 0))] == [3, 7]
+    assert sequence.expected(TP(changelog.topic, 0)) is None  # recovery reads it, not the agent
+
+
+class SeekingThread:
+    def __init__(self) -> None:
+        self.seeks: list[dict[TP, int]] = []
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.seeks.append(dict(partitions))
+
+
+def test_the_consumer_reads_a_partition_again_from_offsets_it_skipped() -> None:
+    """Whatever moved the position past messages no agent handled, the first message after the
+    hole sends the consumer back for them; what was read before that is not handled."""
+    app = consumer_app("admit-test")
+    tp = TP("samples", 0)
+
+    async def scenario() -> None:
+        consumer: Any = app.consumer
+        thread = consumer._thread = SeekingThread()
+        consumer.sequence.sought(tp, 10)
+        assert [await consumer.admit(tp, offset) for offset in (10, 11)] == [True, True]
+        assert [await consumer.admit(tp, offset) for offset in (15, 16)] == [False, False]
+        assert thread.seeks == [{tp: 12}]
+        assert [await consumer.admit(tp, offset) for offset in (12, 13, 14, 15)] == [True] * 4
+        assert thread.seeks == [{tp: 12}]
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_seek_back_is_tried_again_with_the_next_message() -> None:
+    app = consumer_app("seek-fails-test")
+    tp = TP("samples", 0)
+
+    class FailingOnce(SeekingThread):
+        async def seek_wait(self, partitions: dict[TP, int]) -> None:
+            await super().seek_wait(partitions)
+            if len(self.seeks) == 1:
+                raise IllegalStateError("not assigned")
+
+    async def scenario() -> None:
+        consumer: Any = app.consumer
+        thread = consumer._thread = FailingOnce()
+        consumer.sequence.sought(tp, 0)
+        assert [await consumer.admit(tp, offset) for offset in (3, 4, 5)] == [False] * 3
+        assert thread.seeks == [{tp: 0}, {tp: 0}]  # 4 asked again; 5 waits for the reread
+        assert await consumer.admit(tp, 0) is True
+
+    asyncio.run(scenario())
+
+
+def test_offsets_the_log_no_longer_has_are_passed_over_and_may_be_committed() -> None:
+    """faust commits only a run of acknowledged offsets that starts at the committed one: the
+    offsets retention deleted count as done, or nothing after them would be committed again."""
+    app = consumer_app("absent-test")
+    tp = TP("samples", 0)
+
+    async def scenario() -> None:
+        consumer: Any = app.consumer
+        consumer._thread = SeekingThread()
+        consumer._committed_offset[tp] = 3
+        consumer.sequence.sought(tp, 3)
+        assert await consumer.admit(tp, 20) is False  # read again from 3 ...
+        assert await consumer.admit(tp, 20) is True  # ... which starts at 20: 3..19 are gone
+        consumer._acked[tp].append(20)
+        assert consumer._new_offset(tp) == 21
+        assert consumer.sequence.skipped == 17
+
+    asyncio.run(scenario())
+
+
+def test_faust_no_longer_drops_a_message_below_the_last_offset_it_delivered() -> None:
+    """faust's drain dropped messages below the last offset it delivered (so a partition read
+    again would be dropped) and counted a jump past it as a committable gap; the sequence
+    decides both, so faust's record of it reads as unknown."""
+    consumer: Any = consumer_app("read-offset-test").consumer
+    consumer._read_offset[TP("samples", 0)] = 41
+    assert consumer._read_offset[TP("samples", 0)] is None

@@ -25,6 +25,8 @@ def test_every_family_reads_the_workers_counts_at_scrape_time() -> None:
         gap_seqs=lambda: 5,
         pending=lambda: counts["waiting"],
         held=lambda: counts["held"],
+        rewinds=lambda: 1,
+        absent_offsets=lambda: 17,
     )
     stats.dead_letters["truncated"] += 1
     stats.window("measured", 10**18)
@@ -35,5 +37,7 @@ def test_every_family_reads_the_workers_counts_at_scrape_time() -> None:
     assert first["joulestream_processor_gap_seqs_total"] == 5
     assert first["joulestream_processor_waiting_samples"] == 3
     assert first["joulestream_processor_held_messages"] == 0
+    assert first["joulestream_processor_rewinds_total"] == 1
+    assert first["joulestream_processor_absent_offsets_total"] == 17
     counts["held"] = 7  # a sample waits for power with seven done messages behind it
     assert _scrape(stats)["joulestream_processor_held_messages"] == 7
