@@ -64,6 +64,7 @@ from joulestream.stream_processors.faust_parts import (
     IdempotentProducer,
     LeanMonitor,
     RawSchema,
+    RecoveryWatch,
 )
 from joulestream.stream_processors.join import (
     DEFAULT_MAX_READINGS,
@@ -317,8 +318,10 @@ class Processor:
         # faust builds its producer and consumer from the transport's classes; this instance's
         # transport builds ours (faust has no setting for them).
         self.app.transport.Producer = IdempotentProducer  # type: ignore[misc]
+        self.recovery_watch = RecoveryWatch(self.app)
+        self.stats.recovery_rereads = lambda: self.recovery_watch.rereads
         self.app.transport.Consumer = partial(  # type: ignore[misc,assignment]
-            DirectConsumer, sequence=self.sequence
+            DirectConsumer, sequence=self.sequence, recovery_watch=self.recovery_watch
         )
         # One entry per node: progress + power series, binary (stream_processors.state).
         self.state = self.app.Table(

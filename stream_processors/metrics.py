@@ -1,7 +1,7 @@
 """The processor's own metrics on an optional port: dead letters by reason, windows by source,
-duplicates, gap seqs, waiting samples, held acknowledgements, partitions read again and
-event-time lag. Own registry and a collector that yields fresh families on every scrape (no
-global state, no timestamps)."""
+duplicates, gap seqs, waiting samples, held acknowledgements, partitions read again (sources
+and changelogs) and event-time lag. Own registry and a collector that yields fresh families on
+every scrape (no global state, no timestamps)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class ProcessorStats:
     held: Callable[[], int] = lambda: 0
     rewinds: Callable[[], int] = lambda: 0
     absent_offsets: Callable[[], int] = lambda: 0
+    recovery_rereads: Callable[[], int] = lambda: 0
 
     def window(self, source: str, end_ns: int) -> None:
         self.windows[source] += 1
@@ -79,6 +80,11 @@ class StatsCollector(Collector):
             "joulestream_processor_absent_offsets",
             "Source offsets not in the log when read again (retention), passed over",
             value=stats.absent_offsets(),
+        )
+        yield CounterMetricFamily(
+            "joulestream_processor_recovery_rereads",
+            "Changelog partitions read again because recovery stalled short of their end",
+            value=stats.recovery_rereads(),
         )
         lag = (time.time_ns() - stats.last_window_end_ns) / 1e9 if stats.last_window_end_ns else 0
         yield GaugeMetricFamily(

@@ -318,14 +318,18 @@ def test_a_waiting_sample_is_not_committed_and_joins_after_restart(
 
 
 SKIPPING_PROCESSOR = """
-# joulestream process whose consumer, once, moves past three fetched samples without handing them
-# to the agent: what faust 0.15's races at a rebalance did (test_processor_kafka.py).
+# joulestream process whose consumer, once, moves past fetched records of one topic without
+# handing them on: what faust 0.15's races at a rebalance did (test_processor_kafka.py).
+# Arguments before the command: the topic's suffix, the records dropped from the first batch of
+# at least that many records (a slice: "2:5", "-1:").
 import sys
 
 from faust.transport.drivers.aiokafka import Consumer
 
 from joulestream.cli import main
 
+suffix, dropped, at_least = sys.argv.pop(1), sys.argv.pop(1), int(sys.argv.pop(1))
+cut = slice(*(int(bound) if bound else None for bound in dropped.split(":")))
 fetch = Consumer._getmany
 skipped = []
 
@@ -333,15 +337,54 @@ skipped = []
 async def _getmany(self, active_partitions, timeout):
     records = await fetch(self, active_partitions, timeout)
     for tp, batch in records.items():
-        if not skipped and tp.topic.endswith("samples.v1") and len(batch) > 6:
-            skipped.extend(batch[2:5])
-            del batch[2:5]
+        if not skipped and tp.topic.endswith(suffix) and len(batch) >= at_least:
+            skipped.extend(batch[cut])
+            del batch[cut]
     return records
 
 
 Consumer._getmany = _getmany
 sys.exit(main())
 """
+
+
+def start_skipping_processor(
+    bootstrap: str, topics: Topics, workdir: Path, suffix: str, dropped: str, at_least: int
+) -> subprocess.Popen[bytes]:
+    script = workdir / "skipping_processor.py"
+    script.write_text(SKIPPING_PROCESSOR)
+    return subprocess.Popen(
+        [sys.executable, str(script), suffix, dropped, str(at_least),
+         "process", "--bootstrap-servers", bootstrap, "--topic-prefix", topics.prefix,
+         "--state-dir", str(workdir / "state"), "--lateness", "600"],
+        stdout=(workdir / "processor.log").open("ab"), stderr=subprocess.STDOUT, cwd=workdir,
+    )  # fmt: skip
+
+
+def produce_n1(bootstrap: str, topics: Topics, t: int, seqs: range) -> list[int]:
+    """n1's samples ``seqs`` (2 s each from ``t``) and the readings that end them (and the first
+    one's start); returns the windows' ends."""
+    ends = [t + 2 * (i + 1) * S for i in seqs]
+    power = [reading("n1", i + 1, end, (i + 1) * 2_000_000, (i + 1) * 500_000)
+             for i, end in zip(seqs, ends, strict=True)]  # fmt: skip
+    if seqs[0] == 0:
+        power.insert(0, reading("n1", 0, t, 0, 0))
+    samples = [sample("n1", i, end - 2 * S, end, a=S) for i, end in zip(seqs, ends, strict=True)]
+    produce(
+        bootstrap, [to_power(topics, r) for r in power] + [to_samples(topics, r) for r in samples]
+    )
+    return ends
+
+
+def windows_until(
+    bootstrap: str, topics: Topics, proc: subprocess.Popen[bytes], end: int
+) -> list[Any]:
+    """Every window on the energy topic, once the one ending at ``end`` is there."""
+    got = consume(
+        bootstrap, topics.energy, 0, proc,
+        until=lambda ms: any(energy_record(m.value())["window_end_ns"] == end for m in ms),
+    )  # fmt: skip
+    return [energy_record(m.value()) for m in got]
 
 
 def test_source_messages_the_consumer_skipped_are_read_again(
@@ -351,31 +394,39 @@ def test_source_messages_the_consumer_skipped_are_read_again(
     once and as it would have (no gap window over the skipped samples)."""
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
     create_topics(clients.admin(kafka_bootstrap), topics, partitions=1)
-    t, n = (time.time_ns() // S - 120) * S, 10
-    ends = [t + 2 * (i + 1) * S for i in range(n)]
-    power = [reading("n1", i, t + 2 * i * S, i * 2_000_000, i * 500_000) for i in range(n + 1)]
-    samples = [sample("n1", i, end - 2 * S, end, a=S) for i, end in enumerate(ends)]
-    produce(
-        kafka_bootstrap,
-        [to_power(topics, r) for r in power] + [to_samples(topics, r) for r in samples],
-    )
-    script = tmp_path / "skipping_processor.py"
-    script.write_text(SKIPPING_PROCESSOR)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "process", "--bootstrap-servers", kafka_bootstrap,
-         "--topic-prefix", topics.prefix, "--state-dir", str(tmp_path / "state"),
-         "--lateness", "600"],
-        stdout=(tmp_path / "processor.log").open("ab"), stderr=subprocess.STDOUT, cwd=tmp_path,
-    )  # fmt: skip
+    ends = produce_n1(kafka_bootstrap, topics, (time.time_ns() // S - 120) * S, range(10))
+    proc = start_skipping_processor(kafka_bootstrap, topics, tmp_path, "samples.v1", "2:5", 7)
     try:
-        got = consume(
-            kafka_bootstrap, topics.energy, n, proc,
-            until=lambda ms: any(energy_record(m.value())["window_end_ns"] == ends[-1] for m in ms),
-        )  # fmt: skip
+        windows = windows_until(kafka_bootstrap, topics, proc, ends[-1])
     finally:
         stop_processor(proc, tmp_path)
     log = (tmp_path / "processor.log").read_text(errors="replace")
-    windows = [energy_record(m.value()) for m in got]
     assert [w["window_end_ns"] for w in windows] == ends, log[-3000:]
     assert all(w["source"] == "measured" for w in windows)
     assert f"{topics.samples}[0]: the consumer skipped offsets 2..4; reading them again" in log
+
+
+def test_a_recovery_that_missed_changelog_records_reads_them_again(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """After a restart, recovery must read the state changelog to its end before the worker
+    processes anything; its consumer moving past the last record left it waiting for good (the
+    worker idle). The partition is read again and the worker goes on where it stopped."""
+    topics = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
+    create_topics(clients.admin(kafka_bootstrap), topics, partitions=1)
+    t = (time.time_ns() // S - 120) * S
+    ends = produce_n1(kafka_bootstrap, topics, t, range(4))
+    proc = start_processor(kafka_bootstrap, topics, tmp_path, "--lateness", "600")
+    try:
+        windows_until(kafka_bootstrap, topics, proc, ends[-1])
+    finally:
+        stop_processor(proc, tmp_path)
+    ends += produce_n1(kafka_bootstrap, topics, t, range(4, 8))
+    proc = start_skipping_processor(kafka_bootstrap, topics, tmp_path, "-changelog", "-1:", 1)
+    try:
+        windows = windows_until(kafka_bootstrap, topics, proc, ends[-1])
+    finally:
+        stop_processor(proc, tmp_path)
+    log = (tmp_path / "processor.log").read_text(errors="replace")
+    assert [w["window_end_ns"] for w in windows] == ends, log[-3000:]
+    assert f"recovery of {ProcessorSettings(kafka_bootstrap, topics).changelog_topic}[0]" in log

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -19,6 +20,7 @@ from joulestream.stream_processors.faust_parts import (
     HashingPartitioner,
     LeanMonitor,
     RawSchema,
+    RecoveryWatch,
 )
 from joulestream.stream_processors.sequence import OffsetSequence
 
@@ -27,7 +29,7 @@ def consumer_app(name: str) -> faust.App:
     """A faust app whose consumer is the processor's, as the processor builds it."""
     app = faust.App(name, autodiscover=False)
     app.transport.Consumer = partial(  # type: ignore[misc,assignment]
-        DirectConsumer, sequence=OffsetSequence()
+        DirectConsumer, sequence=OffsetSequence(), recovery_watch=RecoveryWatch(app)
     )
     return app
 
@@ -244,3 +246,38 @@ def test_faust_no_longer_drops_a_message_below_the_last_offset_it_delivered() ->
     consumer: Any = consumer_app("read-offset-test").consumer
     consumer._read_offset[TP("samples", 0)] = 41
     assert consumer._read_offset[TP("samples", 0)] is None
+
+
+def test_a_recovery_stalled_short_of_a_changelogs_end_reads_it_again() -> None:
+    """Recovery waits for every active changelog partition to reach its highwater; one that gave
+    no record for ``stalled_s`` is sought to the record after its last applied one."""
+    stalled, moving, done = (TP("node-state-changelog", p) for p in range(3))
+    now = time.monotonic()
+    recovery = SimpleNamespace(
+        in_recovery=True,
+        _recovery_started_at=now - 60,
+        _active_events_received_at={stalled: now - 11, moving: now - 1},
+        active_offsets={stalled: 41, moving: 7, done: 9},
+        active_highwaters={stalled: 50, moving: 20, done: 9},
+        active_remaining=lambda: {stalled: 9, moving: 13, done: 0},
+    )
+    thread = SeekingThread()
+
+    class Consumer:
+        _paused_partitions = frozenset[TP]()
+
+        async def position(self, tp: TP) -> int:
+            return 50
+
+        seek_wait = thread.seek_wait
+
+    app: Any = SimpleNamespace(tables=SimpleNamespace(recovery=recovery), consumer=Consumer())
+    watch = RecoveryWatch(app, stalled_s=10)
+    asyncio.run(watch())
+    assert thread.seeks == [{stalled: 42}] and watch.rereads == 1
+    asyncio.run(watch())  # read again just now: it gets another ``stalled_s``
+    assert len(thread.seeks) == 1
+
+    recovery.in_recovery = False  # recovered: nothing to watch
+    asyncio.run(watch())
+    assert len(thread.seeks) == 1
