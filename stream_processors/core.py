@@ -126,7 +126,8 @@ class Core(Generic[T]):
         check_key(key, reading["cluster"], reading["node"])
         check_reading(reading, now_ns)
         node = node_id(reading["cluster"], reading["node"])
-        series, changed = add_reading(series_of(node), reading, self.max_readings)
+        needed = self.join.needed_from(node)
+        series, changed = add_reading(series_of(node), reading, self.max_readings, needed)
         return node, series, changed
 
     def expire(self, now: float, series_of: SeriesOf) -> list[Emitted[T]]:

@@ -20,6 +20,11 @@ from typing import Any
 from joulestream.schemas.errors import RejectedInput
 
 DEFAULT_MAX_READINGS = 64
+# Readings that windows still to come need are kept beyond ``max_readings``, up to this many
+# times it: draining a backlog, a partition's readings arrive far ahead of its samples (a
+# reading is a tenth of a sample's bytes, so a fetch holds ten times as many), and trimming them
+# to the newest would leave those samples unmeasured.
+AHEAD_FACTOR = 16
 
 
 class RejectedReading(RejectedInput):
@@ -43,7 +48,8 @@ _TIME = operator.attrgetter("timestamp_ns")  # readings are bisected by time
 
 @dataclass
 class PowerSeries:
-    """The newest readings of one agent instance on one node (bounded, sorted by time)."""
+    """The readings of one agent instance on one node that windows may still need (bounded,
+    sorted by time)."""
 
     agent_instance: str
     source: str
@@ -58,8 +64,13 @@ class PowerSeries:
     def oldest_ns(self) -> int | None:
         return self.readings[0].timestamp_ns if self.readings else None
 
-    def insert(self, reading: Reading) -> bool:
-        """Insert in time order; False for an exact duplicate (redelivery is idempotent).
+    def insert(self, reading: Reading, needed_from_ns: int | None = None) -> bool:
+        """Insert in time order; False for an exact duplicate (redelivery is idempotent) or a
+        reading older than those kept.
+
+        The series keeps its newest ``max_readings``, and beyond them every reading from
+        ``needed_from_ns`` on (and the one before it), up to ``AHEAD_FACTOR`` times as many:
+        the earliest instant a window still to come can start (None: none beyond).
 
         Raises RejectedReading for a counter that runs backwards within the instance or a second,
         different reading at the same instant: either would produce negative or arbitrary energy.
@@ -77,9 +88,15 @@ class PowerSeries:
             _check_monotonic(self.readings[at - 1], reading, self.agent_instance)
         if at < len(self.readings):
             _check_monotonic(reading, self.readings[at], self.agent_instance)
-        self.readings.insert(at, reading)
-        del self.readings[: max(0, len(self.readings) - self.max_readings)]
-        return self.readings[0].timestamp_ns <= reading.timestamp_ns  # False: older than kept
+        readings = self.readings
+        readings.insert(at, reading)
+        drop = len(readings) - self.max_readings
+        if drop > 0 and needed_from_ns is not None:
+            before_needed = bisect.bisect_right(readings, needed_from_ns, key=_TIME) - 1
+            drop = max(min(drop, before_needed), len(readings) - self.max_readings * AHEAD_FACTOR)
+        if drop > 0:
+            del readings[:drop]
+        return readings[0].timestamp_ns <= reading.timestamp_ns  # False: older than kept
 
 
 def _check_monotonic(earlier: Reading, later: Reading, instance: str) -> None:
@@ -103,8 +120,10 @@ def add_reading(
     series: PowerSeries | None,
     record: Mapping[str, Any],
     max_readings: int = DEFAULT_MAX_READINGS,
+    needed_from_ns: int | None = None,
 ) -> tuple[PowerSeries, bool]:
     """Add a decoded PowerReading to its node's series; returns (series, whether it changed).
+    ``needed_from_ns``: see ``PowerSeries.insert``.
 
     A reading of another agent instance that is newer than the series starts a new series (the
     agent restarted, its counters too). One that is older belongs to a finished instance and is
@@ -117,7 +136,7 @@ def add_reading(
         and (series.newest_ns is None or reading.timestamp_ns > series.newest_ns)
     ):
         fresh = PowerSeries(instance, str(record["source"]), max_readings)
-        fresh.insert(reading)
+        fresh.insert(reading, needed_from_ns)
         return fresh, True
     if series.agent_instance != instance:
         raise RejectedReading(
@@ -126,7 +145,7 @@ def add_reading(
             f"newest reading {series.newest_ns} ns of the current instance "
             f"{series.agent_instance}",
         )
-    return series, series.insert(reading)
+    return series, series.insert(reading, needed_from_ns)
 
 
 def coverage(series: PowerSeries | None, agent_instance: str, t0_ns: int, t1_ns: int) -> Coverage:

@@ -214,6 +214,17 @@ class WindowJoin(Generic[T]):
         self._progress.clear()
         return count
 
+    def needed_from(self, key: str) -> int:
+        """The earliest instant a window of the node still to come can start: its last window's
+        end, or 0 before its first (its series must keep what it may need)."""
+        progress = self._progress.get(key)
+        if progress is None:
+            progress = self._load_progress(key)
+            if progress is None:
+                return 0
+            self._progress[key] = progress  # as its next sample would
+        return progress.max_end_ns if progress.max_seq >= 0 else 0
+
     def _progress_of(self, key: str, sample: SampleFrame) -> NodeProgress:
         instance = sample.agent_instance
         progress = self._progress.get(key) or self._load_progress(key)

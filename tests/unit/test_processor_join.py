@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from joulestream.stream_processors.join import (
+    AHEAD_FACTOR,
     Coverage,
     PowerSeries,
     RejectedReading,
@@ -146,6 +147,21 @@ def test_the_series_is_bounded_to_the_newest_readings() -> None:
     assert [r.timestamp_ns // S for r in series.readings] == [6, 7, 8, 9]
     _, changed = add_reading(series, reading(1, package_0=1), max_readings=4)
     assert not changed and len(series.readings) == 4
+
+
+def test_readings_windows_still_need_are_kept_beyond_the_bound_up_to_a_cap() -> None:
+    series: PowerSeries | None = None
+    for t in range(10):  # the node's next window starts at 3 s
+        series, _ = add_reading(series, reading(t, package_0=t), 4, needed_from_ns=3 * S)
+    assert series is not None
+    assert [r.timestamp_ns // S for r in series.readings] == [3, 4, 5, 6, 7, 8, 9]
+    # Between two readings: the one before the instant brackets it, so it stays.
+    add_reading(series, reading(10, package_0=10), 4, needed_from_ns=int(5.5 * S))
+    assert [r.timestamp_ns // S for r in series.readings] == [5, 6, 7, 8, 9, 10]
+    for t in range(11, 4 * AHEAD_FACTOR + 20):  # no window yet: any may be needed, up to a cap
+        add_reading(series, reading(t, package_0=t), 4, needed_from_ns=0)
+    assert len(series.readings) == 4 * AHEAD_FACTOR
+    assert series.newest_ns == (4 * AHEAD_FACTOR + 19) * S
 
 
 def test_an_inverted_window_is_an_error() -> None:

@@ -66,3 +66,26 @@ def test_bad_messages_are_counted_by_reason_and_nothing_else_changes() -> None:
     [window] = recompute.feed_all([Message("samples", KEY, sample(0), at(2))])
     assert rec(window)["source"] == "unmeasured"  # settled at the end of the range
     assert decode_energy(codec, recompute.encode(window.energy)) == window.energy
+
+
+def test_readings_far_ahead_of_their_samples_are_kept_until_the_samples_come() -> None:
+    """Draining a backlog, a partition's readings are fetched far ahead of its samples (a
+    reading is a tenth of a sample's bytes): the series keeps what the samples still need,
+    beyond its usual 64 readings, and every window is measured; then it shrinks back."""
+    core = Core(AttributionConfig(), lateness_s=10_000.0)
+    recompute = Recompute(core)
+    n = 3 * core.max_readings
+    for seq in range(n + 1):
+        assert (
+            recompute.feed(Message("power", KEY, reading(seq, seq * 1_000_000), at(2 * seq))) == []
+        )
+    windows = [
+        w
+        for seq in range(n)
+        for w in recompute.feed(Message("samples", KEY, sample(seq), at(2 * n)))
+    ]
+    assert [w.sample.seq for w in windows] == list(range(n))
+    assert recompute.windows == {"measured": n}
+    assert {rec(w)["zones"][0]["total_j"] for w in windows} == {1.0}
+    recompute.feed(Message("power", KEY, reading(n + 1, (n + 1) * 1_000_000), at(2 * n + 2)))
+    assert len(recompute.series["c1/n1"].readings) == core.max_readings
