@@ -81,7 +81,7 @@ class RecoveryWatch:
 
 
 class RebalanceSafeConsumer(AiokafkaConsumer):
-    """Closes two ways faust-streaming 0.15 loses fetched messages at a rebalance or restart.
+    """Keeps faust-streaming 0.15 from losing fetched messages at a rebalance or restart.
 
     After an assignment faust resumes the stream partitions, seeks them to their committed
     offsets and only then resumes flow control, which empties the agents' queues. Its fetcher
