@@ -387,6 +387,19 @@ def windows_until(
     return [energy_record(m.value()) for m in got]
 
 
+def drain_skipping(
+    bootstrap: str, topics: Topics, workdir: Path, end: int, *skip: Any
+) -> tuple[list[Any], str]:
+    """The windows up to the one ending at ``end`` of a processor that skips records once
+    (``start_skipping_processor``), and its log."""
+    proc = start_skipping_processor(bootstrap, topics, workdir, *skip)
+    try:
+        windows = windows_until(bootstrap, topics, proc, end)
+    finally:
+        stop_processor(proc, workdir)
+    return windows, (workdir / "processor.log").read_text(errors="replace")
+
+
 def test_source_messages_the_consumer_skipped_are_read_again(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -395,12 +408,8 @@ def test_source_messages_the_consumer_skipped_are_read_again(
     topics = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
     create_topics(clients.admin(kafka_bootstrap), topics, partitions=1)
     ends = produce_n1(kafka_bootstrap, topics, (time.time_ns() // S - 120) * S, range(10))
-    proc = start_skipping_processor(kafka_bootstrap, topics, tmp_path, "samples.v1", "2:5", 7)
-    try:
-        windows = windows_until(kafka_bootstrap, topics, proc, ends[-1])
-    finally:
-        stop_processor(proc, tmp_path)
-    log = (tmp_path / "processor.log").read_text(errors="replace")
+    skip = ("samples.v1", "2:5", 7)
+    windows, log = drain_skipping(kafka_bootstrap, topics, tmp_path, ends[-1], *skip)
     assert [w["window_end_ns"] for w in windows] == ends, log[-3000:]
     assert all(w["source"] == "measured" for w in windows)
     assert f"{topics.samples}[0]: the consumer skipped offsets 2..4; reading them again" in log
@@ -422,11 +431,7 @@ def test_a_recovery_that_missed_changelog_records_reads_them_again(
     finally:
         stop_processor(proc, tmp_path)
     ends += produce_n1(kafka_bootstrap, topics, t, range(4, 8))
-    proc = start_skipping_processor(kafka_bootstrap, topics, tmp_path, "-changelog", "-1:", 1)
-    try:
-        windows = windows_until(kafka_bootstrap, topics, proc, ends[-1])
-    finally:
-        stop_processor(proc, tmp_path)
-    log = (tmp_path / "processor.log").read_text(errors="replace")
+    skip = ("-changelog", "-1:", 1)
+    windows, log = drain_skipping(kafka_bootstrap, topics, tmp_path, ends[-1], *skip)
     assert [w["window_end_ns"] for w in windows] == ends, log[-3000:]
     assert f"recovery of {ProcessorSettings(kafka_bootstrap, topics).changelog_topic}[0]" in log
