@@ -42,8 +42,8 @@ T0 = time.time_ns() // S * S
 # killed one to leave the group.
 SINK_MAIN = (
     "import argparse, logging, sys\n"
-    "from sinks.archive import cli\n"
-    "logging.basicConfig(level=logging.INFO)\n"
+    "from joulestream.sinks.archive import cli\n"
+    "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')\n"
     "parser = argparse.ArgumentParser()\n"
     "cli.add_arguments(parser)\n"
     "sys.exit(cli.run(parser.parse_args(sys.argv[1:])))\n"
@@ -155,11 +155,21 @@ def committed(bootstrap: str, group: str, topics: Topics) -> dict[tuple[str, int
         probe.close()
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float = TIMEOUT_S,
+    sink: tuple[subprocess.Popen[bytes], Path] | None = None,
+) -> None:
+    """Poll ``condition``; with ``sink`` (its process and log), fail at once if it exited and
+    show its log either way, so that a failure says what the sink did."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+        exited = sink is not None and sink[0].poll() is not None
+        if exited or time.monotonic() > deadline:
+            why = "the sink exited" if exited else f"timed out after {timeout:.0f} s"
+            said = f"; the sink's log:\n{sink[1].read_text()}" if sink else ""
+            raise AssertionError(f"waiting for {what}: {why}{said}")
         time.sleep(0.2)
 
 
@@ -167,7 +177,12 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_
 def sink_process(
     bootstrap: str, topics: Topics, root: Path, group: str, log: Path, *options: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "JOULESTREAM_KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    # The group's join and assignment logged by librdkafka (cgrp), for a failure to show.
+    env = {
+        **os.environ,
+        "JOULESTREAM_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "JOULESTREAM_KAFKA_DEBUG": "cgrp",
+    }
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [
@@ -211,7 +226,7 @@ def test_round_trip_is_byte_identical_and_exactly_once_across_a_kill(
     with sink_process(
         kafka_bootstrap, topics, root, group, log, "--roll-messages", "5", "--roll-seconds", "600"
     ) as proc:
-        wait_for(lambda: len(file_rows(root)) >= 30, "c1's files")
+        wait_for(lambda: len(file_rows(root)) >= 30, "c1's files", sink=(proc, log))
         time.sleep(1)  # let the commit after the last file happen too
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -228,7 +243,11 @@ def test_round_trip_is_byte_identical_and_exactly_once_across_a_kill(
     with sink_process(
         kafka_bootstrap, topics, root, group, log, "--roll-messages", "5", "--roll-seconds", "1"
     ) as proc:
-        wait_for(lambda: len(file_rows(root)) >= len(produced), "every message in a file")
+        wait_for(
+            lambda: len(file_rows(root)) >= len(produced),
+            "every message in a file",
+            sink=(proc, log),
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()
 
