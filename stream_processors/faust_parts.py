@@ -110,6 +110,7 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         self.recovery_watch = recovery_watch
         self._resume_with_flow: set[TP] = set()
         self._read_offset = _Unread()
+        self._unstarted: set[TP] = set()  # sought, no message handled since: said once
 
     @Service.timer(RecoveryWatch.CHECK_S)
     async def _watch_recovery(self) -> None:
@@ -125,6 +126,11 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         expected = sequence.expected(tp)
         verdict = sequence.admit(tp, offset)
         if verdict is Admission.HANDLE:
+            if tp in self._unstarted:
+                self._unstarted.discard(tp)
+                self.log.info(
+                    "%s[%d]: first message handled at offset %d", tp.topic, tp.partition, offset
+                )
             return True
         if verdict is Admission.DISCARD or expected is None:
             return False
@@ -166,6 +172,7 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self._resume_with_flow.clear()  # a new assignment resumes its own partitions
         self.sequence.forget(revoked)
+        self._unstarted -= revoked
         await super().on_partitions_revoked(revoked)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -175,7 +182,13 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         if uncommitted:
             await self._thread.seek_to_beginning(*uncommitted)
         for tp, offset in streams.items():
-            self.sequence.sought(tp, offset or await self._thread.position(tp))
+            start = offset or await self._thread.position(tp)
+            self.sequence.sought(tp, start)
+            self._unstarted.add(tp)
+            self.log.info(
+                "%s[%d]: reading from offset %s (%s)", tp.topic, tp.partition, start,
+                "its commit" if offset else "no commit: its beginning",
+            )  # fmt: skip
         return committed
 
 

@@ -244,7 +244,7 @@ def test_refuses_to_start_with_a_changelog_of_another_partition_count(
 
 def where_it_went(bootstrap: str, topics: Topics, workdir: Path) -> str:
     """For a failure: the processor group's committed offsets, every record of its state
-    changelog and the end of its log."""
+    changelog and the last worker's log."""
     processor = ProcessorSettings(bootstrap, topics)  # the names the worker used
     admin = clients.admin(bootstrap)  # held: its futures die with it
     offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(processor.faust_id)])
@@ -263,7 +263,8 @@ def where_it_went(bootstrap: str, topics: Topics, workdir: Path) -> str:
         value = message.value()
         lines.append(f"{changelog.topic}@{message.offset()} {message.key()!r}: "
                      f"{decode_state(value) if value else None}")  # fmt: skip
-    log = (workdir / "processor.log").read_text(errors="replace")[-3000:]
+    log = (workdir / "processor.log").read_text(errors="replace")
+    log = log[log.rfind("[^Worker]: Starting") :][-20_000:]  # the last worker's log
     return "\n".join([*lines, log])
 
 
