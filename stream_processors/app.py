@@ -64,7 +64,6 @@ from joulestream.stream_processors.faust_parts import (
     IdempotentProducer,
     LeanMonitor,
     RawSchema,
-    RecoveryWatch,
 )
 from joulestream.stream_processors.join import (
     DEFAULT_MAX_READINGS,
@@ -79,6 +78,7 @@ from joulestream.stream_processors.state import decode_state, encode_state
 from joulestream.stream_processors.validation import (
     DEFAULT_MAX_WORKLOADS,
 )
+from joulestream.stream_processors.watches import RecoveryWatch, StreamWatch
 from joulestream.stream_processors.windows import Emitted
 
 log = logging.getLogger(__name__)
@@ -318,10 +318,11 @@ class Processor:
         # faust builds its producer and consumer from the transport's classes; this instance's
         # transport builds ours (faust has no setting for them).
         self.app.transport.Producer = IdempotentProducer  # type: ignore[misc]
-        self.recovery_watch = RecoveryWatch(self.app)
-        self.stats.recovery_rereads = lambda: self.recovery_watch.rereads
+        recovery_watch, stream_watch = RecoveryWatch(self.app), StreamWatch(self.app, self.sequence)
+        self.stats.recovery_rereads = lambda: recovery_watch.rereads
+        self.stats.stalled_rereads = lambda: stream_watch.rereads
         self.app.transport.Consumer = partial(  # type: ignore[misc,assignment]
-            DirectConsumer, sequence=self.sequence, recovery_watch=self.recovery_watch
+            DirectConsumer, sequence=self.sequence, watches=(recovery_watch, stream_watch)
         )
         # One entry per node: progress + power series, binary (stream_processors.state).
         self.state = self.app.Table(

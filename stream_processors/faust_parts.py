@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
@@ -22,6 +22,7 @@ from mode import Service
 from mode.services import WaitResults
 
 from joulestream.stream_processors.sequence import Admission, OffsetSequence
+from joulestream.stream_processors.watches import CHECK_S
 
 log = logging.getLogger(__name__)
 
@@ -34,50 +35,6 @@ class IdempotentProducer(AiokafkaProducer):
 
     def _settings_extra(self) -> Mapping[str, Any]:
         return {"acks": "all", "enable_idempotence": True}
-
-
-class RecoveryWatch:
-    """faust's recovery reads every active changelog partition up to its highwater before the
-    worker processes anything. A changelog record the consumer moved past without queueing it
-    (the races of ``RebalanceSafeConsumer``; seen after a broker's failover) left recovery
-    waiting for good: the worker idle, its lag growing. A partition still short of its highwater
-    that gave recovery no record for ``stalled_s`` is read again from the record after the last
-    one applied (recovery skips records it has applied). Call it every ``CHECK_S``."""
-
-    CHECK_S = 5.0
-
-    def __init__(self, app: AppT, stalled_s: float = 10.0) -> None:
-        self.app = app
-        self.stalled_s = stalled_s
-        self.rereads = 0  # partitions read again
-        self._reread_at: dict[TP, float] = {}
-
-    async def __call__(self) -> None:
-        recovery: Any = cast(Any, self.app.tables).recovery
-        started = recovery._recovery_started_at
-        if not recovery.in_recovery or started is None:
-            return
-        now = time.monotonic()
-        received, reread = recovery._active_events_received_at, self._reread_at
-        stalled = {
-            tp: max(recovery.active_offsets[tp] + 1, 0)
-            for tp, remaining in recovery.active_remaining().items()
-            if remaining > 0
-            and now - max(received.get(tp, started), reread.get(tp, started)) >= self.stalled_s
-        }
-        if not stalled:
-            return
-        consumer: Any = self.app.consumer
-        for tp, offset in stalled.items():
-            log.warning(
-                "recovery of %s[%d] stalled: applied up to offset %d of %d, consumer at %s (%s);"
-                " reading it again from %d", tp.topic, tp.partition, recovery.active_offsets[tp],
-                recovery.active_highwaters[tp], await consumer.position(tp),
-                "paused" if tp in consumer._paused_partitions else "not paused", offset,
-            )  # fmt: skip
-            reread[tp] = now
-        self.rereads += len(stalled)
-        await consumer.seek_wait(stalled)
 
 
 class RebalanceSafeConsumer(AiokafkaConsumer):
@@ -103,22 +60,30 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
     """
 
     def __init__(
-        self, *args: Any, sequence: OffsetSequence, recovery_watch: RecoveryWatch, **kwargs: Any
+        self,
+        *args: Any,
+        sequence: OffsetSequence,
+        watches: Sequence[Callable[[], Awaitable[None]]] = (),
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.sequence = sequence
-        self.recovery_watch = recovery_watch
+        self.watches = watches
         self._resume_with_flow: set[TP] = set()
         self._read_offset = _Unread()
         self._unstarted: set[TP] = set()  # sought, no message handled since: said once
 
-    @Service.timer(RecoveryWatch.CHECK_S)
-    async def _watch_recovery(self) -> None:
+    @Service.timer(CHECK_S)
+    async def _watch(self) -> None:
         """A timer of the consumer: the app's timers start only after the first recovery."""
-        try:
-            await self.recovery_watch()
-        except Exception:  # a watch must not stop the worker; the next check tries again
-            log.exception("checking the recovery failed")
+        await self.run_watches()
+
+    async def run_watches(self) -> None:
+        for watch in self.watches:
+            try:
+                await watch()
+            except Exception:  # a watch must not stop the worker; the next check tries again
+                log.exception("%r failed", watch)
 
     async def admit(self, tp: TP, offset: int) -> bool:
         """Whether the message at ``offset`` is handled now: it is the partition's next one."""
@@ -162,6 +127,14 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         tps = set(tps)
         self._resume_with_flow -= tps
         super().pause_partitions(tps)
+
+    async def read_again(self, offsets: Mapping[TP, int]) -> None:
+        """Resume stream partitions now and read them from ``offsets`` (``StreamWatch``)."""
+        self._resume_with_flow -= set(offsets)
+        super().resume_partitions(offsets)
+        for tp, offset in offsets.items():
+            self.sequence.sought(tp, offset)
+        await self._thread.seek_wait(dict(offsets))
 
     def resume_flow(self) -> None:
         super().resume_flow()

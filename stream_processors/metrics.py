@@ -28,6 +28,7 @@ class ProcessorStats:
     rewinds: Callable[[], int] = lambda: 0
     absent_offsets: Callable[[], int] = lambda: 0
     recovery_rereads: Callable[[], int] = lambda: 0
+    stalled_rereads: Callable[[], int] = lambda: 0
 
     def window(self, source: str, end_ns: int) -> None:
         self.windows[source] += 1
@@ -85,6 +86,11 @@ class StatsCollector(Collector):
             "joulestream_processor_recovery_rereads",
             "Changelog partitions read again because recovery stalled short of their end",
             value=stats.recovery_rereads(),
+        )
+        yield CounterMetricFamily(
+            "joulestream_processor_stalled_rereads",
+            "Source partitions read again because they gave nothing while offsets waited",
+            value=stats.stalled_rereads(),
         )
         lag = (time.time_ns() - stats.last_window_end_ns) / 1e9 if stats.last_window_end_ns else 0
         yield GaugeMetricFamily(

@@ -436,3 +436,57 @@ def test_a_recovery_that_missed_changelog_records_reads_them_again(
     windows, log = drain_skipping(kafka_bootstrap, topics, tmp_path, ends[-1], *skip)
     assert [w["window_end_ns"] for w in windows] == ends, log[-3000:]
     assert f"recovery of {ProcessorSettings(kafka_bootstrap, topics).changelog_topic}[0]" in log
+
+
+STALLING_PROCESSOR = """
+# joulestream process whose consumer, once, leaves its source partitions unresumed after
+# recovery: a worker idle with messages waiting (test_processor_kafka.py). Its stream watch
+# looks after 5 s instead of 30.
+import sys
+
+from joulestream.cli import main
+from joulestream.stream_processors import faust_parts, watches
+
+watches.StreamWatch.__init__.__defaults__ = (5.0,)
+resume_flow = faust_parts.RebalanceSafeConsumer.resume_flow
+stalled = []
+
+
+def _resume_flow(self):
+    if not stalled and self._resume_with_flow:
+        stalled.extend(self._resume_with_flow)
+        self._resume_with_flow = set()
+    resume_flow(self)
+
+
+faust_parts.RebalanceSafeConsumer.resume_flow = _resume_flow
+sys.exit(main())
+"""
+
+
+def test_source_partitions_left_unread_after_a_start_are_read_again(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A worker that, once recovered, fetches nothing from its source partitions although
+    messages wait (seen once in CI: a restarted worker idle for 90 s) has them resumed and read
+    again by its stream watch: every window comes out once, measured."""
+    topics = Topics(prefix=f"t{uuid.uuid4().hex[:12]}.")
+    create_topics(clients.admin(kafka_bootstrap), topics, partitions=1)
+    ends = produce_n1(kafka_bootstrap, topics, (time.time_ns() // S - 120) * S, range(4))
+    script = tmp_path / "stalling_processor.py"
+    script.write_text(STALLING_PROCESSOR)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "process", "--bootstrap-servers", kafka_bootstrap,
+         "--topic-prefix", topics.prefix, "--state-dir", str(tmp_path / "state"),
+         "--lateness", "600"],
+        stdout=(tmp_path / "processor.log").open("ab"), stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        windows = windows_until(kafka_bootstrap, topics, proc, ends[-1])
+    finally:
+        stop_processor(proc, tmp_path)
+    log = (tmp_path / "processor.log").read_text(errors="replace")
+    assert [w["window_end_ns"] for w in windows] == ends, log[-3000:]
+    assert all(w["source"] == "measured" for w in windows)
+    for topic, last in ((topics.samples, 3), (topics.power, 4)):
+        assert f"{topic}[0]: offsets 0..{last} are in the log but none was handled" in log, log

@@ -20,16 +20,16 @@ from joulestream.stream_processors.faust_parts import (
     HashingPartitioner,
     LeanMonitor,
     RawSchema,
-    RecoveryWatch,
 )
 from joulestream.stream_processors.sequence import OffsetSequence
+from joulestream.stream_processors.watches import RecoveryWatch, StreamWatch
 
 
 def consumer_app(name: str) -> faust.App:
     """A faust app whose consumer is the processor's, as the processor builds it."""
     app = faust.App(name, autodiscover=False)
     app.transport.Consumer = partial(  # type: ignore[misc,assignment]
-        DirectConsumer, sequence=OffsetSequence(), recovery_watch=RecoveryWatch(app)
+        DirectConsumer, sequence=OffsetSequence()
     )
     return app
 
@@ -281,3 +281,115 @@ def test_a_recovery_stalled_short_of_a_changelogs_end_reads_it_again() -> None:
     recovery.in_recovery = False  # recovered: nothing to watch
     asyncio.run(watch())
     assert len(thread.seeks) == 1
+
+
+def test_the_consumers_timer_runs_every_watch_and_outlives_a_failing_one() -> None:
+    calls: list[str] = []
+
+    async def failing() -> None:
+        calls.append("failing")
+        raise RuntimeError("a broker away")
+
+    async def working() -> None:
+        calls.append("working")
+
+    app = faust.App("watches-test", autodiscover=False)
+    app.transport.Consumer = partial(  # type: ignore[misc,assignment]
+        DirectConsumer, sequence=OffsetSequence(), watches=(failing, working)
+    )
+    consumer: Any = app.consumer
+    asyncio.run(consumer.run_watches())
+    assert calls == ["failing", "working"]
+
+
+class WatchedConsumer:
+    """What ``StreamWatch`` reads of faust's consumer, and its ``read_again``."""
+
+    def __init__(self, assigned: set[TP], ends: dict[TP, int]) -> None:
+        self.assigned, self.ends = assigned, ends
+        self.flow_active = True
+        self._active_partitions: set[TP] | None = set()
+        self._paused_partitions: set[TP] = set()
+        self._buffered_partitions: set[TP] = set()
+        self.read: list[dict[TP, int]] = []
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    def _is_changelog_tp(self, tp: TP) -> bool:
+        return tp.topic.endswith("-changelog")
+
+    async def highwaters(self, *tps: TP) -> dict[TP, int]:
+        return {tp: self.ends[tp] for tp in tps}
+
+    async def position(self, tp: TP) -> int:
+        return 0
+
+    async def read_again(self, offsets: dict[TP, int]) -> None:
+        self.read.append(dict(offsets))
+
+
+def test_a_source_partition_that_gives_nothing_while_offsets_wait_is_read_again() -> None:
+    """A partition is read again only when, with the worker ready, its next offset did not move
+    for ``stalled_s`` although the log holds it; moving, caught-up and changelog partitions,
+    and any partition during a rebalance or recovery, are left alone."""
+    stalled, moving, caught_up = TP("samples", 0), TP("samples", 1), TP("power", 0)
+    changelog = TP("node-state-changelog", 0)
+    sequence = OffsetSequence()
+    for tp, offset in ((stalled, 0), (moving, 5), (caught_up, 1)):
+        sequence.sought(tp, offset)
+    consumer = WatchedConsumer(
+        {stalled, moving, caught_up, changelog}, {stalled: 4, moving: 9, caught_up: 1}
+    )
+    recovery = SimpleNamespace(in_recovery=False)
+    app: Any = SimpleNamespace(
+        consumer=consumer, rebalancing=False, tables=SimpleNamespace(recovery=recovery)
+    )
+    watch = StreamWatch(app, sequence, stalled_s=30)
+    clock = [1000.0]
+
+    def check(after_s: float) -> None:
+        clock[0] += after_s
+        offset = sequence.expected(moving)
+        assert offset is not None and sequence.admit(moving, offset).value == "handle"
+        asyncio.run(watch())
+
+    real = time.monotonic
+    time.monotonic = lambda: clock[0]  # type: ignore[assignment]
+    try:
+        check(0)
+        check(20)
+        assert consumer.read == []
+        check(15)  # ``stalled`` and ``caught_up`` idle for 35 s; ``moving`` moves
+        assert consumer.read == [{stalled: 0}] and watch.rereads == 1
+        check(15)  # read again 15 s ago: not yet again
+        assert len(consumer.read) == 1
+        app.rebalancing = True  # offsets do not move in a rebalance: that is no stall
+        check(60)
+        app.rebalancing = False
+        check(20)  # idle is counted from the first check after it
+        check(25)
+        assert len(consumer.read) == 1
+        check(5)
+        assert consumer.read[1:] == [{stalled: 0}]
+    finally:
+        time.monotonic = real  # type: ignore[assignment]
+
+
+def test_reading_a_partition_again_resumes_it_seeks_it_and_expects_that_offset() -> None:
+    app = consumer_app("read-again-test")
+    tp = TP("samples", 0)
+
+    async def scenario() -> None:
+        consumer: Any = app.consumer
+        thread = consumer._thread = SeekingThread()
+        consumer.pause_partitions({tp})
+        consumer.resume_partitions({tp})  # waits for the flow, which is on already
+        consumer.sequence.sought(tp, 0)
+        assert await consumer.admit(tp, 3) is False  # a rewind to 0 under way ...
+        await consumer.read_again({tp: 0})
+        assert tp in consumer._get_active_partitions() and tp not in consumer._paused_partitions
+        assert thread.seeks == [{tp: 0}, {tp: 0}]
+        assert await consumer.admit(tp, 0) is True  # ... read from 0 again: handled
+
+    asyncio.run(scenario())

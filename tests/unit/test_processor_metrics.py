@@ -28,6 +28,7 @@ def test_every_family_reads_the_workers_counts_at_scrape_time() -> None:
         rewinds=lambda: 1,
         absent_offsets=lambda: 17,
         recovery_rereads=lambda: 2,
+        stalled_rereads=lambda: 4,
     )
     stats.dead_letters["truncated"] += 1
     stats.window("measured", 10**18)
@@ -41,5 +42,6 @@ def test_every_family_reads_the_workers_counts_at_scrape_time() -> None:
     assert first["joulestream_processor_rewinds_total"] == 1
     assert first["joulestream_processor_absent_offsets_total"] == 17
     assert first["joulestream_processor_recovery_rereads_total"] == 2
+    assert first["joulestream_processor_stalled_rereads_total"] == 4
     counts["held"] = 7  # a sample waits for power with seven done messages behind it
     assert _scrape(stats)["joulestream_processor_held_messages"] == 7
