@@ -25,7 +25,7 @@ from joulestream.kafka import clients, principals
 from joulestream.schemas import node_key
 from joulestream.schemas.codec import Codec
 from joulestream.settings import Topics
-from joulestream.sinks.archive.layout import part_files
+from joulestream.sinks.archive.layout import NS_PER_HOUR, part_files
 from joulestream.sinks.archive.reader import read_archive
 from joulestream.sinks.archive.service import ArchiveSink
 from joulestream.sinks.backoff import Backoff
@@ -36,7 +36,8 @@ S = 1_000_000_000
 TIMEOUT_S = 90.0
 REPO = Path(__file__).resolve().parents[2]
 CODEC = Codec()
-T0 = time.time_ns() // S * S
+# The start of this hour: buffers are per hour, and every test's messages stay in one.
+T0 = time.time_ns() // NS_PER_HOUR * NS_PER_HOUR
 # The sink's CLI module run directly (``joulestream sink archive`` is registered in
 # sinks/cli.py); a short session timeout so a restarted sink need not wait 45 s for the
 # killed one to leave the group.
