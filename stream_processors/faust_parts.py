@@ -82,8 +82,10 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         for watch in self.watches:
             try:
                 await watch()
-            except Exception:  # a watch must not stop the worker; the next check tries again
-                log.exception("%r failed", watch)
+            except (KafkaError, TimeoutError) as exc:  # a broker away: the next check tries again
+                log.warning("%s: %r; checking again in %.0f s", type(watch).__name__, exc, CHECK_S)
+            except Exception:  # a watch must not stop the worker
+                log.exception("%s failed", type(watch).__name__)
 
     async def admit(self, tp: TP, offset: int) -> bool:
         """Whether the message at ``offset`` is handled now: it is the partition's next one."""

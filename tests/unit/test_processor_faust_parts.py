@@ -10,7 +10,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust
-from aiokafka.errors import IllegalStateError
+import pytest
+from aiokafka.errors import IllegalStateError, KafkaConnectionError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition as AioTP
 from faust.types import TP, Message
@@ -283,23 +284,35 @@ def test_a_recovery_stalled_short_of_a_changelogs_end_reads_it_again() -> None:
     assert len(thread.seeks) == 1
 
 
-def test_the_consumers_timer_runs_every_watch_and_outlives_a_failing_one() -> None:
+def test_the_consumers_timer_runs_every_watch_and_outlives_failing_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker away is one warning line per check; anything else is logged with its
+    traceback (a bug); neither stops the other watches."""
     calls: list[str] = []
 
-    async def failing() -> None:
-        calls.append("failing")
-        raise RuntimeError("a broker away")
+    async def broker_away() -> None:
+        calls.append("broker away")
+        raise KafkaConnectionError("no broker")
+
+    async def buggy() -> None:
+        calls.append("buggy")
+        raise KeyError("tp")
 
     async def working() -> None:
         calls.append("working")
 
     app = faust.App("watches-test", autodiscover=False)
     app.transport.Consumer = partial(  # type: ignore[misc,assignment]
-        DirectConsumer, sequence=OffsetSequence(), watches=(failing, working)
+        DirectConsumer, sequence=OffsetSequence(), watches=(broker_away, buggy, working)
     )
     consumer: Any = app.consumer
     asyncio.run(consumer.run_watches())
-    assert calls == ["failing", "working"]
+    assert calls == ["broker away", "buggy", "working"]
+    away, bug = caplog.records
+    assert away.levelname == "WARNING" and away.exc_info is None
+    assert "no broker" in away.getMessage() and "checking again in 5 s" in away.getMessage()
+    assert bug.levelname == "ERROR" and bug.exc_info is not None
 
 
 class WatchedConsumer:
