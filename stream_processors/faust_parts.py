@@ -57,6 +57,10 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
     a hole the partition is read again from the first missing offset. faust's own bookkeeping
     of the last offset delivered is therefore switched off: it dropped a message below it (the
     messages read again) and counted a jump past it as a gap that may be committed unread.
+
+    A recovery or a source partition that stops giving messages is read again by the watches
+    its timer runs (``stream_processors.watches``); after each seek, where each source partition
+    is read from and its first message handled are logged.
     """
 
     def __init__(
