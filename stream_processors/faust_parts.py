@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faust import Schema
 from faust.sensors import Monitor
+from faust.transport.consumer import RecordMap
 from faust.transport.drivers.aiokafka import Consumer as AiokafkaConsumer
 from faust.transport.drivers.aiokafka import Producer as AiokafkaProducer
 from faust.types import TP, AppT, EventT, Message
@@ -123,6 +124,32 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         await self._add_gap(tp, expected, offset - 1)  # nothing there to wait for: committable
         return True
 
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> RecordMap:
+        """faust hands the fetch its live set of active partitions, and aiokafka reads an empty
+        set as every partition (``Fetcher.fetched_records``). When a pause emptied the set while
+        the fetch waited (the changelog paused after a recovery, the stream partitions not yet
+        resumed), the fetch returned the stream partitions' records, moved their positions past
+        them, and faust dropped them as not active: a restarted worker sat idle with its source
+        messages unread (found by tests/integration/test_processor_kafka.py under load). The
+        fetch gets a copy of the set, and records of a partition paused while it waited are
+        put back (the partition sought to the first of them)."""
+        if active_partitions is None:  # client-only: every partition
+            return await super()._getmany(None, timeout)
+        records = await super()._getmany(set(active_partitions), timeout)
+        paused = {
+            tp: batch[0].offset
+            for tp, batch in records.items()
+            if batch and tp not in active_partitions and tp not in self._buffered_partitions
+        }
+        if not paused:
+            return records
+        for tp, offset in paused.items():
+            try:
+                await self._thread.seek_wait({tp: offset})
+            except KafkaError as exc:  # revoked meanwhile: its next owner reads it
+                self.log.info("%s: not put back (%r)", tp, exc)
+        return {tp: batch for tp, batch in records.items() if tp not in paused}
+
     def resume_partitions(self, tps: Iterable[TP]) -> None:
         tps = set(tps)
         streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
@@ -158,10 +185,13 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         committed = await super().seek_to_committed()
         streams = {tp: offset for tp, offset in committed.items() if not self._is_changelog_tp(tp)}
         uncommitted = [tp for tp, offset in streams.items() if not offset]
+        beginnings: Mapping[TP, int] = {}
         if uncommitted:
             await self._thread.seek_to_beginning(*uncommitted)
+            # The log's, not the consumer's position: a fetch that moved it meanwhile is a hole.
+            beginnings = await self._thread.earliest_offsets(*uncommitted)
         for tp, offset in streams.items():
-            start = offset or await self._thread.position(tp)
+            start = offset or beginnings[tp]
             self.sequence.sought(tp, start)
             self._unstarted.add(tp)
             self.log.info(

@@ -1,11 +1,11 @@
 """Watches that read a partition again when faust stopped reading it (docs/architecture.md,
 'Reliability').
 
-faust-streaming 0.15 can move its consumer past records without queueing them (the races of
-``faust_parts.RebalanceSafeConsumer``), and a partition can stay unread after a restart for a
-reason not yet known. Either leaves a worker idle while its lag grows. Each watch is called
-every ``CHECK_S`` by a timer of the consumer (faust starts the app's timers only after the
-first recovery), says what it saw and reads the partition again.
+faust-streaming 0.15 can move its consumer past records without handing them on (the races
+``faust_parts.RebalanceSafeConsumer`` closes). Where the last records of a partition are lost
+so, no later record reveals the hole, and the worker sits idle while its lag grows. Each watch
+is called every ``CHECK_S`` by a timer of the consumer (faust starts the app's timers only
+after the first recovery), says what it saw and reads the partition again.
 """
 
 from __future__ import annotations
@@ -68,9 +68,8 @@ class StreamWatch:
     """A source partition whose log holds offsets past the next one the processor expects
     (``OffsetSequence``), and which gave the processor no message for ``stalled_s`` while the
     worker was ready (no rebalance, no recovery, flow on), is resumed and read again from that
-    offset. The warning gives faust's view of the partition and the consumer's position: a
-    restarted worker once stayed idle like this with both its partitions unread (CI, under
-    load; not reproduced since), and the next one says why."""
+    offset. The warning gives faust's view of the partition and the consumer's position (it
+    found the empty-set fetch of ``RebalanceSafeConsumer._getmany``)."""
 
     def __init__(self, app: AppT, sequence: OffsetSequence, stalled_s: float = 30.0) -> None:
         self.app = app

@@ -159,9 +159,9 @@ def test_a_partition_without_a_committed_offset_is_sought_to_its_beginning() -> 
         async def seek_to_beginning(self, *tps: AioTP) -> None:
             to_beginning.extend(tps)
 
-        async def position(self, tp: AioTP) -> int:
-            assert tp in to_beginning
-            return 3  # the log's first offset (retention)
+        async def earliest_offsets(self, *tps: AioTP) -> dict[AioTP, int]:
+            assert set(tps) <= set(to_beginning)
+            return {tp: 3 for tp in tps}  # the log's first offset (retention)
 
     consumer: Any = app.consumer
     consumer._thread = Thread()
@@ -406,3 +406,33 @@ def test_reading_a_partition_again_resumes_it_seeks_it_and_expects_that_offset()
         assert await consumer.admit(tp, 0) is True  # ... read from 0 again: handled
 
     asyncio.run(scenario())
+
+
+def test_a_fetch_gets_a_copy_of_the_active_partitions_and_puts_back_what_was_paused() -> None:
+    """aiokafka reads an empty partition set as every partition: faust's live set, emptied by a
+    pause while the fetch waited, fetched the stream partitions' records, and faust dropped
+    them. The fetch gets a copy; records of a partition paused meanwhile are put back."""
+    app = consumer_app("fetch-copy-test")
+    samples, power, changelog = TP("samples", 0), TP("power", 0), TP("node-state-changelog", 0)
+
+    class Thread(SeekingThread):
+        asked: set[TP]
+
+        async def getmany(self, active: set[TP], timeout: float) -> dict[TP, list[Any]]:
+            self.asked = active
+            consumer.pause_partitions({changelog})  # recovery done: its changelog paused
+            return {  # what aiokafka returns for the empty set: every partition's records
+                changelog: [SimpleNamespace(offset=7)],
+                samples: [SimpleNamespace(offset=4), SimpleNamespace(offset=5)],
+                power: [],
+            }
+
+    consumer: Any = app.consumer
+    thread = consumer._thread = Thread()
+    consumer._set_active_tps({changelog})
+    live = consumer._get_active_partitions()
+    records = asyncio.run(consumer._getmany(live, 1.0))
+    assert thread.asked == {changelog} and thread.asked is not live  # the copy: not emptied
+    assert records == {power: []}  # none handed on for a partition no longer active: ...
+    # ... each is sought back to the first of them, read again when it resumes
+    assert sorted(thread.seeks, key=str) == sorted([{changelog: 7}, {samples: 4}], key=str)
