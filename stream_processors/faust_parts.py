@@ -144,6 +144,10 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         if not paused:
             return records
         for tp, offset in paused.items():
+            self.log.info(
+                "%s[%d]: %d records fetched after it was paused; put back (from offset %d)",
+                tp.topic, tp.partition, len(records[tp]), offset,
+            )  # fmt: skip
             try:
                 await self._thread.seek_wait({tp: offset})
             except KafkaError as exc:  # revoked meanwhile: its next owner reads it
