@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import methodcaller
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -35,6 +36,35 @@ class ProcessorStats:
         self.last_window_end_ns = max(self.last_window_end_ns, end_ns)
 
 
+# The families of one value each: type, name, help, and the count of ProcessorStats it reads.
+_SCALARS: tuple[
+    tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str, Callable[[ProcessorStats], int]],
+    ...,
+] = (
+    (CounterMetricFamily, "joulestream_processor_duplicate_samples",
+     "Samples whose (instance, seq) was already a window", methodcaller("duplicates")),
+    (CounterMetricFamily, "joulestream_processor_gap_seqs",
+     "Missing sample seqs (accounted as gap windows)", methodcaller("gap_seqs")),
+    (GaugeMetricFamily, "joulestream_processor_waiting_samples",
+     "Samples waiting for power readings", methodcaller("pending")),
+    (GaugeMetricFamily, "joulestream_processor_held_messages",
+     "Messages done whose offset waits for an earlier one of their partition",
+     methodcaller("held")),
+    (CounterMetricFamily, "joulestream_processor_rewinds",
+     "Times a source partition was read again because the consumer skipped offsets",
+     methodcaller("rewinds")),
+    (CounterMetricFamily, "joulestream_processor_absent_offsets",
+     "Source offsets not in the log when read again (retention), passed over",
+     methodcaller("absent_offsets")),
+    (CounterMetricFamily, "joulestream_processor_recovery_rereads",
+     "Changelog partitions read again because recovery stalled short of their end",
+     methodcaller("recovery_rereads")),
+    (CounterMetricFamily, "joulestream_processor_stalled_rereads",
+     "Source partitions read again because they gave nothing while offsets waited",
+     methodcaller("stalled_rereads")),
+)  # fmt: skip
+
+
 class StatsCollector(Collector):
     def __init__(self, stats: ProcessorStats) -> None:
         self.stats = stats
@@ -54,44 +84,8 @@ class StatsCollector(Collector):
         for source in ("measured", "estimated", "unmeasured"):
             windows.add_metric([source], stats.windows[source])
         yield windows
-        yield CounterMetricFamily(
-            "joulestream_processor_duplicate_samples",
-            "Samples whose (instance, seq) was already a window",
-            value=stats.duplicates(),
-        )
-        yield CounterMetricFamily(
-            "joulestream_processor_gap_seqs", "Missing sample seqs (accounted as gap windows)",
-            value=stats.gap_seqs(),
-        )  # fmt: skip
-        yield GaugeMetricFamily(
-            "joulestream_processor_waiting_samples", "Samples waiting for power readings",
-            value=stats.pending(),
-        )  # fmt: skip
-        yield GaugeMetricFamily(
-            "joulestream_processor_held_messages",
-            "Messages done whose offset waits for an earlier one of their partition",
-            value=stats.held(),
-        )
-        yield CounterMetricFamily(
-            "joulestream_processor_rewinds",
-            "Times a source partition was read again because the consumer skipped offsets",
-            value=stats.rewinds(),
-        )
-        yield CounterMetricFamily(
-            "joulestream_processor_absent_offsets",
-            "Source offsets not in the log when read again (retention), passed over",
-            value=stats.absent_offsets(),
-        )
-        yield CounterMetricFamily(
-            "joulestream_processor_recovery_rereads",
-            "Changelog partitions read again because recovery stalled short of their end",
-            value=stats.recovery_rereads(),
-        )
-        yield CounterMetricFamily(
-            "joulestream_processor_stalled_rereads",
-            "Source partitions read again because they gave nothing while offsets waited",
-            value=stats.stalled_rereads(),
-        )
+        for family, name, documentation, read in _SCALARS:
+            yield family(name, documentation, value=read(stats))
         lag = (time.time_ns() - stats.last_window_end_ns) / 1e9 if stats.last_window_end_ns else 0
         yield GaugeMetricFamily(
             "joulestream_processor_lag_seconds",
